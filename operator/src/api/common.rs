@@ -1,0 +1,102 @@
+//! Types and schema helpers shared by both kinds.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use schemars::{Schema, SchemaGenerator, json_schema};
+
+/// A Go-style duration such as `30s`, `5m`, `1h30m` (what `kubectl` and every Kubernetes API use).
+///
+/// Parsing is done by `kube::core::Duration`, which follows Go's `time.ParseDuration`; admission
+/// only lets through the non-negative subset matched by [`DURATION_PATTERN`].
+pub type Duration = kube::core::Duration;
+
+/// Non-negative Go durations with explicit units: what [`Duration`] accepts minus signs and bare
+/// numbers. Kept in one place so the schema and the docs cannot disagree.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+
+/// DNS-1123 label: names of namespaces, Services and components.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// Schema of a duration field: a bounded string in Go duration syntax.
+pub fn duration_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "string",
+        "maxLength": 32,
+        "pattern": DURATION_PATTERN,
+    })
+}
+
+/// Schema of an optional duration field (nullable, so server-side apply can clear it).
+pub fn optional_duration_schema(g: &mut SchemaGenerator) -> Schema {
+    let mut s = duration_schema(g);
+    s.insert("nullable".into(), true.into());
+    s
+}
+
+/// Schema of a list of standard `metav1.Condition`s, keyed by `type` so server-side apply merges
+/// them per condition (Kubernetes API conventions).
+pub fn conditions_schema(g: &mut SchemaGenerator) -> Schema {
+    let mut s = g.subschema_for::<Vec<Condition>>();
+    s.insert("x-kubernetes-list-type".into(), "map".into());
+    s.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    s.insert("maxItems".into(), 16.into());
+    s
+}
+
+/// Schema of an arbitrary embedded Kubernetes object (kept as-is, validated by its own API later).
+pub fn embedded_object_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        "x-kubernetes-embedded-resource": true,
+    })
+}
+
+/// Condition types used by both kinds.
+pub mod condition {
+    /// The object is doing what its spec asks.
+    pub const READY: &str = "Ready";
+    /// Something is wrong that needs a person: invalid spec, conflict, failing dependency.
+    pub const DEGRADED: &str = "Degraded";
+    /// Environment: every infrastructure component is ready.
+    pub const INFRASTRUCTURE_READY: &str = "InfrastructureReady";
+    /// Environment: the seed Job succeeded.
+    pub const SEEDED: &str = "Seeded";
+    /// Release: tests passed.
+    pub const TESTED: &str = "Tested";
+    /// Release: the gate is open (approved, promotion rules met).
+    pub const APPROVED: &str = "Approved";
+    /// Release: a rollout is in progress.
+    pub const PROGRESSING: &str = "Progressing";
+    /// Release: the app serves from this Release.
+    pub const AVAILABLE: &str = "Available";
+}
+
+/// Condition reasons shared by both kinds.
+pub mod reason {
+    /// The spec passed validation and is being acted upon.
+    pub const ACCEPTED: &str = "Accepted";
+    /// The spec cannot be acted upon; the message says why.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Nothing is wrong.
+    pub const AS_EXPECTED: &str = "AsExpected";
+}
+
+/// Annotations understood by phaseloop.
+pub mod annotation {
+    /// Deleting a production Environment requires this annotation set to `"true"`.
+    pub const ALLOW_DELETE: &str = "phaseloop.dev/allow-delete";
+    /// Wakes a sleeping Environment.
+    pub const WAKE: &str = "phaseloop.dev/wake";
+    /// RFC 3339 time of the commit a Release ships; the start of its DORA lead time.
+    pub const COMMIT_TIME: &str = "phaseloop.dev/commit-time";
+}
+
+/// Labels phaseloop puts on what it manages.
+pub mod label {
+    pub const NAME: &str = "app.kubernetes.io/name";
+    pub const VERSION: &str = "app.kubernetes.io/version";
+    pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+    pub const MANAGER: &str = "phaseloop";
+    pub const ENVIRONMENT: &str = "phaseloop.dev/environment";
+    pub const TIER: &str = "phaseloop.dev/tier";
+}

@@ -1,0 +1,162 @@
+//! Controllers, one module per resource, and what they share: context, errors, the run loop.
+
+pub mod conditions;
+pub mod environment;
+pub mod release;
+pub mod status;
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use kube::{
+    Client, Resource,
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+
+/// Settings of the controllers.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Page size of the initial LISTs: small pages bound the memory peak of a re-list.
+    pub page_size: u32,
+    /// Prometheus HTTP API used by analysis and scaling.
+    pub prometheus_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { page_size: 50, prometheus_url: None }
+    }
+}
+
+/// What every reconcile gets.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub config: Config,
+    /// Cancelled on SIGTERM: controllers finish the reconciles in flight and stop.
+    pub shutdown: CancellationToken,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config, shutdown: CancellationToken) -> Self {
+        let reporter = Reporter {
+            controller: "phaseloop".into(),
+            instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        Context { client, recorder, metrics, config, shutdown }
+    }
+}
+
+/// Errors of a reconcile. Each has a short `reason` used as a metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// Bounded label value for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.is_conflict() => "conflict",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+        }
+    }
+}
+
+/// Runs both controllers until `ctx.shutdown` is cancelled. `ready` turns true once both have
+/// listed and cached their objects (the `/readyz` signal).
+pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
+    let environments = environment::controller(ctx.clone());
+    let releases = release::controller(ctx.clone());
+    let (env_store, rel_store) = (environments.store(), releases.store());
+    tokio::spawn(async move {
+        if env_store.wait_until_ready().await.is_ok() && rel_store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::SeqCst);
+            info!("caches synced; ready");
+        }
+    });
+    tokio::join!(environment::run(environments, ctx.clone()), release::run(releases, ctx.clone()));
+    info!("controllers stopped");
+}
+
+/// Runs one controller with the shared instrumentation and error policy.
+async fn drive<K, F, Fut>(name: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<Context>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    let shutdown = ctx.shutdown.clone();
+    let reconcile = Arc::new(reconcile);
+    controller
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(
+            move |obj, ctx| {
+                let reconcile = reconcile.clone();
+                async move {
+                    let started = Instant::now();
+                    let result = reconcile(obj, ctx.clone()).await;
+                    ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
+                    result
+                }
+            },
+            move |_obj, err: &Error, _ctx| {
+                warn!(controller = name, error = %err, "reconcile failed; retrying");
+                Action::requeue(Duration::from_secs(5))
+            },
+            ctx,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+/// Publishes an Event for a phase transition (nothing when the phase did not change).
+pub(crate) async fn publish_phase_change<K>(
+    ctx: &Context,
+    obj: &K,
+    old: Option<&str>,
+    new: Option<&str>,
+    message: Option<String>,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let Some(new) = new else { return };
+    if old == Some(new) {
+        return;
+    }
+    let warning = matches!(new, "Failed" | "RolledBack" | "Reverted");
+    let note = match (old, message) {
+        (_, Some(m)) => format!("{} -> {new}: {m}", old.unwrap_or("(new)")),
+        (_, None) => format!("{} -> {new}", old.unwrap_or("(new)")),
+    };
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: new.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "PhaseTransition".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}

@@ -1,0 +1,166 @@
+//! The Release controller.
+//!
+//! This stage validates what admission cannot and records it in status; the Test, Release and
+//! Deploy phases build on the same shape: pure `desired_*` functions below, API I/O in
+//! [`reconcile`].
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{
+    Api, ResourceExt,
+    runtime::{Controller, controller::Action, watcher},
+};
+
+use super::{Context, Error, conditions, publish_phase_change, status::apply_status};
+use crate::{
+    api::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus, condition, reason},
+    promql,
+};
+
+/// Name of this controller in metrics and logs.
+pub const NAME: &str = "release";
+
+/// Spec problems the API server cannot see: each message says what to change.
+pub fn validate(spec: &ReleaseSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    let analysis = spec.strategy.analysis.iter().flat_map(|a| &a.metrics);
+    for m in analysis {
+        if let Err(e) = promql::check(&m.query) {
+            problems.push(format!("strategy.analysis.metrics[{}].query: {e}", m.name));
+        }
+    }
+    if let Some(s) = &spec.scaling
+        && let Err(e) = promql::check(&s.metric.query)
+    {
+        problems.push(format!("scaling.metric.query: {e}"));
+    }
+    problems
+}
+
+/// The status the controller wants for `rel` at `now`.
+pub fn desired_status(rel: &Release, now: &Time) -> ReleaseStatus {
+    let mut status = rel.status.clone().unwrap_or_default();
+    let generation = rel.metadata.generation;
+    let problems = validate(&rel.spec);
+    status.observed_generation = generation;
+    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
+    if status.phase != Some(phase) {
+        status.phase_times.entry(phase.as_str().to_string()).or_insert_with(|| now.clone());
+    }
+    status.phase = Some(phase);
+    let degraded = if problems.is_empty() {
+        status.message = None;
+        conditions::Desired {
+            type_: condition::DEGRADED,
+            status: false,
+            reason: reason::AS_EXPECTED,
+            message: "spec is valid".into(),
+        }
+    } else {
+        let message = problems.join("; ");
+        status.message = Some(format!("invalid spec, nothing was changed: {message}"));
+        conditions::Desired { type_: condition::DEGRADED, status: true, reason: reason::INVALID_SPEC, message }
+    };
+    conditions::upsert(&mut status.conditions, degraded, generation, now);
+    status
+}
+
+async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let now = Time(jiff::Timestamp::now());
+    let desired = desired_status(&rel, &now);
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let old_phase = rel.status.as_ref().and_then(|s| s.phase);
+    if apply_status(&api, &*rel, rel.status.as_ref(), &desired).await? {
+        let new_phase = desired.phase.map(ReleasePhase::as_str);
+        publish_phase_change(&ctx, &*rel, old_phase.map(ReleasePhase::as_str), new_phase, desired.message.clone())
+            .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// The Release controller, ready to run.
+pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
+    let api: Api<Release> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default().page_size(ctx.config.page_size))
+}
+
+pub(super) async fn run(controller: Controller<Release>, ctx: Arc<Context>) {
+    super::drive(NAME, controller, reconcile, ctx).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Analysis, AnalysisMetric, Strategy};
+    use kube::api::ObjectMeta;
+
+    fn release(spec_json: serde_json::Value) -> Release {
+        let spec: ReleaseSpec = serde_json::from_value(spec_json).unwrap();
+        let mut r = Release::new("shop-1-2-0", spec);
+        r.metadata = ObjectMeta {
+            name: Some("shop-1-2-0".into()),
+            namespace: Some("prod".into()),
+            generation: Some(1),
+            ..Default::default()
+        };
+        r
+    }
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({"app": "shop", "version": "1.2.0", "template": {"spec": {"containers": [{"name": "app", "image": "shop:1.2.0"}]}}})
+    }
+
+    fn now() -> Time {
+        Time("2026-11-26T10:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let r = release(minimal());
+        assert_eq!(r.spec.replicas, 1);
+        assert_eq!(r.spec.strategy, Strategy::default());
+        assert_eq!(std::time::Duration::from(r.spec.strategy.progress_deadline).as_secs(), 600);
+        assert_eq!(std::time::Duration::from(r.spec.strategy.revert_window).as_secs(), 1800);
+        assert!(r.spec.strategy.auto_rollback);
+    }
+
+    #[test]
+    fn a_new_release_is_pending_and_records_when() {
+        let s = desired_status(&release(minimal()), &now());
+        assert_eq!(s.phase, Some(ReleasePhase::Pending));
+        assert_eq!(s.phase_times.get("Pending"), Some(&now()));
+        assert_eq!(s.observed_generation, Some(1));
+        assert!(!conditions::is_true(&s.conditions, condition::DEGRADED));
+    }
+
+    #[test]
+    fn an_unknown_query_placeholder_is_degraded_with_a_clear_message() {
+        let mut r = release(minimal());
+        r.spec.strategy.analysis = Some(Analysis {
+            interval: "30s".parse().unwrap(),
+            metrics: vec![AnalysisMetric {
+                name: "errors".into(),
+                query: "rate(errors{pod=\"{{pod}}\"}[1m])".into(),
+                min: None,
+                max: Some(0.01),
+                failure_limit: 0,
+                inconclusive_limit: 3,
+            }],
+        });
+        let s = desired_status(&r, &now());
+        let c = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason::INVALID_SPEC));
+        assert!(c.message.contains("metrics[errors].query") && c.message.contains("{{pod}}"), "{}", c.message);
+        assert!(s.message.unwrap().contains("nothing was changed"));
+    }
+
+    #[test]
+    fn desired_status_is_a_fixed_point() {
+        let mut r = release(minimal());
+        let first = desired_status(&r, &now());
+        r.status = Some(first.clone());
+        let later = Time("2026-11-26T12:00:00Z".parse().unwrap());
+        assert_eq!(desired_status(&r, &later), first);
+    }
+}

@@ -1,0 +1,9 @@
+//! phaseloop: a Kubernetes operator for the Ops half of the DevOps loop — Test, Release, Deploy,
+//! Operate, Monitor — driven by two custom resources, `Environment` and `Release`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod controller;
+pub mod metrics;
+pub mod promql;
+pub mod server;
