@@ -1,1 +1,176 @@
+//! Helpers of the end-to-end tests. They run against the local control plane started by
+//! `e2e/scripts/start-cluster.sh` (or any cluster in `KUBECONFIG`) with the operator running as a
+//! host process, and talk only to 127.0.0.1.
+#![forbid(unsafe_code)]
 
+use std::{fmt::Debug, path::PathBuf, process::Command, time::Duration};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Resource,
+    api::{DeleteParams, PostParams},
+    runtime::wait::{Condition, await_condition},
+};
+use serde::de::DeserializeOwned;
+
+/// Root of the repository.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A client for the test cluster (`KUBECONFIG`).
+pub async fn client() -> Client {
+    Client::try_default()
+        .await
+        .expect("KUBECONFIG points at the test cluster (eval \"$(e2e/scripts/env.sh)\")")
+}
+
+/// Output of a finished command.
+#[derive(Debug)]
+pub struct Output {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `kubectl` (the pinned one, first on `PATH` via env.sh) with `args`.
+pub fn kubectl(args: &[&str]) -> Output {
+    let out = Command::new("kubectl")
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("kubectl runs");
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `kubectl` with `stdin` as the manifest (`-f -`).
+pub fn kubectl_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    Output {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Waits until `cond` holds for the object, or fails after `timeout` with the last state seen.
+pub async fn wait_for<K>(api: &Api<K>, name: &str, timeout: Duration, cond: impl Condition<K>) -> anyhow::Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => Ok(obj),
+        Ok(Ok(None)) => bail!("{name} was deleted while waiting"),
+        Ok(Err(e)) => Err(e).context("watch failed"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            bail!("timed out after {timeout:?} waiting for {name}; last seen: {last:#?}")
+        }
+    }
+}
+
+/// A namespace for one test, deleted when dropped (best effort, in the background).
+pub struct TestNamespace {
+    pub name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", unique_suffix());
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"phaseloop.dev/e2e": "true"}}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { api.delete(&name, &DeleteParams::background()).await });
+        }
+    }
+}
+
+/// A short suffix unique enough for names in one test run.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{:x}{}", nanos % 0xfffff, N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// Prometheus base URL (`PROMETHEUS_URL`, set by env.sh).
+pub fn prometheus_url() -> String {
+    std::env::var("PROMETHEUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19090".into())
+}
+
+/// The operator's metrics base URL (`PHASELOOP_METRICS_PORT`, set by env.sh).
+pub fn operator_url() -> String {
+    let port = std::env::var("PHASELOOP_METRICS_PORT").unwrap_or_else(|_| "18080".into());
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Runs an instant PromQL query and returns the result vector.
+pub async fn prom_query(query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let url = format!("{}/api/v1/query", prometheus_url());
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(url)
+        .query(&[("query", query)])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    if body["status"] != "success" {
+        bail!("query {query} failed: {body}");
+    }
+    Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
+}
+
+/// Polls `f` every 500ms until it returns `Some`, or fails after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

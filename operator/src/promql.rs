@@ -21,7 +21,9 @@ pub struct Vars<'a> {
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TemplateError {
-    #[error("unknown placeholder {{{{{0}}}}} (known: {{{{app}}}}, {{{{version}}}}, {{{{namespace}}}}, {{{{stableVersion}}}})")]
+    #[error(
+        "unknown placeholder {{{{{0}}}}} (known: {{{{app}}}}, {{{{version}}}}, {{{{namespace}}}}, {{{{stableVersion}}}})"
+    )]
     Unknown(String),
     #[error("unclosed placeholder: '{{{{' without '}}}}'")]
     Unclosed,
@@ -58,7 +60,12 @@ pub fn render(query: &str, vars: &Vars<'_>) -> Result<String, TemplateError> {
 mod tests {
     use super::*;
 
-    const VARS: Vars<'static> = Vars { app: "shop", version: "1.2.0", namespace: "prod", stable_version: "1.1.0" };
+    const VARS: Vars<'static> = Vars {
+        app: "shop",
+        version: "1.2.0",
+        namespace: "prod",
+        stable_version: "1.1.0",
+    };
 
     #[test]
     fn renders_every_placeholder() {
@@ -73,7 +80,10 @@ mod tests {
     fn leaves_queries_without_placeholders_alone() {
         assert_eq!(render("up{job=\"x\"}", &VARS).unwrap(), "up{job=\"x\"}");
         // PromQL itself uses single braces; only double braces are placeholders.
-        assert_eq!(render("sum by (a) (x{a=~\"b{2}\"})", &VARS).unwrap(), "sum by (a) (x{a=~\"b{2}\"})");
+        assert_eq!(
+            render("sum by (a) (x{a=~\"b{2}\"})", &VARS).unwrap(),
+            "sum by (a) (x{a=~\"b{2}\"})"
+        );
     }
 
     #[test]

@@ -29,9 +29,17 @@ fn finish(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     let mut value = serde_json::to_value(&crd).expect("CRD serializes");
     for version in value["spec"]["versions"].as_array_mut().into_iter().flatten() {
         let root = &mut version["schema"]["openAPIV3Schema"];
+        // kube-derive documents the root as "Auto-generated derived type..."; users want ours.
+        root["description"] = root["properties"]["spec"]["description"].clone();
+        shorten_quantity_docs(root);
         for (_, path) in EMBEDDED_KUBERNETES_TYPES.iter().filter(|(k, _)| *k == kind) {
             let node = walk(root, path).unwrap_or_else(|| panic!("{kind}: schema path {path:?} missing"));
-            for child in node.get_mut("properties").and_then(Value::as_object_mut).into_iter().flatten() {
+            for child in node
+                .get_mut("properties")
+                .and_then(Value::as_object_mut)
+                .into_iter()
+                .flatten()
+            {
                 strip_descriptions(child.1);
             }
         }
@@ -39,9 +47,35 @@ fn finish(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     serde_json::from_value(value).expect("CRD deserializes")
 }
 
+/// Upstream's `Quantity` doc is 2 KB of grammar, repeated for every quantity field.
+fn shorten_quantity_docs(node: &mut Value) {
+    match node {
+        Value::Object(map) => {
+            if map.get("x-kubernetes-int-or-string").is_some()
+                && map
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .is_some_and(|d| d.starts_with("Quantity is"))
+            {
+                map.insert(
+                    "description".into(),
+                    "A Kubernetes quantity, e.g. `500m`, `2`, `512Mi`, `2Gi`.".into(),
+                );
+            }
+            map.values_mut().for_each(shorten_quantity_docs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(shorten_quantity_docs),
+        _ => {}
+    }
+}
+
 fn walk<'a>(mut node: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
     for step in path {
-        node = if *step == "[]" { node.get_mut("items")? } else { node.get_mut("properties")?.get_mut(*step)? };
+        node = if *step == "[]" {
+            node.get_mut("items")?
+        } else {
+            node.get_mut("properties")?.get_mut(*step)?
+        };
     }
     Some(node)
 }

@@ -1,4 +1,6 @@
 //! The `Environment` kind: a namespace and everything in it that is not the app itself.
+// `printcolumn(...)` repeats `type_ = ...` by design; clippy mistakes that for a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 

@@ -7,6 +7,7 @@
 pub mod common;
 pub mod crd;
 pub mod environment;
+pub mod reference;
 pub mod release;
 
 pub use common::*;

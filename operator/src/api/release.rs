@@ -1,4 +1,6 @@
 //! The `Release` kind: one version of one app, tested, gated, rolled out and operated.
+// `printcolumn(...)` repeats `type_ = ...` by design; clippy mistakes that for a duplicate.
+#![allow(clippy::duplicated_attributes)]
 
 use std::collections::BTreeMap;
 
@@ -32,7 +34,7 @@ use super::common::{Duration, conditions_schema, duration_schema};
     printcolumn(name = "Weight", type_ = "integer", json_path = ".status.weight"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    selectable = ".spec.app",
+    selectable = ".spec.app"
 )]
 #[x_kube(
     validation = Rule::new("self.strategy.type == 'Canary' || !has(self.strategy.canary)")
@@ -54,7 +56,10 @@ pub struct ReleaseSpec {
     pub app: String,
 
     /// The version shipped, e.g. `1.4.2` or a commit id. Immutable.
-    #[schemars(length(min = 1, max = 63), regex(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("version is immutable: create a new Release"))]
     pub version: String,
 
@@ -582,7 +587,10 @@ impl ReleasePhase {
     }
     /// Phases a Release never leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Superseded | Self::Reverted | Self::RolledBack | Self::Failed)
+        matches!(
+            self,
+            Self::Superseded | Self::Reverted | Self::RolledBack | Self::Failed
+        )
     }
 }
 

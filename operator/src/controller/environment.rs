@@ -91,7 +91,11 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     let old_phase = env.status.as_ref().and_then(|s| s.phase);
     if apply_status(&api, &*env, env.status.as_ref(), &desired).await? {
         let new_phase = desired.phase.map(EnvironmentPhase::as_str);
-        let message = desired.conditions.iter().find(|c| c.type_ == condition::DEGRADED).map(|c| c.message.clone());
+        let message = desired
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::DEGRADED)
+            .map(|c| c.message.clone());
         publish_phase_change(&ctx, &*env, old_phase.map(EnvironmentPhase::as_str), new_phase, message).await;
     }
     Ok(Action::await_change())
@@ -139,13 +143,23 @@ mod tests {
 
     #[test]
     fn an_explicit_namespace_wins() {
-        let spec = EnvironmentSpec { namespace: Some("elsewhere".into()), ..Default::default() };
-        assert_eq!(desired_status(&env("a", spec), &now()).namespace.as_deref(), Some("elsewhere"));
+        let spec = EnvironmentSpec {
+            namespace: Some("elsewhere".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            desired_status(&env("a", spec), &now()).namespace.as_deref(),
+            Some("elsewhere")
+        );
     }
 
     #[test]
     fn expiry_is_creation_plus_ttl() {
-        let spec = EnvironmentSpec { tier: Tier::Preview, ttl: Some("4h".parse().unwrap()), ..Default::default() };
+        let spec = EnvironmentSpec {
+            tier: Tier::Preview,
+            ttl: Some("4h".parse().unwrap()),
+            ..Default::default()
+        };
         let s = desired_status(&env("pr-1", spec), &now());
         assert_eq!(s.expires_at, Some(Time("2026-11-26T14:00:00Z".parse().unwrap())));
     }
@@ -154,14 +168,21 @@ mod tests {
     fn self_references_are_reported_not_acted_on() {
         let spec = EnvironmentSpec {
             from: Some("loop".into()),
-            promotion: Some(Promotion { from: Some("loop".into()), ..Default::default() }),
+            promotion: Some(Promotion {
+                from: Some("loop".into()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let s = desired_status(&env("loop", spec), &now());
         assert_eq!(s.phase, Some(EnvironmentPhase::Failed));
         let c = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason::INVALID_SPEC));
-        assert!(c.message.contains("spec.from") && c.message.contains("promotion.from"), "{}", c.message);
+        assert!(
+            c.message.contains("spec.from") && c.message.contains("promotion.from"),
+            "{}",
+            c.message
+        );
     }
 
     #[test]
@@ -170,6 +191,10 @@ mod tests {
         let first = desired_status(&e, &now());
         e.status = Some(first.clone());
         let later = Time("2026-11-26T11:00:00Z".parse().unwrap());
-        assert_eq!(desired_status(&e, &later), first, "a second reconcile must not change status");
+        assert_eq!(
+            desired_status(&e, &later),
+            first,
+            "a second reconcile must not change status"
+        );
     }
 }

@@ -40,7 +40,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { page_size: 50, prometheus_url: None }
+        Config {
+            page_size: 50,
+            prometheus_url: None,
+        }
     }
 }
 
@@ -58,10 +61,18 @@ impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, config: Config, shutdown: CancellationToken) -> Self {
         let reporter = Reporter {
             controller: "phaseloop".into(),
-            instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+            instance: std::env::var("POD_NAME")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, recorder, metrics, config, shutdown }
+        Context {
+            client,
+            recorder,
+            metrics,
+            config,
+            shutdown,
+        }
     }
 }
 
@@ -95,7 +106,10 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
             info!("caches synced; ready");
         }
     });
-    tokio::join!(environment::run(environments, ctx.clone()), release::run(releases, ctx.clone()));
+    tokio::join!(
+        environment::run(environments, ctx.clone()),
+        release::run(releases, ctx.clone())
+    );
     info!("controllers stopped");
 }
 
@@ -116,7 +130,8 @@ where
                 async move {
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;
-                    ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
+                    ctx.metrics
+                        .observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
                     result
                 }
             },

@@ -1,0 +1,49 @@
+# phaseloop entry points. `make run` and `make test` are the two commands of the README.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+E2E := e2e/scripts
+
+.PHONY: help run test unit e2e lint fmt crds bins cluster-up cluster-down
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+run: ## Run the operator; starts the local control plane first when no cluster is configured
+	@if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
+	  bash $(E2E)/install-deps.sh && bash $(E2E)/build-e2e-bins.sh && bash $(E2E)/start-cluster.sh && \
+	  eval "$$($(E2E)/env.sh)" && export PHASELOOP_METRICS_ADDR=127.0.0.1:$$PHASELOOP_METRICS_PORT \
+	    PHASELOOP_PROMETHEUS_URL=$$PROMETHEUS_URL && \
+	  echo "local control plane up: export KUBECONFIG=$$KUBECONFIG" && \
+	  kubectl apply -f crds/ && $(CARGO) run --bin phaseloop-operator -p phaseloop; \
+	else \
+	  kubectl apply -f crds/ && $(CARGO) run --bin phaseloop-operator -p phaseloop; \
+	fi
+
+test: lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests on a local control plane
+
+unit: ## Unit and CRD tests (no cluster needed)
+	$(CARGO) test --workspace
+
+e2e: ## End-to-end tests against a local control plane started (and stopped) for them
+	bash $(E2E)/run-e2e.sh
+
+lint: ## rustfmt and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+crds: ## Regenerate crds/ and docs/api.md from the API types
+	$(CARGO) run -q -p phaseloop --bin crdgen -- crds docs/api.md
+
+bins: ## Build the pinned control-plane binaries into the cache (outside the repository)
+	bash $(E2E)/install-deps.sh && bash $(E2E)/build-e2e-bins.sh
+
+cluster-up: bins ## Start the local control plane, Prometheus and the pushgateway on 127.0.0.1
+	bash $(E2E)/start-cluster.sh
+	@echo 'eval "$$($(E2E)/env.sh)"   # to use it from this shell'
+
+cluster-down: ## Stop exactly the processes cluster-up started
+	bash $(E2E)/stop-cluster.sh

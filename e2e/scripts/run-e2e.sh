@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The end-to-end suite: builds what is missing, starts the local control plane (unless one is
+# already running), installs the CRDs, runs the operator as a host process and the e2e tests
+# against it, then stops what it started.
+source "$(dirname "$0")/lib.sh"
+S=$E2E_ROOT/scripts
+T0=$(date +%s)
+
+bash "$S/install-deps.sh"
+bash "$S/build-e2e-bins.sh"
+cargo build --bin phaseloop-operator -p phaseloop
+cargo test --no-run -p phaseloop-e2e
+
+# Start the cluster only when it is not up, and then stop it at the end.
+STARTED_CLUSTER=
+APISERVER_PID=$E2E_STATE/pids/kube-apiserver.pid
+if ! { [ -f "$APISERVER_PID" ] && kill -0 "$(cat "$APISERVER_PID")" 2>/dev/null; }; then STARTED_CLUSTER=1; fi
+cleanup() {
+  bash "$S/run-operator.sh" stop || true
+  if [ -n "$STARTED_CLUSTER" ] && [ -z "${E2E_KEEP_CLUSTER:-}" ]; then bash "$S/stop-cluster.sh" || true; fi
+}
+trap cleanup EXIT
+bash "$S/start-cluster.sh"
+eval "$("$S/env.sh")"
+
+kubectl apply -f "$REPO_ROOT/crds/"
+kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+bash "$S/run-operator.sh" start
+
+set +e
+cargo test -p phaseloop-e2e -- --ignored --test-threads="${E2E_THREADS:-4}" "$@"
+rc=$?
+set -e
+if [ $rc -ne 0 ]; then
+  log "e2e failed; operator log tail:"
+  tail -n 40 "$E2E_STATE/logs/operator.log" >&2 || true
+fi
+log "e2e finished in $(($(date +%s) - T0))s (rc=$rc)"
+exit $rc

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Starts the operator as a host process against the e2e cluster, in the background, and waits for
+# /readyz. Its PID goes to $E2E_STATE/pids/operator.pid (so stop-cluster.sh stops it too) and its
+# log to $E2E_STATE/logs/operator.log.
+#   run-operator.sh [start|stop]     (default: start)
+source "$(dirname "$0")/lib.sh"
+eval "$("$E2E_ROOT/scripts/env.sh")"
+PIDFILE=$E2E_STATE/pids/operator.pid
+LOGFILE=$E2E_STATE/logs/operator.log
+BIN=${PHASELOOP_OPERATOR_BIN:-$REPO_ROOT/target/debug/phaseloop-operator}
+
+stop() {
+  [ -f "$PIDFILE" ] || return 0
+  local pid; pid=$(cat "$PIDFILE")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  fi
+  rm -f "$PIDFILE"
+}
+
+case "${1:-start}" in
+stop) stop; exit 0 ;;
+start) ;;
+*) die "usage: $0 [start|stop]" ;;
+esac
+
+stop
+[ -x "$BIN" ] || die "$BIN missing: cargo build --bin phaseloop-operator"
+mkdir -p "$E2E_STATE/pids" "$E2E_STATE/logs"
+PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METRICS_PORT PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL \
+  RUST_LOG=${RUST_LOG:-info,kube=warn} nohup "$BIN" >>"$LOGFILE" 2>&1 &
+echo $! >"$PIDFILE"
+for _ in $(seq 120); do
+  if curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/readyz" >/dev/null 2>&1; then
+    log "operator ready (pid $(cat "$PIDFILE"), log $LOGFILE)"
+    exit 0
+  fi
+  kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 30 "$LOGFILE" >&2; die "operator exited"; }
+  sleep 0.5
+done
+tail -n 30 "$LOGFILE" >&2
+die "operator not ready after 60s"
