@@ -174,3 +174,45 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Deletes an Environment when dropped (allowing the deletion of production ones), so a failed
+/// test does not leave namespaces behind.
+pub struct EnvironmentGuard {
+    pub name: String,
+    client: Client,
+}
+
+impl EnvironmentGuard {
+    pub fn new(client: &Client, name: &str) -> Self {
+        EnvironmentGuard {
+            name: name.to_string(),
+            client: client.clone(),
+        }
+    }
+}
+
+impl Drop for EnvironmentGuard {
+    fn drop(&mut self) {
+        let api: Api<phaseloop::api::Environment> = Api::all(self.client.clone());
+        let name = self.name.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let allow = serde_json::json!({"metadata": {"annotations": {"phaseloop.dev/allow-delete": "true"}}});
+                let _ = api
+                    .patch(
+                        &name,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&allow),
+                    )
+                    .await;
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        }
+    }
+}
+
+/// Creates an object from JSON with `kubectl create`, failing the test with kubectl's message.
+pub fn create(obj: &serde_json::Value) {
+    let out = kubectl_stdin(&["create", "-f", "-"], &obj.to_string());
+    assert!(out.ok, "kubectl create failed: {}", out.stderr);
+}

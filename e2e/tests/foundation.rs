@@ -217,7 +217,7 @@ async fn environments_get_status_and_printer_columns() {
     api.create(&PostParams::default(), &env).await.unwrap();
     let env = wait_for(&api, &name, WAIT, |e: Option<&Environment>| {
         e.and_then(|e| e.status.as_ref())
-            .is_some_and(|s| s.phase == Some(EnvironmentPhase::Provisioning))
+            .is_some_and(|s| s.phase == Some(EnvironmentPhase::Ready))
     })
     .await
     .unwrap();
@@ -241,7 +241,7 @@ async fn environments_get_status_and_printer_columns() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("preview") && out.stdout.contains("Provisioning"),
+        out.stdout.contains("preview") && out.stdout.contains("Ready"),
         "{}",
         out.stdout
     );

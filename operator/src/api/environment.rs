@@ -270,6 +270,12 @@ pub struct EnvironmentStatus {
     /// Last Release activity in the namespace (drives `sleepAfter`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<Time>,
+    /// The parent a branch was made from, and the parent's inheritable spec at branch time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<BranchStatus>,
+    /// When the workloads were put to sleep (phase `Sleeping`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slept_at: Option<Time>,
     /// Replica counts of the workloads put to sleep, restored on wake (Deployment name → replicas).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 256))]
@@ -278,6 +284,19 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
+}
+
+/// Where a branch came from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BranchStatus {
+    /// The parent Environment.
+    pub parent: String,
+    /// The parent's `metadata.generation` the snapshot was taken from.
+    pub parent_generation: i64,
+    /// The parent's quota, defaults, isolation, infrastructure and seed at branch time (or, with
+    /// `followParent`, at the parent's latest generation).
+    pub snapshot: EnvironmentSpec,
 }
 
 /// Phase of an Environment.
@@ -321,6 +340,19 @@ pub struct ComponentStatus {
     /// Why it is not ready, or why it was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Objects applied for the component, so they can be pruned when it changes or goes away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub objects: Vec<AppliedObject>,
+}
+
+/// An object applied into an Environment's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
 }
 
 /// An app version live in an Environment.

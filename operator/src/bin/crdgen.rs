@@ -11,14 +11,14 @@ fn main() -> std::io::Result<()> {
     match std::env::args_os().nth(1).map(PathBuf::from) {
         Some(dir) => {
             fs::create_dir_all(&dir)?;
-            for c in &crds {
-                fs::write(dir.join(crd::file_name(c)), crd::to_yaml(c))?;
+            for (name, yaml) in crd::files() {
+                fs::write(dir.join(name), yaml)?;
             }
             if let Some(doc) = std::env::args_os().nth(2) {
                 fs::write(doc, reference::markdown(&crds))?;
             }
         }
-        None => crds.iter().for_each(|c| print!("{}", crd::to_yaml(c))),
+        None => crd::files().iter().for_each(|(_, yaml)| print!("{yaml}")),
     }
     Ok(())
 }

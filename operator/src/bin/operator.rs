@@ -24,6 +24,9 @@ struct Args {
     /// Prometheus HTTP API for analysis and scaling, e.g. http://prometheus:9090.
     #[arg(long, env = "PHASELOOP_PROMETHEUS_URL")]
     prometheus_url: Option<String>,
+    /// Namespace whose pods may reach Environments with `isolation: Namespace` (monitoring).
+    #[arg(long, env = "PHASELOOP_MONITORING_NAMESPACE", default_value = "monitoring")]
+    monitoring_namespace: String,
     /// Page size of the initial LIST of each watch.
     #[arg(long, env = "PHASELOOP_PAGE_SIZE", default_value_t = 50)]
     page_size: u32,
@@ -58,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
     let config = controller::Config {
         page_size: args.page_size,
         prometheus_url: args.prometheus_url,
+        monitoring_namespace: args.monitoring_namespace,
     };
     let ctx = Arc::new(controller::Context::new(
         client,

@@ -36,6 +36,8 @@ pub struct Config {
     pub page_size: u32,
     /// Prometheus HTTP API used by analysis and scaling.
     pub prometheus_url: Option<String>,
+    /// Namespace whose pods may reach isolated Environments (Prometheus scraping them).
+    pub monitoring_namespace: String,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
         Config {
             page_size: 50,
             prometheus_url: None,
+            monitoring_namespace: "monitoring".into(),
         }
     }
 }
@@ -145,6 +148,23 @@ where
         .await;
 }
 
+/// Publishes an Event about `obj`; failures are logged, never fatal (Events are best effort).
+pub(crate) async fn publish<K>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: String)
+where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "could not publish event");
+    }
+}
+
 /// Publishes an Event for a phase transition (nothing when the phase did not change).
 pub(crate) async fn publish_phase_change<K>(
     ctx: &Context,
@@ -164,14 +184,6 @@ pub(crate) async fn publish_phase_change<K>(
         (_, Some(m)) => format!("{} -> {new}: {m}", old.unwrap_or("(new)")),
         (_, None) => format!("{} -> {new}", old.unwrap_or("(new)")),
     };
-    let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
-        reason: new.to_string(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "PhaseTransition".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, "could not publish event");
-    }
+    let type_ = if warning { EventType::Warning } else { EventType::Normal };
+    publish(ctx, obj, type_, new, note).await;
 }

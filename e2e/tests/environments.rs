@@ -1,0 +1,439 @@
+//! Environments as code against a real API server and the running operator: namespace, quota,
+//! defaults, isolation, infrastructure, seed, branching, TTL, sleep, protection and clean deletion.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    batch::v1::Job,
+    core::v1::{ConfigMap, Event, LimitRange, Namespace, ResourceQuota, Service},
+    networking::v1::NetworkPolicy,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    core::{ApiResource, DynamicObject, GroupVersionKind},
+};
+use phaseloop::api::{Environment, EnvironmentPhase};
+use phaseloop_e2e::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn environment(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment", "metadata": {"name": name}, "spec": spec})
+}
+
+fn deployment(name: &str, replicas: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": name, "image": format!("{name}:1")}]}}}})
+}
+
+fn database_component() -> Value {
+    json!({"name": "db", "objects": [
+        deployment("postgres", 1),
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "postgres"},
+         "spec": {"selector": {"app": "postgres"}, "ports": [{"port": 5432}]}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-config"}, "data": {"DB_NAME": "shop"}},
+    ]})
+}
+
+async fn wait_phase(api: &Api<Environment>, name: &str, phase: EnvironmentPhase) -> Environment {
+    wait_for(api, name, WAIT, move |e: Option<&Environment>| {
+        e.and_then(|e| e.status.as_ref())
+            .is_some_and(|s| s.phase == Some(phase))
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str) -> Duration
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let started = Instant::now();
+    eventually(&format!("{name} to be gone"), WAIT, || async {
+        api.get_opt(name).await.ok().flatten().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    started.elapsed()
+}
+
+fn condition(env: &Environment, type_: &str) -> (String, String, String) {
+    let c = env
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap();
+    (c.status.clone(), c.reason.clone(), c.message.clone())
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftovers() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("staging-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&environment(
+        &name,
+        json!({
+            "tier": "staging",
+            "quota": {"cpu": "4", "memory": "8Gi", "pods": 20},
+            "defaults": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+            "isolation": "Namespace",
+            "infrastructure": [database_component()],
+            "seed": {"template": {"spec": {"containers": [{"name": "seed", "image": "seed:1"}]}}},
+        }),
+    ));
+    let env = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let status = env.status.clone().unwrap();
+    assert!(status.seeded);
+    assert_eq!(condition(&env, "InfrastructureReady").0, "True");
+    assert_eq!(condition(&env, "Seeded").0, "True");
+    assert_eq!(status.components.len(), 1);
+    assert_eq!(status.components[0].objects.len(), 3);
+
+    let ns: Namespace = Api::all(client.clone()).get(&name).await.unwrap();
+    assert_eq!(ns.labels()["phaseloop.dev/environment"], name);
+    assert_eq!(ns.labels()["phaseloop.dev/tier"], "staging");
+    let quota: ResourceQuota = Api::namespaced(client.clone(), &name)
+        .get("phaseloop-quota")
+        .await
+        .unwrap();
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "20");
+    let _: LimitRange = Api::namespaced(client.clone(), &name)
+        .get("phaseloop-defaults")
+        .await
+        .unwrap();
+    let _: NetworkPolicy = Api::namespaced(client.clone(), &name)
+        .get("phaseloop-isolation")
+        .await
+        .unwrap();
+    let db: Deployment = Api::namespaced(client.clone(), &name).get("postgres").await.unwrap();
+    assert_eq!(db.labels()["phaseloop.dev/component"], "db");
+    assert_eq!(db.owner_references()[0].name, name);
+    let seed: Job = Api::namespaced(client.clone(), &name)
+        .get("phaseloop-seed")
+        .await
+        .unwrap();
+    assert_eq!(seed.status.unwrap().succeeded, Some(1));
+
+    // Removing a component deletes its objects.
+    let patch = json!({"spec": {"infrastructure": []}});
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
+    wait_gone(&configmaps, "db-config").await;
+    wait_gone(&Api::<Deployment>::namespaced(client.clone(), &name), "postgres").await;
+
+    // Deleting the Environment deletes the namespace first, then the Environment.
+    envs.delete(&name, &Default::default()).await.unwrap();
+    wait_gone(&envs, &name).await;
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let selector = ListParams::default().labels(&format!("phaseloop.dev/environment={name}"));
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<Deployment>::all(client.clone())
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<Service>::all(client.clone())
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<ConfigMap>::all(client.clone())
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(
+        Api::<Job>::all(client.clone())
+            .list(&selector)
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_test_environment_with_a_20s_ttl_disappears_with_its_namespace() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("ttl-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&environment(&name, json!({"tier": "test", "ttl": "20s"})));
+    let env = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let created = env.metadata.creation_timestamp.unwrap().0;
+    assert_eq!(
+        env.status
+            .unwrap()
+            .expires_at
+            .unwrap()
+            .0
+            .duration_since(created)
+            .as_secs(),
+        20
+    );
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    wait_gone(&envs, &name).await;
+    wait_gone(&Api::<Namespace>::all(client.clone()), &name).await;
+    let lived = jiff::Timestamp::now().duration_since(created).as_secs();
+    assert!(lived >= 20, "deleted after {lived}s, before its ttl");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn the_expiry_can_be_extended_by_annotation() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("extend-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&environment(&name, json!({"tier": "preview", "ttl": "1h"})));
+    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let later = "2099-01-01T00:00:00Z";
+    let patch = json!({"metadata": {"annotations": {"phaseloop.dev/expires-at": later}}});
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    wait_for(&envs, &name, WAIT, |e: Option<&Environment>| {
+        e.and_then(|e| e.status.as_ref())
+            .and_then(|s| s.expires_at.as_ref())
+            .is_some_and(|t| t.0.to_string() == later)
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let parent = format!("parent-{}", unique_suffix());
+    let branch = format!("branch-{}", unique_suffix());
+    let _g1 = EnvironmentGuard::new(&client, &parent);
+    let _g2 = EnvironmentGuard::new(&client, &branch);
+    create(&environment(
+        &parent,
+        json!({"tier": "staging", "quota": {"pods": 50}, "infrastructure": [database_component()]}),
+    ));
+    wait_phase(&envs, &parent, EnvironmentPhase::Ready).await;
+    create(&environment(
+        &branch,
+        json!({"tier": "preview", "from": parent, "ttl": "1h"}),
+    ));
+    let env = wait_phase(&envs, &branch, EnvironmentPhase::Ready).await;
+    assert_eq!(env.status.unwrap().branch.unwrap().parent, parent);
+    let db: Deployment = Api::namespaced(client.clone(), &branch).get("postgres").await.unwrap();
+    assert_eq!(db.labels()["phaseloop.dev/environment"], branch);
+    let quota: ResourceQuota = Api::namespaced(client.clone(), &branch)
+        .get("phaseloop-quota")
+        .await
+        .unwrap();
+    assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "50");
+
+    // A later change of the parent does not rewrite the branch (it does not follow).
+    let cache = json!({"name": "cache", "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cache-config"}}]});
+    let patch = json!({"spec": {"infrastructure": [database_component(), cache]}});
+    envs.patch(&parent, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let parent_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &parent);
+    eventually("cache-config in the parent", WAIT, || async {
+        parent_cms.get_opt("cache-config").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    // Poke the branch so it reconciles, then check it still has only the snapshot.
+    let poke = json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
+    envs.patch(&branch, &PatchParams::default(), &Patch::Merge(&poke))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let branch_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &branch);
+    assert!(
+        branch_cms.get_opt("cache-config").await.unwrap().is_none(),
+        "the branch followed its parent"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_bad_component_is_refused_while_the_good_ones_become_ready() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("mixed-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&environment(
+        &name,
+        json!({"infrastructure": [
+            database_component(),
+            {"name": "rbac", "objects": [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": format!("{name}-role")}}]},
+            {"name": "elsewhere", "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "kube-system"}}]},
+            {"name": "rejected", "objects": [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "bad"}, "spec": {"ports": [{"port": 99999}]}}]},
+        ]}),
+    ));
+    let env = wait_for(&envs, &name, WAIT, |e: Option<&Environment>| {
+        e.and_then(|e| e.status.as_ref())
+            .is_some_and(|s| s.components.iter().any(|c| c.name == "db" && c.ready))
+    })
+    .await
+    .unwrap();
+    assert_eq!(env.status.as_ref().unwrap().phase, Some(EnvironmentPhase::Failed));
+    let (status, reason, message) = condition(&env, "Degraded");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "ComponentRefused"));
+    assert!(
+        message.contains("rbac") && message.contains("cluster-scoped"),
+        "{message}"
+    );
+    assert!(
+        message.contains("elsewhere") && message.contains("kube-system"),
+        "{message}"
+    );
+    assert!(
+        message.contains("rejected") && message.contains("rejected by the API server"),
+        "{message}"
+    );
+    // Nothing of the refused components exists; the good one is there.
+    let roles = ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRole"));
+    let cluster_roles: Api<DynamicObject> = Api::all_with(client.clone(), &roles);
+    assert!(cluster_roles.get_opt(&format!("{name}-role")).await.unwrap().is_none());
+    assert!(
+        Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+            .get_opt("x")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), &name)
+            .get_opt("postgres")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // And the refusal is an Event.
+    let events: Api<Event> = Api::all(client.clone());
+    eventually("a ComponentRefused event", WAIT, || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.involved_object.name.as_deref() == Some(name.as_str()) && e.reason.as_deref() == Some("ComponentRefused")
+        })
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn deleting_a_production_environment_needs_the_annotation() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("prod-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&environment(&name, json!({"tier": "production"})));
+    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
+    assert!(!out.ok, "production Environment deleted without the annotation");
+    assert!(
+        out.stderr.contains("production Environments are protected"),
+        "{}",
+        out.stderr
+    );
+    assert!(envs.get_opt(&name).await.unwrap().is_some());
+    let out = kubectl(&["annotate", "environment", &name, "phaseloop.dev/allow-delete=true"]);
+    assert!(out.ok, "{}", out.stderr);
+    let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_gone(&envs, &name).await;
+    assert!(
+        Api::<Namespace>::all(client.clone())
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("sleepy-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&environment(
+        &name,
+        json!({"tier": "development", "sleepAfter": "15s",
+        "infrastructure": [{"name": "cache", "objects": [deployment("redis", 1)]}]}),
+    ));
+    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    // An app workload as a Release would create it (phaseloop-managed, not infrastructure).
+    let mut app = deployment("shop", 3);
+    app["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "phaseloop"});
+    app["metadata"]["namespace"] = json!(name);
+    create(&app);
+
+    let env = wait_phase(&envs, &name, EnvironmentPhase::Sleeping).await;
+    assert_eq!(env.status.unwrap().slept_replicas.get("shop"), Some(&3));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &name);
+    for d in ["shop", "redis"] {
+        eventually(&format!("{d} at zero"), WAIT, || async {
+            (deployments.get(d).await.ok()?.spec.replicas == Some(0)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    let wake = json!({"metadata": {"annotations": {"phaseloop.dev/wake": "now"}}});
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&wake))
+        .await
+        .unwrap();
+    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    assert_eq!(deployments.get("shop").await.unwrap().spec.replicas, Some(3));
+    assert_eq!(deployments.get("redis").await.unwrap().spec.replicas, Some(1));
+    let env = envs.get(&name).await.unwrap();
+    assert!(
+        !env.annotations().contains_key("phaseloop.dev/wake"),
+        "the wake annotation is consumed"
+    );
+}

@@ -1,0 +1,386 @@
+//! The Environment controller: keeps a namespace and everything in it that is not the app itself
+//! true to the Environment's spec, expires it at its TTL, puts it to sleep when idle, and deletes it
+//! (namespace first) when the Environment goes.
+//!
+//! Pure parts: [`validate`], [`desired`] (child objects), [`infrastructure`] (component objects and
+//! readiness), [`desired_status`] (phase and conditions). API I/O: [`reconcile`].
+
+pub mod desired;
+pub mod infrastructure;
+mod reconcile;
+pub mod sleep;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+pub use reconcile::{NAME, controller, run};
+
+use super::conditions::{self, Desired};
+use crate::api::{
+    ComponentStatus, Environment, EnvironmentPhase, EnvironmentSpec, EnvironmentStatus, condition, reason,
+};
+
+/// Finalizer that makes deletion wait for the namespace to be gone.
+pub const FINALIZER: &str = "phaseloop.dev/environment";
+/// Annotation with an RFC 3339 time that moves `expiresAt` later (`kubectl phaseloop env extend`).
+pub const EXTEND_ANNOTATION: &str = "phaseloop.dev/expires-at";
+
+/// Spec problems the API server cannot see: each message says what to change.
+pub fn validate(name: &str, spec: &EnvironmentSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.from.as_deref() == Some(name) {
+        problems.push("spec.from names this Environment itself; branch from another Environment".to_string());
+    }
+    if spec.promotion.as_ref().and_then(|p| p.from.as_deref()) == Some(name) {
+        problems.push("spec.promotion.from names this Environment itself".to_string());
+    }
+    problems
+}
+
+/// The namespace an Environment owns.
+pub fn namespace_of(env: &Environment) -> String {
+    env.spec.namespace.clone().unwrap_or_else(|| env.name_any())
+}
+
+/// When a `ttl` Environment deletes itself: `creationTimestamp + ttl`, or the extension annotation
+/// when that is later.
+pub fn expires_at(env: &Environment) -> Option<Time> {
+    let created = env.metadata.creation_timestamp.as_ref()?;
+    let ttl: std::time::Duration = env.spec.ttl?.into();
+    let base = created.0.checked_add(jiff::SignedDuration::try_from(ttl).ok()?).ok()?;
+    let extended = env
+        .annotations()
+        .get(EXTEND_ANNOTATION)
+        .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+    Some(Time(extended.filter(|e| *e > base).unwrap_or(base)))
+}
+
+/// Progress of the seed Job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeedState {
+    /// The spec has no seed.
+    NotConfigured,
+    /// Waiting for the infrastructure to become ready.
+    Waiting,
+    Running,
+    Succeeded,
+    Failed(String),
+}
+
+/// What reconcile observed and did, the input of [`desired_status`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    /// Why provisioning cannot start (spec problems, a foreign namespace, a missing parent).
+    pub blocked: Option<(&'static str, String)>,
+    pub components: Vec<ComponentStatus>,
+    /// Components refused, with the reason.
+    pub refused: Vec<(String, String)>,
+    pub seed: SeedState,
+    pub sleeping: bool,
+}
+
+impl Observation {
+    pub fn blocked(reason: &'static str, message: String) -> Self {
+        Observation {
+            blocked: Some((reason, message)),
+            components: vec![],
+            refused: vec![],
+            seed: SeedState::Waiting,
+            sleeping: false,
+        }
+    }
+}
+
+/// The status for `env` given what reconcile observed. Fields this does not own (branch snapshot,
+/// sleep bookkeeping) are carried over from `base`.
+pub fn desired_status(
+    env: &Environment,
+    mut base: EnvironmentStatus,
+    obs: &Observation,
+    now: &Time,
+) -> EnvironmentStatus {
+    let generation = env.metadata.generation;
+    base.observed_generation = generation;
+    base.namespace = Some(namespace_of(env));
+    base.expires_at = expires_at(env);
+    if obs.blocked.is_none() {
+        base.components = obs.components.clone();
+        base.seeded = obs.seed == SeedState::Succeeded || base.seeded;
+    }
+    let infra_ready = obs.blocked.is_none() && obs.refused.is_empty() && obs.components.iter().all(|c| c.ready);
+    let seed_done = matches!(obs.seed, SeedState::NotConfigured | SeedState::Succeeded) || base.seeded;
+    let seed_failed = match &obs.seed {
+        SeedState::Failed(m) => Some(m.clone()),
+        _ => None,
+    };
+
+    let degraded = if let Some((reason, message)) = &obs.blocked {
+        Some((*reason, message.clone()))
+    } else if !obs.refused.is_empty() {
+        let list: Vec<String> = obs
+            .refused
+            .iter()
+            .map(|(c, why)| format!("component {c}: {why}"))
+            .collect();
+        Some(("ComponentRefused", list.join("; ")))
+    } else {
+        seed_failed.clone().map(|m| ("SeedFailed", m))
+    };
+    let phase = if degraded.is_some() {
+        EnvironmentPhase::Failed
+    } else if obs.sleeping {
+        EnvironmentPhase::Sleeping
+    } else if infra_ready && seed_done {
+        EnvironmentPhase::Ready
+    } else {
+        EnvironmentPhase::Provisioning
+    };
+    base.phase = Some(phase);
+
+    let not_ready: Vec<&str> = obs
+        .components
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
+    let infra = if infra_ready {
+        Desired {
+            type_: condition::INFRASTRUCTURE_READY,
+            status: true,
+            reason: "AllReady",
+            message: format!("{} component(s) ready", obs.components.len()),
+        }
+    } else if !obs.refused.is_empty() {
+        Desired {
+            type_: condition::INFRASTRUCTURE_READY,
+            status: false,
+            reason: "ComponentRefused",
+            message: degraded.as_ref().map(|d| d.1.clone()).unwrap_or_default(),
+        }
+    } else {
+        Desired {
+            type_: condition::INFRASTRUCTURE_READY,
+            status: false,
+            reason: "NotReady",
+            message: format!("waiting for: {}", not_ready.join(", ")),
+        }
+    };
+    let seeded = match (&obs.seed, base.seeded) {
+        (_, true) => Desired {
+            type_: condition::SEEDED,
+            status: true,
+            reason: "Succeeded",
+            message: "seed Job succeeded".into(),
+        },
+        (SeedState::NotConfigured, _) => Desired {
+            type_: condition::SEEDED,
+            status: true,
+            reason: "NoSeed",
+            message: "no seed configured".into(),
+        },
+        (SeedState::Failed(m), _) => Desired {
+            type_: condition::SEEDED,
+            status: false,
+            reason: "Failed",
+            message: m.clone(),
+        },
+        (SeedState::Running, _) => Desired {
+            type_: condition::SEEDED,
+            status: false,
+            reason: "Running",
+            message: "seed Job running".into(),
+        },
+        _ => Desired {
+            type_: condition::SEEDED,
+            status: false,
+            reason: "Waiting",
+            message: "waiting for the infrastructure".into(),
+        },
+    };
+    let ready = Desired {
+        type_: condition::READY,
+        status: phase == EnvironmentPhase::Ready,
+        reason: phase.as_str(),
+        message: match phase {
+            EnvironmentPhase::Ready => "namespace, infrastructure and seed are ready".into(),
+            EnvironmentPhase::Sleeping => "workloads scaled to zero after sleepAfter without activity".into(),
+            _ => degraded
+                .as_ref()
+                .map(|d| d.1.clone())
+                .unwrap_or_else(|| "provisioning".into()),
+        },
+    };
+    let degraded = match degraded {
+        Some((reason, message)) => Desired {
+            type_: condition::DEGRADED,
+            status: true,
+            reason,
+            message,
+        },
+        None => Desired {
+            type_: condition::DEGRADED,
+            status: false,
+            reason: reason::AS_EXPECTED,
+            message: "spec is valid".into(),
+        },
+    };
+    for c in [ready, infra, seeded, degraded] {
+        conditions::upsert(&mut base.conditions, c, generation, now);
+    }
+    base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Tier;
+    use kube::api::ObjectMeta;
+
+    fn env(name: &str, spec: EnvironmentSpec) -> Environment {
+        let mut e = Environment::new(name, spec);
+        e.metadata = ObjectMeta {
+            name: Some(name.into()),
+            generation: Some(4),
+            creation_timestamp: Some(Time("2026-11-26T10:00:00Z".parse().unwrap())),
+            ..Default::default()
+        };
+        e
+    }
+
+    fn now() -> Time {
+        Time("2026-11-26T10:05:00Z".parse().unwrap())
+    }
+
+    fn obs(components: Vec<(&str, bool)>, seed: SeedState) -> Observation {
+        Observation {
+            blocked: None,
+            components: components
+                .into_iter()
+                .map(|(n, ready)| ComponentStatus {
+                    name: n.into(),
+                    ready,
+                    ..Default::default()
+                })
+                .collect(),
+            refused: vec![],
+            seed,
+            sleeping: false,
+        }
+    }
+
+    fn status(e: &Environment, o: &Observation) -> EnvironmentStatus {
+        desired_status(e, EnvironmentStatus::default(), o, &now())
+    }
+
+    #[test]
+    fn provisioning_until_components_and_seed_are_done() {
+        let e = env("shop-dev", EnvironmentSpec::default());
+        let s = status(&e, &obs(vec![("db", false)], SeedState::Waiting));
+        assert_eq!(s.phase, Some(EnvironmentPhase::Provisioning));
+        assert!(!conditions::is_true(&s.conditions, condition::INFRASTRUCTURE_READY));
+        let s = status(&e, &obs(vec![("db", true)], SeedState::Running));
+        assert_eq!(s.phase, Some(EnvironmentPhase::Provisioning));
+        assert!(conditions::is_true(&s.conditions, condition::INFRASTRUCTURE_READY));
+        let s = status(&e, &obs(vec![("db", true)], SeedState::Succeeded));
+        assert_eq!(s.phase, Some(EnvironmentPhase::Ready));
+        assert!(s.seeded && conditions::is_true(&s.conditions, condition::READY));
+        assert_eq!(s.namespace.as_deref(), Some("shop-dev"));
+        assert_eq!(s.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn without_seed_or_components_it_is_ready_at_once() {
+        let s = status(
+            &env("a", EnvironmentSpec::default()),
+            &obs(vec![], SeedState::NotConfigured),
+        );
+        assert_eq!(s.phase, Some(EnvironmentPhase::Ready));
+        assert_eq!(
+            conditions::find(&s.conditions, condition::SEEDED).unwrap().reason,
+            "NoSeed"
+        );
+    }
+
+    #[test]
+    fn a_refused_component_fails_the_environment_with_the_reason() {
+        let mut o = obs(vec![("db", true), ("bad", false)], SeedState::Waiting);
+        o.refused = vec![("bad".into(), "ClusterRole is cluster-scoped".into())];
+        let s = status(&env("a", EnvironmentSpec::default()), &o);
+        assert_eq!(s.phase, Some(EnvironmentPhase::Failed));
+        let d = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
+        assert_eq!((d.status.as_str(), d.reason.as_str()), ("True", "ComponentRefused"));
+        assert!(d.message.contains("component bad: ClusterRole"), "{}", d.message);
+        // The good component's readiness is still reported.
+        assert!(s.components.iter().any(|c| c.name == "db" && c.ready));
+    }
+
+    #[test]
+    fn a_blocked_environment_keeps_its_last_components() {
+        let base = EnvironmentStatus {
+            components: vec![ComponentStatus {
+                name: "db".into(),
+                ready: true,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let e = env(
+            "loop",
+            EnvironmentSpec {
+                from: Some("loop".into()),
+                ..Default::default()
+            },
+        );
+        let o = Observation::blocked(reason::INVALID_SPEC, validate("loop", &e.spec).join("; "));
+        let s = desired_status(&e, base, &o, &now());
+        assert_eq!(s.phase, Some(EnvironmentPhase::Failed));
+        assert_eq!(s.components.len(), 1);
+        let d = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
+        assert_eq!(d.reason, reason::INVALID_SPEC);
+        assert!(d.message.contains("spec.from"));
+    }
+
+    #[test]
+    fn sleeping_is_its_own_phase() {
+        let mut o = obs(vec![("db", true)], SeedState::NotConfigured);
+        o.sleeping = true;
+        assert_eq!(
+            status(&env("a", EnvironmentSpec::default()), &o).phase,
+            Some(EnvironmentPhase::Sleeping)
+        );
+    }
+
+    #[test]
+    fn expiry_is_creation_plus_ttl_and_can_only_be_extended() {
+        let mut e = env(
+            "pr-1",
+            EnvironmentSpec {
+                tier: Tier::Preview,
+                ttl: Some("4h".parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(expires_at(&e), Some(Time("2026-11-26T14:00:00Z".parse().unwrap())));
+        e.annotations_mut()
+            .insert(EXTEND_ANNOTATION.into(), "2026-11-26T18:00:00Z".into());
+        assert_eq!(expires_at(&e), Some(Time("2026-11-26T18:00:00Z".parse().unwrap())));
+        e.annotations_mut()
+            .insert(EXTEND_ANNOTATION.into(), "2026-11-26T11:00:00Z".into());
+        assert_eq!(
+            expires_at(&e),
+            Some(Time("2026-11-26T14:00:00Z".parse().unwrap())),
+            "never shortened"
+        );
+        e.spec.ttl = None;
+        assert_eq!(expires_at(&e), None);
+    }
+
+    #[test]
+    fn desired_status_is_a_fixed_point() {
+        let e = env("stable", EnvironmentSpec::default());
+        let o = obs(vec![("db", true)], SeedState::Succeeded);
+        let first = desired_status(&e, EnvironmentStatus::default(), &o, &now());
+        let later = Time("2026-11-26T11:00:00Z".parse().unwrap());
+        assert_eq!(desired_status(&e, first.clone(), &o, &later), first);
+    }
+}

@@ -1,0 +1,631 @@
+//! API I/O of the Environment controller.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, StatefulSet},
+        batch::v1::Job,
+        core::v1::Namespace,
+        networking::v1::NetworkPolicy,
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
+    discovery::{ApiCapabilities, Scope, pinned_kind},
+    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::{debug, info};
+
+use super::{
+    FINALIZER, Observation, SeedState, desired, desired_status, expires_at,
+    infrastructure::{self, Prepared},
+    namespace_of,
+    sleep::{self, Decision},
+    validate,
+};
+use crate::{
+    api::{
+        AppliedObject, BranchStatus, ComponentStatus, Environment, EnvironmentPhase, EnvironmentSpec,
+        EnvironmentStatus, Release, annotation, label, reason,
+    },
+    controller::{Context, Error, publish, publish_phase_change, status::FIELD_MANAGER, status::apply_status},
+};
+
+/// Name of this controller in metrics and logs.
+pub const NAME: &str = "environment";
+/// Safety-net requeue while something is still coming up (child watches usually come first).
+const PROVISIONING_REQUEUE: Duration = Duration::from_secs(10);
+
+/// The Environment controller, ready to run: it also watches the namespaces and workloads it owns
+/// and the Releases whose activity keeps an Environment awake.
+pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default().page_size(ctx.config.page_size);
+    let owned = wc.clone().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
+    let controller = Controller::new(Api::<Environment>::all(client.clone()), wc.clone());
+    let store = controller.store();
+    controller
+        .owns(Api::<Namespace>::all(client.clone()), owned.clone())
+        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
+        .owns(Api::<Job>::all(client.clone()), owned)
+        .watches(Api::<Release>::all(client), wc, move |rel| {
+            let ns = rel.namespace().unwrap_or_default();
+            store
+                .state()
+                .into_iter()
+                .filter(|e| namespace_of(e) == ns)
+                .map(|e| ObjectRef::from_obj(&*e))
+                .collect::<Vec<_>>()
+        })
+}
+
+pub async fn run(controller: Controller<Environment>, ctx: Arc<Context>) {
+    crate::controller::drive(NAME, controller, reconcile, ctx).await
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("now is representable")
+}
+
+async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<Environment> = Api::all(ctx.client.clone());
+    if env.metadata.deletion_timestamp.is_some() {
+        return cleanup(&api, &env, &ctx).await;
+    }
+    if !env.finalizers().iter().any(|f| f == FINALIZER) {
+        // The finalizer goes on first, so no namespace exists that a deletion could orphan.
+        let patch = json!({"metadata": {"finalizers": env.finalizers().iter().cloned().chain([FINALIZER.to_string()]).collect::<Vec<_>>(), "resourceVersion": env.resource_version()}});
+        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        return Ok(Action::await_change());
+    }
+    let now = now();
+    let now_t = Time(now);
+    let base = env.status.clone().unwrap_or_default();
+
+    let problems = validate(&env.name_any(), &env.spec);
+    if !problems.is_empty() {
+        let obs = Observation::blocked(reason::INVALID_SPEC, problems.join("; "));
+        write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
+        return Ok(Action::await_change());
+    }
+
+    if let Some(expiry) = expires_at(&env)
+        && now >= expiry.0
+    {
+        let mut status = base;
+        status.phase = Some(EnvironmentPhase::Expiring);
+        write_status(&api, &env, &ctx, status).await?;
+        info!(env = %env.name_any(), "ttl reached; deleting");
+        api.delete(&env.name_any(), &DeleteParams::background()).await?;
+        return Ok(Action::await_change());
+    }
+
+    let mut base = base;
+    let parent_spec = match resolve_parent(&api, &env, &mut base).await? {
+        Ok(spec) => spec,
+        Err(message) => {
+            let obs = Observation::blocked("ParentNotFound", message);
+            write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
+            return Ok(Action::requeue(PROVISIONING_REQUEUE));
+        }
+    };
+    let spec = desired::effective_spec(&env.spec, parent_spec.as_ref());
+    let ns = namespace_of(&env);
+
+    let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
+    if let Some(existing) = ns_api.get_opt(&ns).await?
+        && existing.labels().get(label::ENVIRONMENT) != Some(&env.name_any())
+    {
+        let message = format!("namespace {ns} exists and is not managed by this Environment; it is left untouched");
+        let obs = Observation::blocked("NamespaceConflict", message);
+        write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
+        return Ok(Action::requeue(PROVISIONING_REQUEUE * 3));
+    }
+    apply(&ns_api, &desired::namespace(&env, &ns)).await?;
+    apply_or_delete(
+        &ctx,
+        &ns,
+        desired::QUOTA_NAME,
+        spec.quota.as_ref().map(|q| desired::resource_quota(&env, &ns, q)),
+    )
+    .await?;
+    apply_or_delete(
+        &ctx,
+        &ns,
+        desired::LIMIT_RANGE_NAME,
+        spec.defaults.as_ref().map(|d| desired::limit_range(&env, &ns, d)),
+    )
+    .await?;
+    let isolation = (spec.isolation == crate::api::Isolation::Namespace)
+        .then(|| desired::network_policy(&env, &ns, &ctx.config.monitoring_namespace));
+    apply_or_delete::<NetworkPolicy>(&ctx, &ns, desired::NETWORK_POLICY_NAME, isolation).await?;
+
+    // Sleep: decided before the infrastructure, which is applied at zero replicas while asleep.
+    let last_activity = last_activity(&ctx, &env, &ns, &base).await?;
+    let wake_requested = env.annotations().contains_key(annotation::WAKE);
+    let decision = sleep::decide(
+        env.spec.sleep_after.map(Into::into),
+        last_activity,
+        base.slept_at.as_ref().map(|t| t.0),
+        wake_requested,
+        now,
+    );
+    let sleeping = decision == Decision::Sleep;
+
+    let (components, refused) = provision_infrastructure(&ctx, &env, &ns, &spec, &base.components, sleeping).await?;
+    for (component, why) in &refused {
+        let was = base
+            .components
+            .iter()
+            .find(|c| &c.name == component)
+            .and_then(|c| c.message.as_ref());
+        if was != Some(why) {
+            let note = format!("component {component} refused: {why}");
+            publish(&ctx, &*env, EventType::Warning, "ComponentRefused", note).await;
+        }
+    }
+    let infra_ready = refused.is_empty() && components.iter().all(|c| c.ready);
+    let seed = seed(&ctx, &env, &ns, &spec, &base, infra_ready).await?;
+
+    apply_sleep(&ctx, &env, &ns, decision, &mut base, now).await?;
+    let obs = Observation {
+        blocked: None,
+        components,
+        refused,
+        seed,
+        sleeping,
+    };
+    let status = desired_status(&env, base, &obs, &now_t);
+    let ready = status.phase == Some(EnvironmentPhase::Ready) || status.phase == Some(EnvironmentPhase::Sleeping);
+    write_status(&api, &env, &ctx, status).await?;
+
+    // Timed requeues instead of polling: the next expiry or sleep, whichever is first.
+    let mut next: Vec<Duration> = vec![];
+    if let Some(e) = expires_at(&env) {
+        next.push(until(now, e.0));
+    }
+    if let Decision::Awake { sleep_at: Some(at) } = decision {
+        next.push(until(now, at));
+    }
+    if !ready {
+        next.push(PROVISIONING_REQUEUE);
+    }
+    Ok(next
+        .into_iter()
+        .min()
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+fn until(now: Timestamp, at: Timestamp) -> Duration {
+    // One extra second so the requeue lands after the deadline, not just before it.
+    Duration::try_from(at.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)
+}
+
+async fn write_status(
+    api: &Api<Environment>,
+    env: &Environment,
+    ctx: &Context,
+    status: EnvironmentStatus,
+) -> Result<(), Error> {
+    let old_phase = env.status.as_ref().and_then(|s| s.phase);
+    if apply_status(api, env, env.status.as_ref(), &status).await? {
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.message.clone());
+        publish_phase_change(
+            ctx,
+            env,
+            old_phase.map(EnvironmentPhase::as_str),
+            status.phase.map(EnvironmentPhase::as_str),
+            message,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// The parent's inheritable spec: the snapshot in status, refreshed when the branch is new or
+/// follows its parent. `Ok(Err(_))` when the parent is needed but missing.
+async fn resolve_parent(
+    api: &Api<Environment>,
+    env: &Environment,
+    status: &mut EnvironmentStatus,
+) -> Result<Result<Option<EnvironmentSpec>, String>, Error> {
+    let Some(parent_name) = env.spec.from.as_deref() else {
+        status.branch = None;
+        return Ok(Ok(None));
+    };
+    let snapshot_of_this_parent = status.branch.as_ref().filter(|b| b.parent == parent_name);
+    if let Some(b) = snapshot_of_this_parent
+        && !env.spec.follow_parent
+    {
+        return Ok(Ok(Some(b.snapshot.clone())));
+    }
+    match api.get_opt(parent_name).await? {
+        Some(parent) => {
+            let generation = parent.metadata.generation.unwrap_or(0);
+            if snapshot_of_this_parent.is_none_or(|b| b.parent_generation != generation) {
+                status.branch = Some(BranchStatus {
+                    parent: parent_name.to_string(),
+                    parent_generation: generation,
+                    snapshot: desired::inheritable(&parent.spec),
+                });
+            }
+            Ok(Ok(status.branch.as_ref().map(|b| b.snapshot.clone())))
+        }
+        None => match snapshot_of_this_parent {
+            // A following branch keeps its last snapshot when the parent goes away.
+            Some(b) => Ok(Ok(Some(b.snapshot.clone()))),
+            None => Ok(Err(format!("parent Environment {parent_name} not found"))),
+        },
+    }
+}
+
+/// Server-side apply of a typed object under phaseloop's field manager.
+async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    Ok(api
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
+        .await?)
+}
+
+/// Applies `desired` in `ns`, or deletes the object named `name` when nothing is desired.
+async fn apply_or_delete<K>(ctx: &Context, ns: &str, name: &str, desired: Option<K>) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    match desired {
+        Some(obj) => apply(&api, &obj).await.map(|_| ()),
+        None => delete_if_present(&api, name).await,
+    }
+}
+
+async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Discovery results for one reconcile, so each kind is looked up once.
+#[derive(Default)]
+struct Kinds(HashMap<GroupVersionKind, Result<(ApiResource, ApiCapabilities), String>>);
+
+impl Kinds {
+    async fn get(&mut self, ctx: &Context, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities), String> {
+        if !self.0.contains_key(gvk) {
+            let found = pinned_kind(&ctx.client, gvk)
+                .await
+                .map_err(|e| format!("unknown kind {}/{} {}: {e}", gvk.group, gvk.version, gvk.kind));
+            self.0.insert(gvk.clone(), found);
+        }
+        self.0[gvk].clone()
+    }
+}
+
+type Refused = Vec<(String, String)>;
+
+/// Applies every component, each on its own: a refused component never stops the others. Objects
+/// no longer declared (or of components removed) are deleted.
+async fn provision_infrastructure(
+    ctx: &Context,
+    env: &Environment,
+    ns: &str,
+    spec: &EnvironmentSpec,
+    old: &[ComponentStatus],
+    sleeping: bool,
+) -> Result<(Vec<ComponentStatus>, Refused), Error> {
+    let mut kinds = Kinds::default();
+    let mut statuses = Vec::new();
+    let mut refused = Vec::new();
+    for component in &spec.infrastructure {
+        let previous = old
+            .iter()
+            .find(|c| c.name == component.name)
+            .map(|c| c.objects.clone())
+            .unwrap_or_default();
+        match apply_component(ctx, &mut kinds, env, ns, component, sleeping).await? {
+            Ok((applied, ready, waiting)) => {
+                let gone: Vec<&AppliedObject> = previous.iter().filter(|o| !applied.contains(o)).collect();
+                delete_objects(ctx, &mut kinds, ns, gone).await?;
+                statuses.push(ComponentStatus {
+                    name: component.name.clone(),
+                    ready,
+                    message: (!ready).then(|| format!("waiting for {}", waiting.join(", "))),
+                    objects: applied,
+                });
+            }
+            Err(why) => {
+                // Refused: what was applied before stays as it is (it may be serving).
+                statuses.push(ComponentStatus {
+                    name: component.name.clone(),
+                    ready: false,
+                    message: Some(why.clone()),
+                    objects: previous,
+                });
+                refused.push((component.name.clone(), why));
+            }
+        }
+    }
+    for removed in old
+        .iter()
+        .filter(|c| !spec.infrastructure.iter().any(|s| s.name == c.name))
+    {
+        info!(env = %env.name_any(), component = %removed.name, "component removed; deleting its objects");
+        delete_objects(ctx, &mut kinds, ns, removed.objects.iter().collect()).await?;
+    }
+    Ok((statuses, refused))
+}
+
+/// `Ok(Ok((applied, ready, waiting_for)))`, or `Ok(Err(reason))` when the component is refused.
+async fn apply_component(
+    ctx: &Context,
+    kinds: &mut Kinds,
+    env: &Environment,
+    ns: &str,
+    component: &crate::api::Component,
+    sleeping: bool,
+) -> Result<Result<(Vec<AppliedObject>, bool, Vec<String>), String>, Error> {
+    let prepared = match infrastructure::prepare(env, ns, component) {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why)),
+    };
+    // Check every object before applying any, so a refused component changes nothing.
+    let mut resolved: Vec<(Prepared, ApiResource)> = Vec::new();
+    for p in prepared {
+        let (ar, caps) = match kinds.get(ctx, &p.gvk).await {
+            Ok(found) => found,
+            Err(why) => return Ok(Err(why)),
+        };
+        if caps.scope == Scope::Cluster {
+            return Ok(Err(format!(
+                "{} is cluster-scoped; infrastructure may only hold namespaced objects",
+                p.gvk.kind
+            )));
+        }
+        resolved.push((p, ar));
+    }
+    let mut applied = Vec::new();
+    let mut waiting = Vec::new();
+    for (mut p, ar) in resolved {
+        if sleeping && matches!(p.gvk.kind.as_str(), "Deployment" | "StatefulSet") {
+            p.object.data["spec"]["replicas"] = json!(0);
+        }
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
+        let name = p.object.metadata.name.clone().unwrap_or_default();
+        let live = match api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&p.object),
+            )
+            .await
+        {
+            Ok(live) => live,
+            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                return Ok(Err(format!(
+                    "{} {name} rejected by the API server: {}",
+                    p.gvk.kind, e.message
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        applied.push(p.applied());
+        match infrastructure::readiness(&p.gvk.kind, &live) {
+            Ok(true) => {}
+            Ok(false) => waiting.push(format!("{} {name}", p.gvk.kind)),
+            Err(why) => return Ok(Err(why)),
+        }
+    }
+    applied.sort();
+    Ok(Ok((applied, waiting.is_empty(), waiting)))
+}
+
+async fn delete_objects(ctx: &Context, kinds: &mut Kinds, ns: &str, objects: Vec<&AppliedObject>) -> Result<(), Error> {
+    for o in objects {
+        let types = kube::api::TypeMeta {
+            api_version: o.api_version.clone(),
+            kind: o.kind.clone(),
+        };
+        let Ok(gvk) = GroupVersionKind::try_from(&types) else {
+            continue;
+        };
+        let Ok((ar, _)) = kinds.get(ctx, &gvk).await else {
+            continue;
+        };
+        debug!(kind = %o.kind, name = %o.name, "pruning");
+        delete_if_present(
+            &Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ar),
+            &o.name,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs the seed Job once, after the infrastructure is ready.
+async fn seed(
+    ctx: &Context,
+    env: &Environment,
+    ns: &str,
+    spec: &EnvironmentSpec,
+    status: &EnvironmentStatus,
+    infra_ready: bool,
+) -> Result<SeedState, Error> {
+    let Some(seed) = &spec.seed else {
+        return Ok(SeedState::NotConfigured);
+    };
+    if status.seeded {
+        return Ok(SeedState::Succeeded);
+    }
+    if !infra_ready {
+        return Ok(SeedState::Waiting);
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+    let job = match jobs.get_opt(desired::SEED_JOB_NAME).await? {
+        Some(job) => job,
+        // Created once; never re-applied, so a finished Job is not mutated (its template is immutable).
+        None => apply(&jobs, &desired::seed_job(env, ns, seed)).await?,
+    };
+    let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+    let has = |t: &str| conditions.iter().any(|c| c.type_ == t && c.status == "True");
+    Ok(if has("Complete") {
+        SeedState::Succeeded
+    } else if has("Failed") {
+        SeedState::Failed(format!(
+            "seed Job {} failed after {} retries",
+            desired::SEED_JOB_NAME,
+            seed.retries
+        ))
+    } else {
+        SeedState::Running
+    })
+}
+
+/// Last Release activity in the namespace: the Environment's creation, the newest Release's
+/// creation, or the last wake, whichever is latest.
+async fn last_activity(
+    ctx: &Context,
+    env: &Environment,
+    ns: &str,
+    status: &EnvironmentStatus,
+) -> Result<Timestamp, Error> {
+    let mut latest = env
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .unwrap_or_else(now);
+    if let Some(t) = &status.last_activity {
+        latest = latest.max(t.0);
+    }
+    if env.spec.sleep_after.is_some() || status.slept_at.is_some() {
+        let releases: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
+        for r in releases.list_metadata(&ListParams::default()).await?.items {
+            if let Some(t) = r.metadata.creation_timestamp {
+                latest = latest.max(t.0);
+            }
+        }
+    }
+    Ok(latest)
+}
+
+/// Scales the app workloads (phaseloop-managed Deployments that are not infrastructure) to zero
+/// or back, recording the counts in status. Infrastructure is handled by the apply above.
+async fn apply_sleep(
+    ctx: &Context,
+    env: &Environment,
+    ns: &str,
+    decision: Decision,
+    status: &mut EnvironmentStatus,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    let app_workloads = ListParams::default().labels(&format!(
+        "{}={},!{}",
+        label::MANAGED_BY,
+        label::MANAGER,
+        desired::COMPONENT_LABEL
+    ));
+    match decision {
+        Decision::Sleep => {
+            if status.slept_at.is_none() {
+                info!(env = %env.name_any(), "sleepAfter reached without activity; scaling to zero");
+                status.slept_at = Some(Time(now));
+            }
+            for d in deployments.list(&app_workloads).await?.items {
+                let replicas = d.spec.replicas.unwrap_or(1);
+                if replicas > 0 {
+                    status.slept_replicas.insert(d.name_any(), replicas);
+                    scale(&deployments, &d.name_any(), 0).await?;
+                }
+            }
+        }
+        Decision::Wake => {
+            info!(env = %env.name_any(), "waking up");
+            for (name, replicas) in std::mem::take(&mut status.slept_replicas) {
+                match scale(&deployments, &name, replicas).await {
+                    Err(Error::Kube(kube::Error::Api(e))) if e.is_not_found() => {}
+                    other => other?,
+                }
+            }
+            status.slept_at = None;
+            status.last_activity = Some(Time(now));
+            if env.annotations().contains_key(annotation::WAKE) {
+                let api: Api<Environment> = Api::all(ctx.client.clone());
+                let patch = json!({"metadata": {"annotations": {annotation::WAKE: null}}});
+                api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            publish(
+                ctx,
+                env,
+                EventType::Normal,
+                "Woken",
+                "workloads restored to their previous replicas".into(),
+            )
+            .await;
+        }
+        Decision::Awake { .. } => {}
+    }
+    Ok(())
+}
+
+async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), Error> {
+    let patch = json!({"spec": {"replicas": replicas}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    Ok(())
+}
+
+/// Deletion: the namespace goes first (phase `Terminating` while it does), then the finalizer.
+async fn cleanup(api: &Api<Environment>, env: &Environment, ctx: &Context) -> Result<Action, Error> {
+    let Some(index) = env.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(Action::await_change());
+    };
+    if env.status.as_ref().and_then(|s| s.phase) != Some(EnvironmentPhase::Terminating) {
+        let mut status = env.status.clone().unwrap_or_default();
+        status.phase = Some(EnvironmentPhase::Terminating);
+        write_status(api, env, ctx, status).await?;
+    }
+    let ns = namespace_of(env);
+    let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
+    if let Some(existing) = ns_api.get_opt(&ns).await?
+        && existing.labels().get(label::ENVIRONMENT) == Some(&env.name_any())
+    {
+        if existing.metadata.deletion_timestamp.is_none() {
+            info!(env = %env.name_any(), namespace = %ns, "deleting namespace");
+            ns_api.delete(&ns, &DeleteParams::background()).await?;
+        }
+        return Ok(Action::requeue(Duration::from_secs(2)));
+    }
+    // resourceVersion makes this a compare-and-swap: other finalizers added meanwhile survive.
+    let mut finalizers = env.finalizers().to_vec();
+    finalizers.remove(index);
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": env.resource_version()}});
+    api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(Action::await_change())
+}
