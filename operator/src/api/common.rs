@@ -51,6 +51,14 @@ pub fn embedded_object_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+/// Schema of an object stored as-is (already validated elsewhere).
+pub fn preserved_object_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
 /// Condition types used by both kinds.
 pub mod condition {
     /// The object is doing what its spec asks.

@@ -295,7 +295,9 @@ pub struct BranchStatus {
     /// The parent's `metadata.generation` the snapshot was taken from.
     pub parent_generation: i64,
     /// The parent's quota, defaults, isolation, infrastructure and seed at branch time (or, with
-    /// `followParent`, at the parent's latest generation).
+    /// `followParent`, at the parent's latest generation). Kept schemaless: it was validated as
+    /// the parent's spec.
+    #[schemars(schema_with = "super::common::preserved_object_schema")]
     pub snapshot: EnvironmentSpec,
 }
 

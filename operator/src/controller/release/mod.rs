@@ -4,6 +4,9 @@
 //! Deploy phases build on the same shape: pure `desired_*` functions below, API I/O in
 //! [`reconcile`].
 
+pub mod queue;
+pub mod split;
+
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
