@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Builds the pinned e2e binaries that are missing from the cache (see lib.sh for the keyed dirs):
+#   k8s:  kube-apiserver kube-controller-manager kube-scheduler kubectl (wrapper e2e/tools/k8s)
+#   etcd: etcd (wrapper e2e/tools/etcd)
+#   kwok: kwok (go install, no replaces upstream)
+#   helm: helm (go install)
+# Each component is built into a temp dir next to its cache dir and renamed into place only when
+# complete, so an interrupted build never leaves a half-filled cache dir. Binaries never go into
+# the repository. Cold: ~30 min on 2 cores (run it in the background); all cached: well under 1s.
+#
+# Usage: build-e2e-bins.sh [k8s|etcd|kwok|helm ...]   (default: all)
+source "$(dirname "$0")/lib.sh"
+
+# 2 cores: two compile jobs at a time; more only adds memory pressure.
+GO_P=${GO_P:-2}
+mkdir -p "$E2E_CACHE"
+# Leftovers of builds killed hard (SIGKILL, reboot); a day old, so never a concurrent build's.
+find "$E2E_CACHE" -maxdepth 1 -name '.tmp-*' -mmin +1440 -exec rm -rf {} +
+TMP_DIRS=()
+cleanup() { for d in "${TMP_DIRS[@]}"; do rm -rf "$d"; done; }
+trap cleanup EXIT
+
+# have DIR BIN... -> true when DIR holds every BIN as an executable
+have() {
+  local dir=$1 b
+  shift
+  for b in "$@"; do [ -x "$dir/$b" ] || return 1; done
+}
+
+# new_tmp NAME -> sets $tmp to a fresh temp dir on the cache's filesystem (so the final rename is
+# atomic); not echoed, because a $(...) subshell could not register it for cleanup.
+new_tmp() {
+  tmp=$(mktemp -d "$E2E_CACHE/.tmp-$1.XXXXXX")
+  TMP_DIRS+=("$tmp")
+}
+
+# publish TMP FINAL -> rename TMP to FINAL (mv -T never nests TMP inside an existing FINAL; if a
+# concurrent build published FINAL first, keep that one)
+publish() {
+  chmod 755 "$1"
+  mv -T "$1" "$2" 2>/dev/null || [ -d "$2" ] || die "cannot move $1 to $2"
+}
+
+# expect_version WANT CMD... -> CMD's output must contain WANT. Output is captured first: with
+# pipefail, `CMD | grep -q` fails when grep exits early and CMD gets SIGPIPE.
+expect_version() {
+  local want=$1 out
+  shift
+  out=$("$@" 2>&1) || die "'$*' failed: $out"
+  [[ $out == *"$want"* ]] || die "'$*' reports '$out', expected '$want'"
+}
+
+# timed LABEL CMD... -> runs CMD and logs its wall time
+timed() {
+  local label=$1 t0 rc=0
+  shift
+  t0=$(date +%s)
+  "$@" || rc=$?
+  log "$label: $(($(date +%s) - t0))s (exit $rc)"
+  return $rc
+}
+
+build_k8s() {
+  local dir tmp minor ldf p c
+  dir=$(k8s_bin_dir)
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  if have "$dir" "${bins[@]}"; then log "k8s: cached in $dir"; return; fi
+  new_tmp k8s
+  minor=$(cut -d. -f2 <<<"${KUBE_VERSION#v}")
+  # Same version variables as upstream's hack/lib/version.sh, in both packages that carry them;
+  # without them the binaries say v0.0.0-master and kubectl/helm version checks misbehave. The
+  # module proxy does not record the commit, so gitCommit stays empty rather than invented.
+  ldf="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldf+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitCommit="
+    ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  # Upstream's release build: static, -trimpath, tags selinux,notest,grpcnotrace (hack/lib/golang.sh).
+  for c in "${bins[@]}"; do
+    (cd "$E2E_ROOT/tools/k8s" && timed "build $c" go build -p "$GO_P" -trimpath \
+      -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$tmp/$c" "k8s.io/kubernetes/cmd/$c")
+  done
+  expect_version "Kubernetes $KUBE_VERSION" "$tmp/kube-apiserver" --version
+  expect_version "Client Version: $KUBE_VERSION" "$tmp/kubectl" version --client
+  publish "$tmp" "$dir"
+}
+
+build_etcd() {
+  local dir tmp
+  dir=$(etcd_bin_dir)
+  if have "$dir" etcd; then log "etcd: cached in $dir"; return; fi
+  new_tmp etcd
+  # etcd's own version string is a constant in go.etcd.io/etcd/api/v3/version: no ldflags needed.
+  (cd "$E2E_ROOT/tools/etcd" && timed "build etcd" go build -p "$GO_P" -trimpath -ldflags="-s -w" \
+    -o "$tmp/etcd" .)
+  expect_version "etcd Version: ${ETCD_VERSION#v}" "$tmp/etcd" --version
+  publish "$tmp" "$dir"
+}
+
+build_kwok() {
+  local dir tmp
+  dir=$(kwok_bin_dir)
+  if have "$dir" kwok; then log "kwok: cached in $dir"; return; fi
+  new_tmp kwok
+  # kwok has no replace directives and declares go 1.26.0, so plain `go install @version` works
+  # with the local toolchain; its version string is a constant matching the tag.
+  (cd "$tmp" && GOBIN="$tmp" timed "build kwok" go install -p "$GO_P" -trimpath -ldflags="-s -w" \
+    "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION")
+  expect_version "${KWOK_VERSION#v}" "$tmp/kwok" --version
+  publish "$tmp" "$dir"
+}
+
+build_helm() {
+  local dir tmp minor ldf
+  dir=$(helm_bin_dir)
+  if have "$dir" helm; then log "helm: cached in $dir"; return; fi
+  new_tmp helm
+  # Like helm's Makefile: the version, and the default Kubernetes version used by `helm template`
+  # and `helm lint` (else v1.20, and charts with kubeVersion: ">=1.2x" fail to template).
+  minor=$(cut -d. -f2 <<<"${KUBE_VERSION#v}")
+  ldf="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldf+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  ldf+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
+  ldf+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+  (cd "$tmp" && GOBIN="$tmp" timed "build helm" go install -p "$GO_P" -trimpath -ldflags="$ldf" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION")
+  expect_version "$HELM_VERSION" "$tmp/helm" version --short
+  publish "$tmp" "$dir"
+}
+
+command -v go >/dev/null || die "go not found (need Go >= 1.26)"
+T0=$(date +%s)
+for c in "${@:-k8s etcd kwok helm}"; do
+  for c1 in $c; do
+    case $c1 in
+      k8s | etcd | kwok | helm) "build_$c1" ;;
+      *) die "unknown component '$c1' (k8s, etcd, kwok, helm)" ;;
+    esac
+  done
+done
+log "build-e2e-bins: done in $(($(date +%s) - T0))s"
+for d in "$(k8s_bin_dir)" "$(etcd_bin_dir)" "$(kwok_bin_dir)" "$(helm_bin_dir)"; do
+  [ -d "$d" ] && ls -s --block-size=M "$d" | sed 1d | sed "s|^|  $(basename "$d"): |" >&2
+done

@@ -1,0 +1,306 @@
+#!/usr/bin/env bash
+# Starts the e2e cluster on 127.0.0.1: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok (one fake node), the pushgateway and Prometheus. Everything lives in
+# $E2E_STATE (pki/, etcd data, logs/<name>.log, pids/<name>.pid, kubeconfig).
+#
+# Idempotent: components whose recorded process is alive are only health-checked; dead ones (stale
+# pid files) are started again. Data in $E2E_STATE survives a stop, so a second start is warm;
+# `stop-cluster.sh --purge` for a fresh cluster. Binaries come from build-e2e-bins.sh.
+#
+# Pod and Service IPs in this cluster are fake (kwok): nothing may ever connect to them. Every
+# endpoint here is on 127.0.0.1.
+source "$(dirname "$0")/lib.sh"
+
+TIMEOUT=${E2E_START_TIMEOUT:-90} # per component; kops saw slow apiserver starts on small VMs
+T0=$(date +%s)
+K8S_BIN=$(k8s_bin_dir)
+ETCD_BIN=$(etcd_bin_dir)
+KWOK_BIN=$(kwok_bin_dir)
+PKI=$E2E_STATE/pki
+KUBECONFIG_FILE=$E2E_STATE/kubeconfig
+export PATH
+PATH=$(e2e_path)
+
+for b in "$K8S_BIN/kube-apiserver" "$K8S_BIN/kube-controller-manager" "$K8S_BIN/kube-scheduler" \
+  "$K8S_BIN/kubectl" "$ETCD_BIN/etcd" "$KWOK_BIN/kwok"; do
+  [ -x "$b" ] || die "$b missing: run e2e/scripts/build-e2e-bins.sh first"
+done
+for b in prometheus prometheus-pushgateway openssl curl; do
+  command -v "$b" >/dev/null || die "$b missing: run e2e/scripts/install-deps.sh first"
+done
+mkdir -p "$E2E_STATE"/{pids,logs}
+
+# ---------------------------------------------------------------------------------------------
+# PKI (openssl). One CA signs: a loopback serving cert (apiserver, KCM, scheduler), the admin
+# client cert (O=system:masters, used by every component and the tests through one kubeconfig),
+# and nothing else; the SA key pair signs and verifies ServiceAccount tokens.
+make_pki() {
+  [ -s "$PKI/sa.pub" ] && return
+  log "pki: generating in $PKI"
+  rm -rf "$PKI.tmp" && mkdir -p "$PKI.tmp"
+  (
+    cd "$PKI.tmp"
+    cat >ca.cnf <<'EOF'
+[req]
+distinguished_name = dn
+x509_extensions    = v3_ca
+prompt             = no
+[dn]
+CN = phaseloop-e2e-ca
+[v3_ca]
+basicConstraints       = critical,CA:TRUE
+keyUsage               = critical,keyCertSign,cRLSign,digitalSignature
+subjectKeyIdentifier   = hash
+EOF
+    # Go and rustls/webpki need SANs; IP:127.0.0.1 is what every client dials.
+    cat >server.ext <<'EOF'
+basicConstraints       = CA:FALSE
+keyUsage               = critical,digitalSignature,keyEncipherment
+extendedKeyUsage       = serverAuth
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid,issuer
+subjectAltName         = DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.96.0.1
+EOF
+    cat >client.ext <<'EOF'
+basicConstraints       = CA:FALSE
+keyUsage               = critical,digitalSignature,keyEncipherment
+extendedKeyUsage       = clientAuth
+subjectKeyIdentifier   = hash
+authorityKeyIdentifier = keyid,issuer
+EOF
+    q() { "$@" 2>/dev/null || { "$@"; exit 1; }; } # quiet unless it fails
+    q openssl req -x509 -new -nodes -newkey rsa:2048 -keyout ca.key -out ca.crt -days 3650 -config ca.cnf
+    q openssl req -new -nodes -newkey rsa:2048 -keyout serving.key -subj "/CN=phaseloop-e2e-loopback" -out serving.csr
+    q openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile server.ext -out serving.crt
+    q openssl req -new -nodes -newkey rsa:2048 -keyout admin.key \
+      -subj "/O=system:masters/CN=phaseloop-e2e-admin" -out admin.csr
+    q openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+      -extfile client.ext -out admin.crt
+    q openssl genrsa -out sa.key 2048
+    q openssl rsa -in sa.key -pubout -out sa.pub
+    rm -f ./*.csr
+    chmod 600 ./*.key
+  )
+  rm -rf "$PKI" && mv "$PKI.tmp" "$PKI" # all or nothing
+}
+
+# One admin kubeconfig for the components, kubectl and the Rust tests. Certificates are embedded
+# so the file can be copied around; the server is 127.0.0.1 (the cert's IP SAN), not localhost.
+make_kubeconfig() {
+  local b64='base64 -w0'
+  cat >"$KUBECONFIG_FILE.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: phaseloop-e2e
+  cluster:
+    server: https://127.0.0.1:$E2E_APISERVER_PORT
+    certificate-authority-data: $($b64 <"$PKI/ca.crt")
+users:
+- name: phaseloop-e2e-admin
+  user:
+    client-certificate-data: $($b64 <"$PKI/admin.crt")
+    client-key-data: $($b64 <"$PKI/admin.key")
+contexts:
+- name: phaseloop-e2e
+  context: {cluster: phaseloop-e2e, user: phaseloop-e2e-admin}
+current-context: phaseloop-e2e
+EOF
+  chmod 600 "$KUBECONFIG_FILE.tmp"
+  mv "$KUBECONFIG_FILE.tmp" "$KUBECONFIG_FILE"
+}
+
+# Prometheus config from the template: the pushgateway (honor_labels keeps the job/instance labels
+# the tests push) and the operator running as a host process.
+# PROM_CONFIG_CHANGED tells a Prometheus that is already running to reload.
+PROM_CONFIG_CHANGED=false
+make_prometheus_config() {
+  local f=$E2E_STATE/prometheus.yml
+  sed -e "s/@PUSHGATEWAY_PORT@/$E2E_PUSHGATEWAY_PORT/g" \
+    -e "s/@PHASELOOP_METRICS_PORT@/$PHASELOOP_METRICS_PORT/g" \
+    "$E2E_ROOT/manifests/prometheus.yml.tmpl" >"$f.tmp"
+  cmp -s "$f.tmp" "$f" || PROM_CONFIG_CHANGED=true
+  mv "$f.tmp" "$f"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Process handling.
+
+# port_busy PORT -> true when something listens on 127.0.0.1:PORT
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# launch NAME PORT BINARY ARGS... -> start detached (own session, survives this shell), record
+# the PID and the binary (so a recycled PID is never mistaken for ours).
+launch() {
+  local name=$1 port=$2 bin=$3 pid
+  shift 3
+  if port_busy "$port"; then
+    die "$name: 127.0.0.1:$port is already in use by a process this cluster did not start"
+  fi
+  echo "=== $(date -Is) starting $name" >>"$(log_file "$name")"
+  setsid "$bin" "$@" </dev/null >>"$(log_file "$name")" 2>&1 &
+  pid=$!
+  readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
+  echo "$pid" >"$(pid_file "$name")"
+  log "$name: started (pid $pid)"
+}
+
+# fail NAME MSG -> print the component's log tail and exit non-zero
+fail() {
+  log "error: $1: $2"
+  echo "----- last 40 lines of $(log_file "$1") -----" >&2
+  tail -n 40 "$(log_file "$1")" >&2 || true
+  exit 1
+}
+
+# wait_healthy NAME CHECK... -> poll CHECK until it succeeds; fail fast if the process dies
+wait_healthy() {
+  local name=$1 t0 deadline
+  shift
+  t0=$(date +%s)
+  deadline=$((t0 + TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    running "$name" >/dev/null || fail "$name" "process exited"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "$name" "not healthy after ${TIMEOUT}s"
+    sleep 0.5
+  done
+  log "$name: healthy after $(($(date +%s) - t0))s"
+}
+
+# ensure NAME PORT CHECK_FN BINARY ARGS... -> start unless already running, then wait for health
+ensure() {
+  local name=$1 port=$2 check=$3 pid
+  shift 3
+  if pid=$(running "$name"); then
+    log "$name: already running (pid $pid)"
+  else
+    rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe" # stale or absent
+    launch "$name" "$port" "$@"
+  fi
+  wait_healthy "$name" "$check"
+}
+
+CURL=(curl -fsS --max-time 5 --cacert "$PKI/ca.crt")
+check_etcd() { curl -fsS --max-time 5 "http://127.0.0.1:$E2E_ETCD_PORT/health" | grep -q '"health":"true"'; }
+check_apiserver() {
+  "${CURL[@]}" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
+    "https://127.0.0.1:$E2E_APISERVER_PORT/readyz" | grep -qx ok
+}
+check_kcm() { "${CURL[@]}" "https://127.0.0.1:$E2E_KCM_PORT/healthz" | grep -qx ok; }
+check_scheduler() { "${CURL[@]}" "https://127.0.0.1:$E2E_SCHEDULER_PORT/healthz" | grep -qx ok; }
+check_pushgateway() { curl -fsS --max-time 5 "http://127.0.0.1:$E2E_PUSHGATEWAY_PORT/-/ready"; }
+check_prometheus() { curl -fsS --max-time 5 "http://127.0.0.1:$E2E_PROMETHEUS_PORT/-/ready"; }
+
+# ---------------------------------------------------------------------------------------------
+make_pki
+make_kubeconfig
+make_prometheus_config
+export KUBECONFIG=$KUBECONFIG_FILE
+
+# --unsafe-no-fsync: test data, and fsync dominates etcd latency on a VM disk.
+ensure etcd "$E2E_ETCD_PORT" check_etcd "$ETCD_BIN/etcd" \
+  --name=e2e --data-dir="$E2E_STATE/etcd" \
+  --listen-client-urls="http://127.0.0.1:$E2E_ETCD_PORT" \
+  --advertise-client-urls="http://127.0.0.1:$E2E_ETCD_PORT" \
+  --listen-peer-urls="http://127.0.0.1:$E2E_ETCD_PEER_PORT" \
+  --initial-advertise-peer-urls="http://127.0.0.1:$E2E_ETCD_PEER_PORT" \
+  --initial-cluster="e2e=http://127.0.0.1:$E2E_ETCD_PEER_PORT" \
+  --unsafe-no-fsync=true --auto-compaction-retention=1 --quota-backend-bytes=8589934592 \
+  --log-level=warn
+
+# --endpoint-reconciler-type=none: with the default lease reconciler 1.37 exits at once ("cannot
+# use public IP 127.0.0.1 with endpoint reconciler": Endpoints may not hold 127.0.0.0/8), and the
+# `kubernetes` Service's ClusterIP is fake here anyway.
+# Node,RBAC as in real clusters, so the operator's RBAC and `kubectl auth can-i` mean something.
+ensure kube-apiserver "$E2E_APISERVER_PORT" check_apiserver "$K8S_BIN/kube-apiserver" \
+  --etcd-servers="http://127.0.0.1:$E2E_ETCD_PORT" \
+  --bind-address=127.0.0.1 --secure-port="$E2E_APISERVER_PORT" \
+  --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+  --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
+  --client-ca-file="$PKI/ca.crt" \
+  --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file="$PKI/sa.pub" \
+  --service-account-signing-key-file="$PKI/sa.key" \
+  --service-cluster-ip-range=10.96.0.0/16 \
+  --authorization-mode=Node,RBAC \
+  --allow-privileged=true --profiling=false --v=1
+
+# Controllers the tests rely on: Deployment/ReplicaSet, Job, garbage collector, namespace
+# deletion, ServiceAccount + token publishing (root CA ConfigMap). Each controller uses its own
+# ServiceAccount (--use-service-account-credentials) as in kubeadm clusters. No leader election:
+# one instance, and a stale lease in reused etcd data would delay a restart by ~15s.
+# --authentication-skip-lookup (KCM, scheduler): the apiserver has no front-proxy (requestheader)
+# CA, and looking it up logs "missing content for CA bundle" every few seconds; their own secure
+# port only serves always-allowed health/metrics paths here.
+ensure kube-controller-manager "$E2E_KCM_PORT" check_kcm "$K8S_BIN/kube-controller-manager" \
+  --kubeconfig="$KUBECONFIG_FILE" \
+  --authentication-kubeconfig="$KUBECONFIG_FILE" --authorization-kubeconfig="$KUBECONFIG_FILE" \
+  --bind-address=127.0.0.1 --secure-port="$E2E_KCM_PORT" \
+  --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
+  --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics --authentication-skip-lookup \
+  --leader-elect=false --use-service-account-credentials=true \
+  --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+  --cluster-signing-cert-file="$PKI/ca.crt" --cluster-signing-key-file="$PKI/ca.key" \
+  --profiling=false --v=1
+
+ensure kube-scheduler "$E2E_SCHEDULER_PORT" check_scheduler "$K8S_BIN/kube-scheduler" \
+  --kubeconfig="$KUBECONFIG_FILE" \
+  --authentication-kubeconfig="$KUBECONFIG_FILE" --authorization-kubeconfig="$KUBECONFIG_FILE" \
+  --bind-address=127.0.0.1 --secure-port="$E2E_SCHEDULER_PORT" \
+  --tls-cert-file="$PKI/serving.crt" --tls-private-key-file="$PKI/serving.key" \
+  --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics --authentication-skip-lookup \
+  --leader-elect=false --profiling=false --v=1
+
+# kwok fakes the kubelet of nodes annotated kwok.x-k8s.io/node=fake, with the stages of
+# e2e/manifests/kwok-stages.yaml. HOME is pointed into the state dir because kwok also loads
+# ~/.kwok/kwok.yaml when present, which would make the cluster depend on the user's files.
+# Without --server-address / --node-port it opens no port. Pod IPs come from a fake range.
+mkdir -p "$E2E_STATE/kwok-home"
+if ! running kwok >/dev/null; then
+  rm -f "$(pid_file kwok)" "$E2E_STATE/pids/kwok.exe"
+  # A restarted kwok has a new holder identity and leaves pods alone until the previous process's
+  # node Lease expires (~40s on a warm start). No kwok runs now, so that Lease is stale: drop it.
+  kubectl delete lease kwok-node-0 -n kube-node-lease --ignore-not-found >/dev/null
+  echo "=== $(date -Is) starting kwok" >>"$(log_file kwok)"
+  HOME=$E2E_STATE/kwok-home setsid "$KWOK_BIN/kwok" \
+    --kubeconfig="$KUBECONFIG_FILE" --config="$E2E_ROOT/manifests/kwok-stages.yaml" \
+    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --node-ip=127.0.0.1 --cidr=10.244.0.0/16 --node-lease-duration-seconds=40 \
+    </dev/null >>"$(log_file kwok)" 2>&1 &
+  echo $! >"$(pid_file kwok)"
+  readlink -f "$KWOK_BIN/kwok" >"$E2E_STATE/pids/kwok.exe"
+  log "kwok: started (pid $!)"
+else
+  log "kwok: already running (pid $(running kwok))"
+fi
+kubectl apply -f "$E2E_ROOT/manifests/kwok-node.yaml" >/dev/null
+wait_healthy kwok kubectl wait --for=condition=Ready node/kwok-node-0 --timeout=5s
+
+# The pushgateway keeps pushed series in memory only: a restart starts clean.
+ensure pushgateway "$E2E_PUSHGATEWAY_PORT" check_pushgateway "$(command -v prometheus-pushgateway)" \
+  --web.listen-address="127.0.0.1:$E2E_PUSHGATEWAY_PORT"
+
+# Our own Prometheus (Debian's packaged service, if any, stays on :9090 untouched).
+# --web.enable-lifecycle: tests may POST /-/reload after changing the config.
+ensure prometheus "$E2E_PROMETHEUS_PORT" check_prometheus "$(command -v prometheus)" \
+  --config.file="$E2E_STATE/prometheus.yml" --storage.tsdb.path="$E2E_STATE/prometheus" \
+  --storage.tsdb.retention.time=1d \
+  --web.listen-address="127.0.0.1:$E2E_PROMETHEUS_PORT" --web.enable-lifecycle
+if $PROM_CONFIG_CHANGED; then # no-op for a Prometheus that just started with this file
+  curl -fsS --max-time 10 -X POST "http://127.0.0.1:$E2E_PROMETHEUS_PORT/-/reload"
+fi
+
+# KCM's serviceaccount controller creates `default` in every namespace; pods cannot be created
+# before it exists (ServiceAccount admission), so the cluster is usable only from here on.
+t1=$(date +%s)
+until kubectl get serviceaccount default -n default >/dev/null 2>&1; do
+  running kube-controller-manager >/dev/null || fail kube-controller-manager "process exited"
+  [ $(($(date +%s) - t1)) -lt "$TIMEOUT" ] ||
+    fail kube-controller-manager "no default ServiceAccount after ${TIMEOUT}s"
+  sleep 0.5
+done
+
+log "cluster ready in $(($(date +%s) - T0))s: KUBECONFIG=$KUBECONFIG_FILE" \
+  "apiserver https://127.0.0.1:$E2E_APISERVER_PORT" \
+  "prometheus http://127.0.0.1:$E2E_PROMETHEUS_PORT pushgateway http://127.0.0.1:$E2E_PUSHGATEWAY_PORT"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Stops the e2e cluster: exactly the processes recorded in $E2E_STATE/pids, never by name. Extra
+# ones such as the operator go first, then the cluster in reverse start order; SIGTERM first,
+# SIGKILL after a grace period. Data stays for a warm restart unless --purge removes $E2E_STATE.
+#
+# Usage: stop-cluster.sh [--purge]
+source "$(dirname "$0")/lib.sh"
+
+PURGE=false
+case "${1:-}" in
+  "") ;;
+  --purge) PURGE=true ;;
+  *) die "usage: $0 [--purge]" ;;
+esac
+GRACE=${E2E_STOP_GRACE:-10} # seconds before SIGKILL (only etcd holds data, and it stops last)
+
+if [ -d "$E2E_STATE/pids" ]; then
+  # First whatever else recorded a pid file there (the operator of run-operator.sh), as it talks
+  # to the cluster, then the cluster in reverse start order.
+  names=()
+  for f in "$E2E_STATE"/pids/*.pid; do
+    [ -e "$f" ] || continue
+    n=$(basename "$f" .pid)
+    [[ " ${E2E_COMPONENTS[*]} " == *" $n "* ]] || names+=("$n")
+  done
+  for ((i = ${#E2E_COMPONENTS[@]} - 1; i >= 0; i--)); do names+=("${E2E_COMPONENTS[i]}"); done
+  for name in "${names[@]}"; do
+    if pid=$(running "$name"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      for ((t = 0; t < GRACE * 10; t++)); do
+        running "$name" >/dev/null || break
+        sleep 0.1
+      done
+      if running "$name" >/dev/null; then
+        log "$name: still alive after ${GRACE}s, SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.2
+      fi
+      log "$name: stopped (pid $pid)"
+    fi
+    rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe"
+  done
+fi
+
+if $PURGE; then
+  rm -rf "$E2E_STATE"
+  log "removed $E2E_STATE"
+fi
