@@ -24,7 +24,12 @@ bash "$S/start-cluster.sh"
 eval "$("$S/env.sh")"
 
 kubectl apply -f "$REPO_ROOT/crds/"
-kubectl wait --for=condition=Established --timeout=60s crd --all >/dev/null
+# Right after creation a CRD has no conditions yet and `kubectl wait` errors out: retry.
+for _ in $(seq 60); do
+  kubectl wait --for=condition=Established --timeout=5s crd/environments.phaseloop.dev crd/releases.phaseloop.dev \
+    >/dev/null 2>&1 && break
+  sleep 1
+done
 bash "$S/run-operator.sh" start
 
 set +e

@@ -104,9 +104,22 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
     let releases = release::controller(ctx.clone());
     let (env_store, rel_store) = (environments.store(), releases.store());
     tokio::spawn(async move {
-        if env_store.wait_until_ready().await.is_ok() && rel_store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::SeqCst);
-            info!("caches synced; ready");
+        // `Store::wait_until_ready` keeps only one waker (a oneshot underneath) and the controller's
+        // own runner waits on the same store, so a second waiter may never be woken. Polling again
+        // re-registers and sees the value once it is there.
+        let tick = Duration::from_millis(200);
+        loop {
+            let env_synced = tokio::time::timeout(tick, env_store.wait_until_ready())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            let rel_synced = tokio::time::timeout(tick, rel_store.wait_until_ready())
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if env_synced && rel_synced {
+                ready.store(true, Ordering::SeqCst);
+                info!("caches synced; ready");
+                break;
+            }
         }
     });
     tokio::join!(
@@ -144,7 +157,20 @@ where
             },
             ctx,
         )
-        .for_each(|_| futures::future::ready(()))
+        .for_each(|result| {
+            // Reconcile errors are logged by the error policy; these are watch and queue errors.
+            // ObjectNotFound: a trigger for an object deleted meanwhile, nothing to do.
+            if let Err(e) = result
+                && !matches!(
+                    e,
+                    kube::runtime::controller::Error::ReconcilerFailed(..)
+                        | kube::runtime::controller::Error::ObjectNotFound(..)
+                )
+            {
+                warn!(controller = name, error = %e, "controller stream error");
+            }
+            futures::future::ready(())
+        })
         .await;
 }
 

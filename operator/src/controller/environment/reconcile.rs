@@ -50,11 +50,17 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
     let owned = wc.clone().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
     let controller = Controller::new(Api::<Environment>::all(client.clone()), wc.clone());
     let store = controller.store();
+    // Namespaced children of a cluster-scoped owner: `owns` would look the owner up in the child's
+    // namespace and find nothing, so children map to their owner by hand.
     controller
         .owns(Api::<Namespace>::all(client.clone()), owned.clone())
-        .owns(Api::<Deployment>::all(client.clone()), owned.clone())
-        .owns(Api::<StatefulSet>::all(client.clone()), owned.clone())
-        .owns(Api::<Job>::all(client.clone()), owned)
+        .watches(Api::<Deployment>::all(client.clone()), owned.clone(), |d| {
+            owner_environment(d.meta())
+        })
+        .watches(Api::<StatefulSet>::all(client.clone()), owned.clone(), |s| {
+            owner_environment(s.meta())
+        })
+        .watches(Api::<Job>::all(client.clone()), owned, |j| owner_environment(j.meta()))
         .watches(Api::<Release>::all(client), wc, move |rel| {
             let ns = rel.namespace().unwrap_or_default();
             store
@@ -64,6 +70,16 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
                 .map(|e| ObjectRef::from_obj(&*e))
                 .collect::<Vec<_>>()
         })
+}
+
+/// The Environment that controls a child, from its owner references.
+fn owner_environment(child: &kube::api::ObjectMeta) -> Option<ObjectRef<Environment>> {
+    child
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "Environment" && o.api_version.starts_with("phaseloop.dev/"))
+        .map(|o| ObjectRef::new(&o.name))
 }
 
 pub async fn run(controller: Controller<Environment>, ctx: Arc<Context>) {
@@ -186,6 +202,14 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     let status = desired_status(&env, base, &obs, &now_t);
     let ready = status.phase == Some(EnvironmentPhase::Ready) || status.phase == Some(EnvironmentPhase::Sleeping);
     write_status(&api, &env, &ctx, status).await?;
+
+    if wake_requested {
+        // Consumed only after the status saying "awake" is written: a reconcile that sees the
+        // annotation gone therefore also sees the wake, and cannot put the Environment back to sleep.
+        let patch = json!({"metadata": {"annotations": {annotation::WAKE: null}}});
+        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
 
     // Timed requeues instead of polling: the next expiry or sleep, whichever is first.
     let mut next: Vec<Duration> = vec![];
@@ -574,12 +598,6 @@ async fn apply_sleep(
             }
             status.slept_at = None;
             status.last_activity = Some(Time(now));
-            if env.annotations().contains_key(annotation::WAKE) {
-                let api: Api<Environment> = Api::all(ctx.client.clone());
-                let patch = json!({"metadata": {"annotations": {annotation::WAKE: null}}});
-                api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-            }
             publish(
                 ctx,
                 env,

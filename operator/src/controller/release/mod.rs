@@ -5,7 +5,9 @@
 //! [`reconcile`].
 
 pub mod queue;
+pub mod rollout;
 pub mod split;
+pub mod workload;
 
 use std::sync::Arc;
 

@@ -1,0 +1,305 @@
+//! The rollout step machine: given the strategy and what is observed now, which weight to apply
+//! and whether the current step is done. Pure, so every path is unit-tested.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::api::{Strategy, StrategyType};
+
+/// One step of a rollout plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Give the candidate this share of the app's replicas; done when those replicas are ready.
+    Weight(i32),
+    /// Wait this long, or without a duration until promoted.
+    Pause(Option<Duration>),
+    /// Measure in the foreground this long; done when nothing failed meanwhile.
+    Analysis(Duration),
+}
+
+/// The steps of a strategy. Every plan ends at weight 100: `Rolling` and `BlueGreen` have just that
+/// step (a rolling update is the replica split following readiness; blue-green brings the candidate
+/// up fully behind the preview Service first), a canary gets it appended when its steps stop short.
+pub fn plan(strategy: &Strategy) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if strategy.type_ == StrategyType::Canary {
+        for s in strategy.canary.iter().flat_map(|c| &c.steps) {
+            if let Some(w) = s.set_weight {
+                steps.push(Step::Weight(w));
+            } else if let Some(p) = &s.pause {
+                steps.push(Step::Pause(p.duration.map(Into::into)));
+            } else if let Some(a) = &s.analysis {
+                steps.push(Step::Analysis(a.duration.into()));
+            }
+        }
+    }
+    if steps.last() != Some(&Step::Weight(100)) {
+        steps.push(Step::Weight(100));
+    }
+    steps
+}
+
+/// Verdict of the background analysis so far.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Passing,
+    /// A metric passed its failure limit.
+    Failed(String),
+    /// A metric passed its inconclusive limit: a person must decide.
+    Inconclusive(String),
+}
+
+/// What is observed now.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Index of the current step.
+    pub step: usize,
+    /// When the current step started.
+    pub step_started: Timestamp,
+    pub now: Timestamp,
+    /// Every candidate replica wanted at the current weight is available.
+    pub candidate_ready: bool,
+    /// Someone ran `kubectl phaseloop promote` for the current step.
+    pub promoted: bool,
+    pub analysis: Verdict,
+    /// The progress deadline passed without the candidate becoming ready.
+    pub deadline_missed: bool,
+}
+
+/// What to do now.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Stay on the step at `weight`; look again after `wait` (or on the next event).
+    Hold { weight: i32, wait: Option<Duration> },
+    /// Stay on the step, paused until promoted, saying why.
+    Pause { weight: i32, reason: String },
+    /// Go to step `step` (weights are applied when it is held).
+    Advance { step: usize },
+    /// Every step is done: the candidate takes all traffic and goes Live.
+    Promote,
+    /// Return all traffic to the stable version.
+    Abort(String),
+}
+
+/// The weight in force at `step`: that of the last weight step at or before it (0 before any).
+pub fn weight_at(plan: &[Step], step: usize) -> i32 {
+    plan.iter()
+        .take(step + 1)
+        .rev()
+        .find_map(|s| if let Step::Weight(w) = s { Some(*w) } else { None })
+        .unwrap_or(0)
+}
+
+/// Decides the next move of a rollout.
+pub fn decide(plan: &[Step], o: &Observed) -> Decision {
+    if let Verdict::Failed(why) = &o.analysis {
+        return Decision::Abort(format!("analysis failed: {why}"));
+    }
+    if o.deadline_missed {
+        return Decision::Abort("the candidate did not become ready within the progress deadline".into());
+    }
+    let Some(step) = plan.get(o.step) else {
+        return Decision::Promote;
+    };
+    let weight = weight_at(plan, o.step);
+    if let Verdict::Inconclusive(why) = &o.analysis
+        && !o.promoted
+    {
+        return Decision::Pause {
+            weight,
+            reason: format!("analysis inconclusive: {why}; promote to go on or abort"),
+        };
+    }
+    let next = Decision::Advance { step: o.step + 1 };
+    let elapsed = Duration::try_from(o.now.duration_since(o.step_started)).unwrap_or_default();
+    match step {
+        Step::Weight(_) if o.candidate_ready => next,
+        Step::Weight(_) => Decision::Hold { weight, wait: None },
+        Step::Pause(_) if o.promoted => next,
+        Step::Pause(None) => Decision::Pause {
+            weight,
+            reason: "paused until promoted".into(),
+        },
+        Step::Pause(Some(d)) | Step::Analysis(d) if elapsed >= *d => next,
+        Step::Pause(Some(d)) | Step::Analysis(d) => Decision::Hold {
+            weight,
+            wait: Some(*d - elapsed),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{Canary, CanaryStep, Pause, StepAnalysis};
+
+    fn canary(steps: Vec<CanaryStep>) -> Strategy {
+        Strategy {
+            type_: StrategyType::Canary,
+            canary: Some(Canary { steps }),
+            ..Default::default()
+        }
+    }
+    fn w(n: i32) -> CanaryStep {
+        CanaryStep {
+            set_weight: Some(n),
+            pause: None,
+            analysis: None,
+        }
+    }
+    fn pause(d: Option<&str>) -> CanaryStep {
+        CanaryStep {
+            set_weight: None,
+            pause: Some(Pause {
+                duration: d.map(|d| d.parse().unwrap()),
+            }),
+            analysis: None,
+        }
+    }
+    fn analysis(d: &str) -> CanaryStep {
+        CanaryStep {
+            set_weight: None,
+            pause: None,
+            analysis: Some(StepAnalysis {
+                duration: d.parse().unwrap(),
+            }),
+        }
+    }
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+    fn at(step: usize, started: i64, now: i64) -> Observed {
+        Observed {
+            step,
+            step_started: t(started),
+            now: t(now),
+            candidate_ready: false,
+            promoted: false,
+            analysis: Verdict::Passing,
+            deadline_missed: false,
+        }
+    }
+
+    #[test]
+    fn plans_end_at_full_weight() {
+        assert_eq!(plan(&Strategy::default()), [Step::Weight(100)]);
+        let s = Strategy {
+            type_: StrategyType::BlueGreen,
+            ..Default::default()
+        };
+        assert_eq!(plan(&s), [Step::Weight(100)]);
+        let p = plan(&canary(vec![
+            w(10),
+            pause(Some("1m")),
+            analysis("2m"),
+            w(50),
+            pause(None),
+        ]));
+        assert_eq!(
+            p,
+            [
+                Step::Weight(10),
+                Step::Pause(Some(Duration::from_secs(60))),
+                Step::Analysis(Duration::from_secs(120)),
+                Step::Weight(50),
+                Step::Pause(None),
+                Step::Weight(100)
+            ]
+        );
+        assert_eq!(
+            plan(&canary(vec![w(20), w(100)])),
+            [Step::Weight(20), Step::Weight(100)]
+        );
+    }
+
+    #[test]
+    fn the_weight_in_force_is_the_last_weight_step() {
+        let p = plan(&canary(vec![pause(Some("1m")), w(10), pause(None), w(40)]));
+        assert_eq!([0, 1, 2, 3, 4].map(|i| weight_at(&p, i)), [0, 10, 10, 40, 100]);
+    }
+
+    #[test]
+    fn a_weight_step_waits_for_the_candidate() {
+        let p = plan(&canary(vec![w(25)]));
+        assert_eq!(decide(&p, &at(0, 0, 5)), Decision::Hold { weight: 25, wait: None });
+        let ready = Observed {
+            candidate_ready: true,
+            ..at(0, 0, 5)
+        };
+        assert_eq!(decide(&p, &ready), Decision::Advance { step: 1 });
+    }
+
+    #[test]
+    fn timed_pauses_and_analysis_steps_wait_their_time() {
+        let p = plan(&canary(vec![w(10), pause(Some("1m")), analysis("30s")]));
+        assert_eq!(
+            decide(&p, &at(1, 0, 20)),
+            Decision::Hold {
+                weight: 10,
+                wait: Some(Duration::from_secs(40))
+            }
+        );
+        assert_eq!(decide(&p, &at(1, 0, 60)), Decision::Advance { step: 2 });
+        assert_eq!(
+            decide(&p, &at(2, 60, 70)),
+            Decision::Hold {
+                weight: 10,
+                wait: Some(Duration::from_secs(20))
+            }
+        );
+        assert_eq!(decide(&p, &at(2, 60, 95)), Decision::Advance { step: 3 });
+    }
+
+    #[test]
+    fn an_open_pause_waits_for_promote() {
+        let p = plan(&canary(vec![w(10), pause(None)]));
+        assert!(matches!(
+            decide(&p, &at(1, 0, 9999)),
+            Decision::Pause { weight: 10, .. }
+        ));
+        let promoted = Observed {
+            promoted: true,
+            ..at(1, 0, 5)
+        };
+        assert_eq!(decide(&p, &promoted), Decision::Advance { step: 2 });
+    }
+
+    #[test]
+    fn the_end_of_the_plan_promotes() {
+        let p = plan(&Strategy::default());
+        assert_eq!(decide(&p, &at(1, 0, 1)), Decision::Promote);
+    }
+
+    #[test]
+    fn failed_analysis_and_missed_deadlines_abort_at_any_step() {
+        let p = plan(&canary(vec![w(10), pause(None)]));
+        for step in 0..3 {
+            let failed = Observed {
+                analysis: Verdict::Failed("errors 0.3 > 0.01".into()),
+                ..at(step, 0, 1)
+            };
+            assert!(matches!(decide(&p, &failed), Decision::Abort(m) if m.contains("errors")));
+            let late = Observed {
+                deadline_missed: true,
+                ..at(step, 0, 1)
+            };
+            assert!(matches!(decide(&p, &late), Decision::Abort(m) if m.contains("deadline")));
+        }
+    }
+
+    #[test]
+    fn inconclusive_analysis_pauses_until_a_person_decides() {
+        let p = plan(&canary(vec![w(10), pause(Some("1m"))]));
+        let unsure = Observed {
+            analysis: Verdict::Inconclusive("no data".into()),
+            ..at(1, 0, 120)
+        };
+        assert!(matches!(decide(&p, &unsure), Decision::Pause { reason, .. } if reason.contains("no data")));
+        let promoted = Observed {
+            promoted: true,
+            ..unsure
+        };
+        assert_eq!(decide(&p, &promoted), Decision::Advance { step: 2 });
+    }
+}

@@ -1,0 +1,172 @@
+//! Pure construction of a Release's Deployment and of the app's Services.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{Deployment, DeploymentSpec},
+        core::v1::{Service, ServicePort as KubeServicePort, ServiceSpec as KubeServiceSpec},
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::{Resource, ResourceExt, api::ObjectMeta};
+
+use crate::api::{Release, ServiceSpec, label};
+
+/// Label naming the Release that owns a pod.
+pub const RELEASE_LABEL: &str = "phaseloop.dev/release";
+
+/// `1.4.0-rc.1+abc` → `1-4-0-rc-1-abc`: a version as a DNS-label fragment.
+pub fn slug(version: &str) -> String {
+    let mut out = String::with_capacity(version.len());
+    for c in version.chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_string()
+}
+
+/// Name of a Release's Deployment: `<app>-<version slug>`.
+pub fn deployment_name(app: &str, version: &str) -> String {
+    let mut name = format!("{app}-{}", slug(version));
+    name.truncate(120);
+    name.trim_end_matches('-').to_string()
+}
+
+/// Labels selecting one Release's pods.
+pub fn selector(rel: &Release) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (label::NAME.to_string(), rel.spec.app.clone()),
+        (label::VERSION.to_string(), rel.spec.version.clone()),
+        (label::MANAGED_BY.to_string(), label::MANAGER.to_string()),
+    ])
+}
+
+/// Labels selecting every serving pod of an app (all its Releases).
+pub fn app_selector(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (label::NAME.to_string(), app.to_string()),
+        (label::MANAGED_BY.to_string(), label::MANAGER.to_string()),
+    ])
+}
+
+/// The Deployment of `rel` at `replicas`, owned by the Release.
+pub fn deployment(rel: &Release, replicas: i32) -> Deployment {
+    let mut labels = selector(rel);
+    labels.insert(RELEASE_LABEL.to_string(), rel.name_any());
+    let mut template = rel.spec.template.clone();
+    let meta = template.metadata.get_or_insert_with(Default::default);
+    meta.labels.get_or_insert_with(Default::default).extend(labels.clone());
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(deployment_name(&rel.spec.app, &rel.spec.version)),
+            namespace: rel.namespace(),
+            labels: Some(labels),
+            owner_references: rel.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(selector(rel)),
+                ..Default::default()
+            },
+            template,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A Service `name` selecting `selector` with the Release's ports, owned by `owner`.
+pub fn service(owner: &Release, name: &str, ports: &ServiceSpec, selector: BTreeMap<String, String>) -> Service {
+    let ports = ports
+        .ports
+        .iter()
+        .map(|p| KubeServicePort {
+            name: p.name.clone(),
+            port: p.port,
+            target_port: Some(IntOrString::Int(p.target_port.unwrap_or(p.port))),
+            protocol: p.protocol.clone(),
+            ..Default::default()
+        })
+        .collect();
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: owner.namespace(),
+            labels: Some(app_selector(&owner.spec.app)),
+            owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+            ..Default::default()
+        },
+        spec: Some(KubeServiceSpec {
+            selector: Some(selector),
+            ports: Some(ports),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ReleaseSpec, ServicePort};
+
+    fn release() -> Release {
+        let spec: ReleaseSpec = serde_json::from_value(serde_json::json!({
+            "app": "shop", "version": "1.4.0-RC.1_build.7",
+            "template": {"metadata": {"labels": {"team": "web"}}, "spec": {"containers": [{"name": "app", "image": "shop"}]}}
+        }))
+        .unwrap();
+        let mut r = Release::new("shop-1-4-0", spec);
+        r.metadata.namespace = Some("prod".into());
+        r.metadata.uid = Some("uid".into());
+        r
+    }
+
+    #[test]
+    fn slugs_are_dns_fragments() {
+        assert_eq!(slug("1.4.0-RC.1+build_7"), "1-4-0-rc-1-build-7");
+        assert_eq!(slug("..v2.."), "v2");
+        assert_eq!(deployment_name("shop", "1.4.0"), "shop-1-4-0");
+        assert!(deployment_name("a", &"9".repeat(200)).len() <= 120);
+    }
+
+    #[test]
+    fn the_deployment_selects_only_its_version_and_keeps_the_users_labels() {
+        let d = deployment(&release(), 3);
+        assert_eq!(d.metadata.name.as_deref(), Some("shop-1-4-0-rc-1-build-7"));
+        let spec = d.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let sel = spec.selector.match_labels.unwrap();
+        assert_eq!(sel[label::VERSION], "1.4.0-RC.1_build.7");
+        let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(pod_labels["team"], "web");
+        assert!(
+            sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "the selector matches the pods"
+        );
+        assert_eq!(d.metadata.owner_references.unwrap()[0].kind, "Release");
+    }
+
+    #[test]
+    fn the_app_service_selects_every_release_of_the_app() {
+        let ports = ServiceSpec {
+            ports: vec![ServicePort {
+                name: None,
+                port: 80,
+                target_port: Some(8080),
+                protocol: None,
+            }],
+        };
+        let s = service(&release(), "shop", &ports, app_selector("shop"));
+        let spec = s.spec.unwrap();
+        assert!(!spec.selector.as_ref().unwrap().contains_key(label::VERSION));
+        assert_eq!(spec.ports.unwrap()[0].target_port, Some(IntOrString::Int(8080)));
+    }
+}
