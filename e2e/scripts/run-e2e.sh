@@ -8,8 +8,9 @@ T0=$(date +%s)
 
 bash "$S/install-deps.sh"
 bash "$S/build-e2e-bins.sh"
-cargo build --bin phaseloop-operator -p phaseloop
-cargo test --no-run -p phaseloop-e2e
+# One build for the operator binary and the tests: the same feature set as `cargo test --workspace`
+# (dev-dependencies enable kube's `cel`), so nothing is compiled twice.
+cargo test --workspace --no-run
 
 # Start the cluster only when it is not up, and then stop it at the end.
 STARTED_CLUSTER=
@@ -18,8 +19,14 @@ if ! { [ -f "$APISERVER_PID" ] && kill -0 "$(cat "$APISERVER_PID")" 2>/dev/null;
 cleanup() {
   bash "$S/run-operator.sh" stop || true
   if [ -n "$STARTED_CLUSTER" ] && [ -z "${E2E_KEEP_CLUSTER:-}" ]; then bash "$S/stop-cluster.sh" || true; fi
+  # The closing line: every e2e test binary summed up.
+  if [ -f "$E2E_STATE/logs/e2e-tests.log" ]; then
+    awk '/^test result:/ { p += $4; f += $6 } END { printf "e2e: %d passed, %d failed\n", p, f }' \
+      "$E2E_STATE/logs/e2e-tests.log"
+  fi
 }
 trap cleanup EXIT
+rm -f "$E2E_STATE/logs/e2e-tests.log"
 bash "$S/start-cluster.sh"
 eval "$("$S/env.sh")"
 
@@ -33,8 +40,9 @@ done
 bash "$S/run-operator.sh" start
 
 set +e
-cargo test -p phaseloop-e2e -- --ignored --test-threads="${E2E_THREADS:-4}" "$@"
-rc=$?
+cargo test -p phaseloop-e2e --test '*' -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
+  tee "$E2E_STATE/logs/e2e-tests.log"
+rc=${PIPESTATUS[0]}
 set -e
 if [ $rc -ne 0 ]; then
   log "e2e failed; operator log tail:"

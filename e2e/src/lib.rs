@@ -21,9 +21,7 @@ pub fn repo_root() -> PathBuf {
 
 /// A client for the test cluster (`KUBECONFIG`).
 pub async fn client() -> Client {
-    Client::try_default()
-        .await
-        .expect("KUBECONFIG points at the test cluster (eval \"$(e2e/scripts/env.sh)\")")
+    Client::try_default().await.expect("KUBECONFIG points at the test cluster (eval \"$(e2e/scripts/env.sh)\")")
 }
 
 /// Output of a finished command.
@@ -34,13 +32,16 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// The column names of a `kubectl get` table.
+    pub fn header(&self) -> Vec<&str> {
+        self.stdout.lines().next().unwrap_or_default().split_whitespace().collect()
+    }
+}
+
 /// Runs `kubectl` (the pinned one, first on `PATH` via env.sh) with `args`.
 pub fn kubectl(args: &[&str]) -> Output {
-    let out = Command::new("kubectl")
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("kubectl runs");
+    let out = Command::new("kubectl").args(args).current_dir(repo_root()).output().expect("kubectl runs");
     Output {
         ok: out.status.success(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -98,13 +99,8 @@ impl TestNamespace {
             "metadata": {"name": name, "labels": {"phaseloop.dev/e2e": "true"}}
         }))
         .unwrap();
-        api.create(&PostParams::default(), &ns)
-            .await
-            .expect("create test namespace");
-        TestNamespace {
-            name,
-            client: client.clone(),
-        }
+        api.create(&PostParams::default(), &ns).await.expect("create test namespace");
+        TestNamespace { name, client: client.clone() }
     }
 }
 
@@ -122,10 +118,7 @@ impl Drop for TestNamespace {
 pub fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     format!("{:x}{}", nanos % 0xfffff, N.fetch_add(1, Ordering::SeqCst))
 }
 
@@ -143,14 +136,8 @@ pub fn operator_url() -> String {
 /// Runs an instant PromQL query and returns the result vector.
 pub async fn prom_query(query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let url = format!("{}/api/v1/query", prometheus_url());
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(url)
-        .query(&[("query", query)])
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let body: serde_json::Value =
+        reqwest::Client::new().get(url).query(&[("query", query)]).send().await?.error_for_status()?.json().await?;
     if body["status"] != "success" {
         bail!("query {query} failed: {body}");
     }
@@ -184,10 +171,7 @@ pub struct EnvironmentGuard {
 
 impl EnvironmentGuard {
     pub fn new(client: &Client, name: &str) -> Self {
-        EnvironmentGuard {
-            name: name.to_string(),
-            client: client.clone(),
-        }
+        EnvironmentGuard { name: name.to_string(), client: client.clone() }
     }
 }
 
@@ -198,13 +182,7 @@ impl Drop for EnvironmentGuard {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let allow = serde_json::json!({"metadata": {"annotations": {"phaseloop.dev/allow-delete": "true"}}});
-                let _ = api
-                    .patch(
-                        &name,
-                        &kube::api::PatchParams::default(),
-                        &kube::api::Patch::Merge(&allow),
-                    )
-                    .await;
+                let _ = api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&allow)).await;
                 let _ = api.delete(&name, &DeleteParams::background()).await;
             });
         }
@@ -215,4 +193,28 @@ impl Drop for EnvironmentGuard {
 pub fn create(obj: &serde_json::Value) {
     let out = kubectl_stdin(&["create", "-f", "-"], &obj.to_string());
     assert!(out.ok, "kubectl create failed: {}", out.stderr);
+}
+
+/// Every object of every listable kind in the cluster matching `selector`, as `kind ns/name`:
+/// discovery-driven, so nothing of a kind the test did not think of can hide.
+pub async fn objects_labelled(client: &Client, selector: &str) -> Vec<String> {
+    use kube::discovery::{Discovery, verbs};
+    let discovery = Discovery::new(client.clone()).run().await.expect("discovery");
+    let mut found = Vec::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if !caps.supports_operation(verbs::LIST) {
+                continue;
+            }
+            let api: Api<kube::api::DynamicObject> = Api::all_with(client.clone(), &ar);
+            let Ok(list) = api.list_metadata(&kube::api::ListParams::default().labels(selector)).await else {
+                continue;
+            };
+            for o in list.items {
+                let ns = o.metadata.namespace.unwrap_or_default();
+                found.push(format!("{} {ns}/{}", ar.kind, o.metadata.name.unwrap_or_default()));
+            }
+        }
+    }
+    found
 }

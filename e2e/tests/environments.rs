@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     batch::v1::Job,
-    core::v1::{ConfigMap, Event, LimitRange, Namespace, ResourceQuota, Service},
+    core::v1::{ConfigMap, Event, LimitRange, Namespace, ResourceQuota},
     networking::v1::NetworkPolicy,
 };
 use kube::{
@@ -42,8 +42,7 @@ fn database_component() -> Value {
 
 async fn wait_phase(api: &Api<Environment>, name: &str, phase: EnvironmentPhase) -> Environment {
     wait_for(api, name, WAIT, move |e: Option<&Environment>| {
-        e.and_then(|e| e.status.as_ref())
-            .is_some_and(|s| s.phase == Some(phase))
+        e.and_then(|e| e.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
     })
     .await
     .unwrap()
@@ -63,14 +62,7 @@ where
 }
 
 fn condition(env: &Environment, type_: &str) -> (String, String, String) {
-    let c = env
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .unwrap();
+    let c = env.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == type_).unwrap();
     (c.status.clone(), c.reason.clone(), c.message.clone())
 }
 
@@ -103,33 +95,30 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
     let ns: Namespace = Api::all(client.clone()).get(&name).await.unwrap();
     assert_eq!(ns.labels()["phaseloop.dev/environment"], name);
     assert_eq!(ns.labels()["phaseloop.dev/tier"], "staging");
-    let quota: ResourceQuota = Api::namespaced(client.clone(), &name)
-        .get("phaseloop-quota")
-        .await
-        .unwrap();
+    let quota: ResourceQuota = Api::namespaced(client.clone(), &name).get("phaseloop-quota").await.unwrap();
     assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "20");
-    let _: LimitRange = Api::namespaced(client.clone(), &name)
-        .get("phaseloop-defaults")
-        .await
-        .unwrap();
-    let _: NetworkPolicy = Api::namespaced(client.clone(), &name)
-        .get("phaseloop-isolation")
-        .await
-        .unwrap();
+    let _: LimitRange = Api::namespaced(client.clone(), &name).get("phaseloop-defaults").await.unwrap();
+    let _: NetworkPolicy = Api::namespaced(client.clone(), &name).get("phaseloop-isolation").await.unwrap();
     let db: Deployment = Api::namespaced(client.clone(), &name).get("postgres").await.unwrap();
     assert_eq!(db.labels()["phaseloop.dev/component"], "db");
     assert_eq!(db.owner_references()[0].name, name);
-    let seed: Job = Api::namespaced(client.clone(), &name)
-        .get("phaseloop-seed")
+    let seed: Job = Api::namespaced(client.clone(), &name).get("phaseloop-seed").await.unwrap();
+    assert_eq!(seed.status.unwrap().succeeded, Some(1));
+
+    // A no-op reconcile (triggered by a metadata change) writes nothing, children included.
+    let poked = envs
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"annotations": {"e2e/poke": "1"}}})))
         .await
         .unwrap();
-    assert_eq!(seed.status.unwrap().succeeded, Some(1));
+    let db_version = db.resource_version();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(envs.get(&name).await.unwrap().resource_version(), poked.resource_version(), "status rewritten");
+    let db_now: Deployment = Api::namespaced(client.clone(), &name).get("postgres").await.unwrap();
+    assert_eq!(db_now.resource_version(), db_version, "an unchanged component was rewritten");
 
     // Removing a component deletes its objects.
     let patch = json!({"spec": {"infrastructure": []}});
-    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
     wait_gone(&configmaps, "db-config").await;
     wait_gone(&Api::<Deployment>::namespaced(client.clone(), &name), "postgres").await;
@@ -137,54 +126,9 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
     // Deleting the Environment deletes the namespace first, then the Environment.
     envs.delete(&name, &Default::default()).await.unwrap();
     wait_gone(&envs, &name).await;
-    assert!(
-        Api::<Namespace>::all(client.clone())
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    let selector = ListParams::default().labels(&format!("phaseloop.dev/environment={name}"));
-    assert!(
-        Api::<Namespace>::all(client.clone())
-            .list(&selector)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<Deployment>::all(client.clone())
-            .list(&selector)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<Service>::all(client.clone())
-            .list(&selector)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<ConfigMap>::all(client.clone())
-            .list(&selector)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        Api::<Job>::all(client.clone())
-            .list(&selector)
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert!(Api::<Namespace>::all(client.clone()).get_opt(&name).await.unwrap().is_none());
+    let left = objects_labelled(&client, &format!("phaseloop.dev/environment={name}")).await;
+    assert!(left.is_empty(), "objects left after deleting the Environment: {left:?}");
 }
 
 #[tokio::test]
@@ -197,23 +141,8 @@ async fn a_test_environment_with_a_20s_ttl_disappears_with_its_namespace() {
     create(&environment(&name, json!({"tier": "test", "ttl": "20s"})));
     let env = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     let created = env.metadata.creation_timestamp.unwrap().0;
-    assert_eq!(
-        env.status
-            .unwrap()
-            .expires_at
-            .unwrap()
-            .0
-            .duration_since(created)
-            .as_secs(),
-        20
-    );
-    assert!(
-        Api::<Namespace>::all(client.clone())
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert_eq!(env.status.unwrap().expires_at.unwrap().0.duration_since(created).as_secs(), 20);
+    assert!(Api::<Namespace>::all(client.clone()).get_opt(&name).await.unwrap().is_some());
     wait_gone(&envs, &name).await;
     wait_gone(&Api::<Namespace>::all(client.clone()), &name).await;
     let lived = jiff::Timestamp::now().duration_since(created).as_secs();
@@ -231,13 +160,9 @@ async fn the_expiry_can_be_extended_by_annotation() {
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     let later = "2099-01-01T00:00:00Z";
     let patch = json!({"metadata": {"annotations": {"phaseloop.dev/expires-at": later}}});
-    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     wait_for(&envs, &name, WAIT, |e: Option<&Environment>| {
-        e.and_then(|e| e.status.as_ref())
-            .and_then(|s| s.expires_at.as_ref())
-            .is_some_and(|t| t.0.to_string() == later)
+        e.and_then(|e| e.status.as_ref()).and_then(|s| s.expires_at.as_ref()).is_some_and(|t| t.0.to_string() == later)
     })
     .await
     .unwrap();
@@ -257,26 +182,18 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
         json!({"tier": "staging", "quota": {"pods": 50}, "infrastructure": [database_component()]}),
     ));
     wait_phase(&envs, &parent, EnvironmentPhase::Ready).await;
-    create(&environment(
-        &branch,
-        json!({"tier": "preview", "from": parent, "ttl": "1h"}),
-    ));
+    create(&environment(&branch, json!({"tier": "preview", "from": parent, "ttl": "1h"})));
     let env = wait_phase(&envs, &branch, EnvironmentPhase::Ready).await;
     assert_eq!(env.status.unwrap().branch.unwrap().parent, parent);
     let db: Deployment = Api::namespaced(client.clone(), &branch).get("postgres").await.unwrap();
     assert_eq!(db.labels()["phaseloop.dev/environment"], branch);
-    let quota: ResourceQuota = Api::namespaced(client.clone(), &branch)
-        .get("phaseloop-quota")
-        .await
-        .unwrap();
+    let quota: ResourceQuota = Api::namespaced(client.clone(), &branch).get("phaseloop-quota").await.unwrap();
     assert_eq!(quota.spec.unwrap().hard.unwrap()["pods"].0, "50");
 
     // A later change of the parent does not rewrite the branch (it does not follow).
     let cache = json!({"name": "cache", "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cache-config"}}]});
     let patch = json!({"spec": {"infrastructure": [database_component(), cache]}});
-    envs.patch(&parent, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    envs.patch(&parent, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let parent_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &parent);
     eventually("cache-config in the parent", WAIT, || async {
         parent_cms.get_opt("cache-config").await.ok().flatten()
@@ -285,15 +202,10 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
     .unwrap();
     // Poke the branch so it reconciles, then check it still has only the snapshot.
     let poke = json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
-    envs.patch(&branch, &PatchParams::default(), &Patch::Merge(&poke))
-        .await
-        .unwrap();
+    envs.patch(&branch, &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let branch_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &branch);
-    assert!(
-        branch_cms.get_opt("cache-config").await.unwrap().is_none(),
-        "the branch followed its parent"
-    );
+    assert!(branch_cms.get_opt("cache-config").await.unwrap().is_none(), "the branch followed its parent");
 }
 
 #[tokio::test]
@@ -313,44 +225,22 @@ async fn a_bad_component_is_refused_while_the_good_ones_become_ready() {
         ]}),
     ));
     let env = wait_for(&envs, &name, WAIT, |e: Option<&Environment>| {
-        e.and_then(|e| e.status.as_ref())
-            .is_some_and(|s| s.components.iter().any(|c| c.name == "db" && c.ready))
+        e.and_then(|e| e.status.as_ref()).is_some_and(|s| s.components.iter().any(|c| c.name == "db" && c.ready))
     })
     .await
     .unwrap();
     assert_eq!(env.status.as_ref().unwrap().phase, Some(EnvironmentPhase::Failed));
     let (status, reason, message) = condition(&env, "Degraded");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "ComponentRefused"));
-    assert!(
-        message.contains("rbac") && message.contains("cluster-scoped"),
-        "{message}"
-    );
-    assert!(
-        message.contains("elsewhere") && message.contains("kube-system"),
-        "{message}"
-    );
-    assert!(
-        message.contains("rejected") && message.contains("rejected by the API server"),
-        "{message}"
-    );
+    assert!(message.contains("rbac") && message.contains("cluster-scoped"), "{message}");
+    assert!(message.contains("elsewhere") && message.contains("kube-system"), "{message}");
+    assert!(message.contains("rejected") && message.contains("rejected by the API server"), "{message}");
     // Nothing of the refused components exists; the good one is there.
     let roles = ApiResource::from_gvk(&GroupVersionKind::gvk("rbac.authorization.k8s.io", "v1", "ClusterRole"));
     let cluster_roles: Api<DynamicObject> = Api::all_with(client.clone(), &roles);
     assert!(cluster_roles.get_opt(&format!("{name}-role")).await.unwrap().is_none());
-    assert!(
-        Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
-            .get_opt("x")
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        Api::<Deployment>::namespaced(client.clone(), &name)
-            .get_opt("postgres")
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(Api::<ConfigMap>::namespaced(client.clone(), "kube-system").get_opt("x").await.unwrap().is_none());
+    assert!(Api::<Deployment>::namespaced(client.clone(), &name).get_opt("postgres").await.unwrap().is_some());
     // And the refusal is an Event.
     let events: Api<Event> = Api::all(client.clone());
     eventually("a ComponentRefused event", WAIT, || async {
@@ -374,24 +264,14 @@ async fn deleting_a_production_environment_needs_the_annotation() {
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
     assert!(!out.ok, "production Environment deleted without the annotation");
-    assert!(
-        out.stderr.contains("production Environments are protected"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("production Environments are protected"), "{}", out.stderr);
     assert!(envs.get_opt(&name).await.unwrap().is_some());
     let out = kubectl(&["annotate", "environment", &name, "phaseloop.dev/allow-delete=true"]);
     assert!(out.ok, "{}", out.stderr);
     let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
     assert!(out.ok, "{}", out.stderr);
     wait_gone(&envs, &name).await;
-    assert!(
-        Api::<Namespace>::all(client.clone())
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(Api::<Namespace>::all(client.clone()).get_opt(&name).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -425,15 +305,18 @@ async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
     }
 
     let wake = json!({"metadata": {"annotations": {"phaseloop.dev/wake": "now"}}});
-    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&wake))
-        .await
-        .unwrap();
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&wake)).await.unwrap();
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     assert_eq!(deployments.get("shop").await.unwrap().spec.replicas, Some(3));
     assert_eq!(deployments.get("redis").await.unwrap().spec.replicas, Some(1));
     let env = envs.get(&name).await.unwrap();
-    assert!(
-        !env.annotations().contains_key("phaseloop.dev/wake"),
-        "the wake annotation is consumed"
-    );
+    assert!(!env.annotations().contains_key("phaseloop.dev/wake"), "the wake annotation is consumed");
+
+    // Asleep again after sleepAfter; a new Release in the namespace wakes it.
+    wait_phase(&envs, &name, EnvironmentPhase::Sleeping).await;
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": "shop-2", "namespace": name},
+        "spec": {"app": "shop", "version": "2", "template": {"spec": {"containers": [{"name": "app", "image": "shop:2"}]}}}}));
+    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    assert_eq!(deployments.get("shop").await.unwrap().spec.replicas, Some(3));
 }

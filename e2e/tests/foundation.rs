@@ -24,10 +24,7 @@ fn release_yaml(ns: &str, name: &str, extra_spec: serde_json::Value) -> String {
                  "template": {"metadata": {"labels": {"app": "shop"}},
                               "spec": {"containers": [{"name": "app", "image": "shop:1.0.0"}]}}}
     });
-    r["spec"]
-        .as_object_mut()
-        .unwrap()
-        .extend(extra_spec.as_object().unwrap().clone());
+    r["spec"].as_object_mut().unwrap().extend(extra_spec.as_object().unwrap().clone());
     serde_json::to_string(&r).unwrap()
 }
 
@@ -76,22 +73,12 @@ async fn admission_rejects_invalid_objects_with_clear_messages() {
             json!({"scaling": {"minReplicas": 5, "maxReplicas": 2, "metric": {"query": "q", "targetPerReplica": 1.0}}}),
             "scaling.minReplicas must not be above scaling.maxReplicas",
         ),
-        (
-            json!({"strategy": {"progressDeadline": "ten minutes"}}),
-            "progressDeadline",
-        ),
+        (json!({"strategy": {"progressDeadline": "ten minutes"}}), "progressDeadline"),
     ];
     for (i, (spec, message)) in cases.into_iter().enumerate() {
-        let out = kubectl_stdin(
-            &["create", "-f", "-"],
-            &release_yaml(&ns.name, &format!("bad-{i}"), spec),
-        );
+        let out = kubectl_stdin(&["create", "-f", "-"], &release_yaml(&ns.name, &format!("bad-{i}"), spec));
         assert!(!out.ok, "case {i} was accepted");
-        assert!(
-            out.stderr.contains(message),
-            "case {i}: expected {message:?} in {}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(message), "case {i}: expected {message:?} in {}", out.stderr);
     }
 
     // Immutability: version cannot change on an existing Release.
@@ -114,11 +101,7 @@ async fn admission_rejects_invalid_objects_with_clear_messages() {
     let env = json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
                      "metadata": {"name": name}, "spec": {"tier": "production", "ttl": "4h"}});
     let out = kubectl_stdin(&["create", "-f", "-"], &env.to_string());
-    assert!(
-        !out.ok && out.stderr.contains("ttl is not allowed on a production Environment"),
-        "{}",
-        out.stderr
-    );
+    assert!(!out.ok && out.stderr.contains("ttl is not allowed on a production Environment"), "{}", out.stderr);
 }
 
 #[tokio::test]
@@ -138,15 +121,8 @@ async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
     .unwrap();
     let status = rel.status.unwrap();
     assert!(status.phase_times.contains_key("Pending"));
-    let degraded = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .expect("Degraded condition");
-    assert_eq!(
-        (degraded.status.as_str(), degraded.observed_generation),
-        ("False", Some(1))
-    );
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").expect("Degraded condition");
+    assert_eq!((degraded.status.as_str(), degraded.observed_generation), ("False", Some(1)));
 
     // The transition is an Event on the Release.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
@@ -170,11 +146,7 @@ async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = api.get("shop-1").await.unwrap();
-    assert_eq!(
-        after.resource_version(),
-        patched.resource_version(),
-        "the operator wrote on a no-op reconcile"
-    );
+    assert_eq!(after.resource_version(), patched.resource_version(), "the operator wrote on a no-op reconcile");
 }
 
 #[tokio::test]
@@ -192,13 +164,7 @@ async fn invalid_specs_admission_cannot_see_are_reported_in_status() {
     })
     .await
     .unwrap();
-    let c = rel
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap();
+    let c = rel.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Degraded").unwrap();
     assert_eq!(c.reason, "InvalidSpec");
     assert!(c.message.contains("{{pod}}"), "{}", c.message);
 }
@@ -216,8 +182,7 @@ async fn environments_get_status_and_printer_columns() {
     .unwrap();
     api.create(&PostParams::default(), &env).await.unwrap();
     let env = wait_for(&api, &name, WAIT, |e: Option<&Environment>| {
-        e.and_then(|e| e.status.as_ref())
-            .is_some_and(|s| s.phase == Some(EnvironmentPhase::Ready))
+        e.and_then(|e| e.status.as_ref()).is_some_and(|s| s.phase == Some(EnvironmentPhase::Ready))
     })
     .await
     .unwrap();
@@ -227,49 +192,18 @@ async fn environments_get_status_and_printer_columns() {
     assert_eq!(status.expires_at.unwrap().0.duration_since(created).as_secs(), 4 * 3600);
 
     let out = kubectl(&["get", "env", &name]);
-    let header: Vec<&str> = out
-        .stdout
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        header,
-        ["NAME", "TIER", "NAMESPACE", "PHASE", "EXPIRES", "AGE"],
-        "{}",
-        out.stdout
-    );
-    assert!(
-        out.stdout.contains("preview") && out.stdout.contains("Ready"),
-        "{}",
-        out.stdout
-    );
+    let header = out.header();
+    assert_eq!(header, ["NAME", "TIER", "NAMESPACE", "PHASE", "EXPIRES", "AGE"], "{}", out.stdout);
+    assert!(out.stdout.contains("preview") && out.stdout.contains("Ready"), "{}", out.stdout);
 
     let ns = TestNamespace::new(&client, "e2e-columns").await;
     assert!(kubectl_stdin(&["create", "-f", "-"], &release_yaml(&ns.name, "shop-1", json!({}))).ok);
     let out = kubectl(&["get", "rel", "-n", &ns.name]);
-    let header: Vec<&str> = out
-        .stdout
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(
-        header,
-        ["NAME", "APP", "VERSION", "PHASE", "WEIGHT", "REPLICAS", "AGE"],
-        "{}",
-        out.stdout
-    );
+    let header = out.header();
+    assert_eq!(header, ["NAME", "APP", "VERSION", "PHASE", "WEIGHT", "REPLICAS", "AGE"], "{}", out.stdout);
     // The category lists both kinds.
     let out = kubectl(&["get", "phaseloop", "-A"]);
-    assert!(
-        out.ok && out.stdout.contains(&name) && out.stdout.contains("shop-1"),
-        "{} {}",
-        out.stdout,
-        out.stderr
-    );
+    assert!(out.ok && out.stdout.contains(&name) && out.stdout.contains("shop-1"), "{} {}", out.stdout, out.stderr);
 
     api.delete(&name, &DeleteParams::default()).await.unwrap();
 }
@@ -289,8 +223,7 @@ async fn kwok_runs_deployments_and_jobs() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
     deployments.create(&PostParams::default(), &deploy).await.unwrap();
     wait_for(&deployments, "web", WAIT, |d: Option<&Deployment>| {
-        d.and_then(|d| d.status.as_ref())
-            .is_some_and(|s| s.available_replicas == Some(2))
+        d.and_then(|d| d.status.as_ref()).is_some_and(|s| s.available_replicas == Some(2))
     })
     .await
     .unwrap();
@@ -304,8 +237,7 @@ async fn kwok_runs_deployments_and_jobs() {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &ns.name);
     jobs.create(&PostParams::default(), &job).await.unwrap();
     wait_for(&jobs, "once", WAIT, |j: Option<&Job>| {
-        j.and_then(|j| j.status.as_ref())
-            .is_some_and(|s| s.succeeded == Some(1))
+        j.and_then(|j| j.status.as_ref()).is_some_and(|s| s.succeeded == Some(1))
     })
     .await
     .unwrap();
@@ -318,36 +250,21 @@ async fn prometheus_scrapes_the_operator() {
     let http = reqwest::Client::new();
     assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
     assert_eq!(http.get(format!("{base}/readyz")).send().await.unwrap().status(), 200);
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("phaseloop_reconcile_duration_seconds"), "{metrics}");
 
-    let up = eventually(
-        "Prometheus reports the operator up",
-        Duration::from_secs(60),
-        || async {
-            let r = prom_query(r#"up{job="phaseloop-operator"} == 1"#).await.ok()?;
-            (!r.is_empty()).then_some(r)
-        },
-    )
+    let up = eventually("Prometheus reports the operator up", Duration::from_secs(60), || async {
+        let r = prom_query(r#"up{job="phaseloop-operator"} == 1"#).await.ok()?;
+        (!r.is_empty()).then_some(r)
+    })
     .await
     .unwrap();
     assert_eq!(up.len(), 1);
     // The operator's own series made it into Prometheus too.
-    eventually(
-        "phaseloop_reconciles_total in Prometheus",
-        Duration::from_secs(60),
-        || async {
-            let r = prom_query("phaseloop_reconciles_total").await.ok()?;
-            (!r.is_empty()).then_some(())
-        },
-    )
+    eventually("phaseloop_reconciles_total in Prometheus", Duration::from_secs(60), || async {
+        let r = prom_query("phaseloop_reconciles_total").await.ok()?;
+        (!r.is_empty()).then_some(())
+    })
     .await
     .unwrap();
 }

@@ -5,5 +5,6 @@
 pub mod api;
 pub mod controller;
 pub mod metrics;
+pub mod prometheus;
 pub mod promql;
 pub mod server;

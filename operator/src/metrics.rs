@@ -17,9 +17,8 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("phaseloop".into()), None).expect("valid prefix");
         let reconcile_duration = HistogramVec::new(
-            HistogramOpts::new("reconcile_duration_seconds", "Time a reconcile took.").buckets(vec![
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
+            HistogramOpts::new("reconcile_duration_seconds", "Time a reconcile took.")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
             &["controller"],
         )
         .expect("valid metric");
@@ -37,19 +36,12 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Metrics {
-            registry,
-            reconcile_duration,
-            reconciles,
-            reconcile_errors,
-        }
+        Metrics { registry, reconcile_duration, reconciles, reconcile_errors }
     }
 
     /// Records one reconcile of `controller`; `error` is the error reason when it failed.
     pub fn observe_reconcile(&self, controller: &str, took: Duration, error: Option<&str>) {
-        self.reconcile_duration
-            .with_label_values(&[controller])
-            .observe(took.as_secs_f64());
+        self.reconcile_duration.with_label_values(&[controller]).observe(took.as_secs_f64());
         self.reconciles.with_label_values(&[controller]).inc();
         if let Some(reason) = error {
             self.reconcile_errors.with_label_values(&[controller, reason]).inc();
@@ -59,9 +51,7 @@ impl Metrics {
     /// Text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding cannot fail");
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
         String::from_utf8(buf).expect("exposition is UTF-8")
     }
 }
@@ -82,10 +72,7 @@ mod tests {
         m.observe_reconcile("release", Duration::from_millis(3), None);
         m.observe_reconcile("release", Duration::from_millis(3), Some("conflict"));
         let text = m.render();
-        assert!(
-            text.contains("phaseloop_reconciles_total{controller=\"release\"} 2"),
-            "{text}"
-        );
+        assert!(text.contains("phaseloop_reconciles_total{controller=\"release\"} 2"), "{text}");
         assert!(text.contains("phaseloop_reconcile_errors_total{controller=\"release\",reason=\"conflict\"} 1"));
         assert!(text.contains("phaseloop_reconcile_duration_seconds_count{controller=\"release\"} 2"));
     }

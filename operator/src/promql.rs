@@ -60,12 +60,7 @@ pub fn render(query: &str, vars: &Vars<'_>) -> Result<String, TemplateError> {
 mod tests {
     use super::*;
 
-    const VARS: Vars<'static> = Vars {
-        app: "shop",
-        version: "1.2.0",
-        namespace: "prod",
-        stable_version: "1.1.0",
-    };
+    const VARS: Vars<'static> = Vars { app: "shop", version: "1.2.0", namespace: "prod", stable_version: "1.1.0" };
 
     #[test]
     fn renders_every_placeholder() {
@@ -80,10 +75,7 @@ mod tests {
     fn leaves_queries_without_placeholders_alone() {
         assert_eq!(render("up{job=\"x\"}", &VARS).unwrap(), "up{job=\"x\"}");
         // PromQL itself uses single braces; only double braces are placeholders.
-        assert_eq!(
-            render("sum by (a) (x{a=~\"b{2}\"})", &VARS).unwrap(),
-            "sum by (a) (x{a=~\"b{2}\"})"
-        );
+        assert_eq!(render("sum by (a) (x{a=~\"b{2}\"})", &VARS).unwrap(), "sum by (a) (x{a=~\"b{2}\"})");
     }
 
     #[test]

@@ -10,16 +10,7 @@ use serde_json::{Value, json};
 
 fn schema_of(kind: &str) -> Value {
     let crd = crd::all().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
-    serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap()).unwrap()
 }
 
 /// CEL messages of the violations of `obj` (updating `old` when given).
@@ -37,10 +28,7 @@ fn release(spec: Value) -> Value {
         "spec": {"app": "shop", "version": "1.0.0",
                  "template": {"spec": {"containers": [{"name": "app", "image": "shop:1"}]}}}
     });
-    base["spec"]
-        .as_object_mut()
-        .unwrap()
-        .extend(spec.as_object().unwrap().clone());
+    base["spec"].as_object_mut().unwrap().extend(spec.as_object().unwrap().clone());
     base
 }
 
@@ -54,11 +42,7 @@ fn committed_crds_match_the_types() {
     for c in crd::all() {
         let path = dir.join(crd::file_name(&c));
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == crd::to_yaml(&c),
-            "{} drifted from the API types: run `make crds`",
-            path.display()
-        );
+        assert!(committed == crd::to_yaml(&c), "{} drifted from the API types: run `make crds`", path.display());
     }
 }
 
@@ -78,12 +62,7 @@ fn embedded_kubernetes_types_lose_their_descriptions_but_our_fields_keep_theirs(
     assert!(template["description"].as_str().unwrap().contains("Immutable"));
     assert!(!template["properties"].to_string().contains("\"description\""));
     let strategy = &s["properties"]["spec"]["properties"]["strategy"];
-    assert!(
-        strategy["properties"]["revertWindow"]["description"]
-            .as_str()
-            .unwrap()
-            .contains("revert")
-    );
+    assert!(strategy["properties"]["revertWindow"]["description"].as_str().unwrap().contains("revert"));
 }
 
 #[test]
@@ -101,43 +80,23 @@ fn a_valid_release_passes() {
 fn decreasing_canary_weights_are_rejected() {
     let r =
         release(json!({"strategy": {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"setWeight": 20}]}}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("must not decrease"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("must not decrease")));
 }
 
 #[test]
 fn a_canary_step_does_exactly_one_thing() {
     let r = release(json!({"strategy": {"type": "Canary", "canary": {"steps": [{"setWeight": 5, "pause": {}}]}}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("exactly one"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("exactly one")));
 }
 
 #[test]
 fn canary_settings_need_the_canary_type_and_analysis_steps_need_metrics() {
     let r = release(json!({"strategy": {"type": "Rolling", "canary": {"steps": [{"setWeight": 5}]}}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("only allowed with strategy.type Canary"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("only allowed with strategy.type Canary")));
     let r = release(json!({"strategy": {"type": "Canary"}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("needs strategy.canary.steps"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("needs strategy.canary.steps")));
     let r = release(json!({"strategy": {"type": "Canary", "canary": {"steps": [{"analysis": {"duration": "1m"}}]}}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("needs strategy.analysis.metrics"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("needs strategy.analysis.metrics")));
 }
 
 #[test]
@@ -145,51 +104,27 @@ fn min_replicas_above_max_is_rejected() {
     let r = release(
         json!({"scaling": {"minReplicas": 5, "maxReplicas": 2, "metric": {"query": "q", "targetPerReplica": 1.0}}}),
     );
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("minReplicas must not be above"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("minReplicas must not be above")));
 }
 
 #[test]
 fn a_metric_needs_a_success_condition() {
     let r = release(json!({"strategy": {"analysis": {"metrics": [{"name": "e", "query": "x"}]}}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("needs a success condition"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("needs a success condition")));
     let r =
         release(json!({"strategy": {"analysis": {"metrics": [{"name": "e", "query": "x", "min": 2.0, "max": 1.0}]}}}));
-    assert!(
-        violations("Release", &r, None)
-            .iter()
-            .any(|m| m.contains("min must not be above max"))
-    );
+    assert!(violations("Release", &r, None).iter().any(|m| m.contains("min must not be above max")));
 }
 
 #[test]
 fn identity_and_template_are_immutable() {
     let old = release(json!({}));
     let new = release(json!({"version": "2.0.0"}));
-    assert!(
-        violations("Release", &new, Some(&old))
-            .iter()
-            .any(|m| m.contains("version is immutable"))
-    );
+    assert!(violations("Release", &new, Some(&old)).iter().any(|m| m.contains("version is immutable")));
     let new = release(json!({"app": "cart"}));
-    assert!(
-        violations("Release", &new, Some(&old))
-            .iter()
-            .any(|m| m.contains("app is immutable"))
-    );
+    assert!(violations("Release", &new, Some(&old)).iter().any(|m| m.contains("app is immutable")));
     let new = release(json!({"template": {"spec": {"containers": [{"name": "app", "image": "shop:2"}]}}}));
-    assert!(
-        violations("Release", &new, Some(&old))
-            .iter()
-            .any(|m| m.contains("template is immutable"))
-    );
+    assert!(violations("Release", &new, Some(&old)).iter().any(|m| m.contains("template is immutable")));
     // Everything else may change (e.g. replicas or approval).
     let new = release(json!({"replicas": 3, "approval": {"required": true}}));
     assert_eq!(violations("Release", &new, Some(&old)), Vec::<String>::new());
@@ -198,17 +133,9 @@ fn identity_and_template_are_immutable() {
 #[test]
 fn production_environments_cannot_expire_or_sleep() {
     let e = environment("prod", json!({"tier": "production", "ttl": "4h"}));
-    assert!(
-        violations("Environment", &e, None)
-            .iter()
-            .any(|m| m.contains("ttl is not allowed on a production"))
-    );
+    assert!(violations("Environment", &e, None).iter().any(|m| m.contains("ttl is not allowed on a production")));
     let e = environment("prod", json!({"tier": "production", "sleepAfter": "1h"}));
-    assert!(
-        violations("Environment", &e, None)
-            .iter()
-            .any(|m| m.contains("sleepAfter is not allowed"))
-    );
+    assert!(violations("Environment", &e, None).iter().any(|m| m.contains("sleepAfter is not allowed")));
     let e = environment("pr-7", json!({"tier": "preview", "ttl": "4h", "sleepAfter": "30m"}));
     assert_eq!(violations("Environment", &e, None), Vec::<String>::new());
 }
@@ -217,28 +144,16 @@ fn production_environments_cannot_expire_or_sleep() {
 fn the_environment_namespace_is_immutable() {
     let old = environment("dev", json!({"namespace": "dev-a"}));
     let new = environment("dev", json!({"namespace": "dev-b"}));
-    assert!(
-        violations("Environment", &new, Some(&old))
-            .iter()
-            .any(|m| m.contains("namespace is immutable"))
-    );
+    assert!(violations("Environment", &new, Some(&old)).iter().any(|m| m.contains("namespace is immutable")));
     let unset = environment("dev", json!({}));
-    assert!(
-        violations("Environment", &unset, Some(&old))
-            .iter()
-            .any(|m| m.contains("namespace is immutable"))
-    );
+    assert!(violations("Environment", &unset, Some(&old)).iter().any(|m| m.contains("namespace is immutable")));
     assert_eq!(violations("Environment", &old, Some(&old)), Vec::<String>::new());
 }
 
 #[test]
 fn environment_names_must_be_namespace_names() {
     let e = environment("Not_A_Label", json!({}));
-    assert!(
-        violations("Environment", &e, None)
-            .iter()
-            .any(|m| m.contains("DNS-1123 label"))
-    );
+    assert!(violations("Environment", &e, None).iter().any(|m| m.contains("DNS-1123 label")));
 }
 
 #[test]

@@ -37,12 +37,7 @@ fn finish(crd: CustomResourceDefinition) -> CustomResourceDefinition {
         shorten_quantity_docs(root);
         for (_, path) in EMBEDDED_KUBERNETES_TYPES.iter().filter(|(k, _)| *k == kind) {
             let node = walk(root, path).unwrap_or_else(|| panic!("{kind}: schema path {path:?} missing"));
-            for child in node
-                .get_mut("properties")
-                .and_then(Value::as_object_mut)
-                .into_iter()
-                .flatten()
-            {
+            for child in node.get_mut("properties").and_then(Value::as_object_mut).into_iter().flatten() {
                 strip_descriptions(child.1);
             }
         }
@@ -55,15 +50,9 @@ fn shorten_quantity_docs(node: &mut Value) {
     match node {
         Value::Object(map) => {
             if map.get("x-kubernetes-int-or-string").is_some()
-                && map
-                    .get("description")
-                    .and_then(Value::as_str)
-                    .is_some_and(|d| d.starts_with("Quantity is"))
+                && map.get("description").and_then(Value::as_str).is_some_and(|d| d.starts_with("Quantity is"))
             {
-                map.insert(
-                    "description".into(),
-                    "A Kubernetes quantity, e.g. `500m`, `2`, `512Mi`, `2Gi`.".into(),
-                );
+                map.insert("description".into(), "A Kubernetes quantity, e.g. `500m`, `2`, `512Mi`, `2Gi`.".into());
             }
             map.values_mut().for_each(shorten_quantity_docs);
         }
@@ -74,11 +63,7 @@ fn shorten_quantity_docs(node: &mut Value) {
 
 fn walk<'a>(mut node: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
     for step in path {
-        node = if *step == "[]" {
-            node.get_mut("items")?
-        } else {
-            node.get_mut("properties")?.get_mut(*step)?
-        };
+        node = if *step == "[]" { node.get_mut("items")? } else { node.get_mut("properties")?.get_mut(*step)? };
     }
     Some(node)
 }

@@ -22,12 +22,7 @@ pub fn markdown(crds: &[CustomResourceDefinition]) -> String {
             "\n## {kind}\n\n{scope}, short name `{short}`, category `phaseloop`.\n\n{desc}\n",
             kind = names.kind,
             scope = crd.spec.scope,
-            short = names
-                .short_names
-                .as_ref()
-                .and_then(|s| s.first())
-                .map(String::as_str)
-                .unwrap_or(""),
+            short = names.short_names.as_ref().and_then(|s| s.first()).map(String::as_str).unwrap_or(""),
             desc = schema["description"].as_str().unwrap_or(""),
         );
         let mut rules = Vec::new();
@@ -54,10 +49,7 @@ fn or_root(path: &str) -> &str {
 }
 
 fn fields(node: &Value, path: &str, out: &mut String) {
-    let Some(props) = node["properties"]
-        .as_object()
-        .or_else(|| node["items"]["properties"].as_object())
-    else {
+    let Some(props) = node["properties"].as_object().or_else(|| node["items"]["properties"].as_object()) else {
         return;
     };
     let mut names: Vec<_> = props.keys().collect();
@@ -95,11 +87,7 @@ fn type_of(node: &Value, embedded: bool) -> String {
         return "quantity".into();
     }
     if let Some(values) = node["enum"].as_array() {
-        return values
-            .iter()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(" \\| ");
+        return values.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" \\| ");
     }
     match node["type"].as_str() {
         Some("array") => format!("[]{}", type_of(&node["items"], false)),
@@ -143,11 +131,7 @@ fn collect_rules(node: &Value, path: &str, out: &mut Vec<(String, String, String
         let mut names: Vec<_> = props.keys().collect();
         names.sort();
         for name in names {
-            let p = if path.is_empty() {
-                name.clone()
-            } else {
-                format!("{path}.{name}")
-            };
+            let p = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
             collect_rules(&props[name], &p, out);
         }
     }

@@ -56,10 +56,7 @@ pub struct ReleaseSpec {
     pub app: String,
 
     /// The version shipped, e.g. `1.4.2` or a commit id. Immutable.
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = "^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("version is immutable: create a new Release"))]
     pub version: String,
 
@@ -587,10 +584,7 @@ impl ReleasePhase {
     }
     /// Phases a Release never leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Self::Superseded | Self::Reverted | Self::RolledBack | Self::Failed
-        )
+        matches!(self, Self::Superseded | Self::Reverted | Self::RolledBack | Self::Failed)
     }
 }
 

@@ -13,10 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "phaseloop: Environments and Releases for the Ops half of the DevOps loop"
-)]
+#[command(version, about = "phaseloop: Environments and Releases for the Ops half of the DevOps loop")]
 struct Args {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "PHASELOOP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
@@ -52,9 +49,7 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Kubeconfig (KUBECONFIG or ~/.kube/config) outside a cluster, the service account inside.
-    let client = kube::Client::try_default()
-        .await
-        .context("no usable Kubernetes configuration")?;
+    let client = kube::Client::try_default().await.context("no usable Kubernetes configuration")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
@@ -63,18 +58,9 @@ async fn main() -> anyhow::Result<()> {
         prometheus_url: args.prometheus_url,
         monitoring_namespace: args.monitoring_namespace,
     };
-    let ctx = Arc::new(controller::Context::new(
-        client,
-        metrics.clone(),
-        config,
-        shutdown.clone(),
-    ));
+    let ctx = Arc::new(controller::Context::new(client, metrics.clone(), config, shutdown.clone()));
 
-    let http = tokio::spawn(server::serve(
-        args.metrics_addr,
-        server::router(metrics, ready.clone()),
-        shutdown.clone(),
-    ));
+    let http = tokio::spawn(server::serve(args.metrics_addr, server::router(metrics, ready.clone()), shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     info!(version = env!("CARGO_PKG_VERSION"), "phaseloop operator starting");
     controller::run(ctx, ready).await;

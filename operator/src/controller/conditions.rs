@@ -57,12 +57,7 @@ mod tests {
     }
 
     fn degraded(status: bool, msg: &str) -> Desired<'static> {
-        Desired {
-            type_: "Degraded",
-            status,
-            reason: "InvalidSpec",
-            message: msg.into(),
-        }
+        Desired { type_: "Degraded", status, reason: "InvalidSpec", message: msg.into() }
     }
 
     #[test]

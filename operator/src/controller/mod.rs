@@ -42,11 +42,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            page_size: 50,
-            prometheus_url: None,
-            monitoring_namespace: "monitoring".into(),
-        }
+        Config { page_size: 50, prometheus_url: None, monitoring_namespace: "monitoring".into() }
     }
 }
 
@@ -64,18 +60,10 @@ impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, config: Config, shutdown: CancellationToken) -> Self {
         let reporter = Reporter {
             controller: "phaseloop".into(),
-            instance: std::env::var("POD_NAME")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok()),
+            instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        Context {
-            client,
-            recorder,
-            metrics,
-            config,
-            shutdown,
-        }
+        Context { client, recorder, metrics, config, shutdown }
     }
 }
 
@@ -109,12 +97,8 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
         // re-registers and sees the value once it is there.
         let tick = Duration::from_millis(200);
         loop {
-            let env_synced = tokio::time::timeout(tick, env_store.wait_until_ready())
-                .await
-                .is_ok_and(|r| r.is_ok());
-            let rel_synced = tokio::time::timeout(tick, rel_store.wait_until_ready())
-                .await
-                .is_ok_and(|r| r.is_ok());
+            let env_synced = tokio::time::timeout(tick, env_store.wait_until_ready()).await.is_ok_and(|r| r.is_ok());
+            let rel_synced = tokio::time::timeout(tick, rel_store.wait_until_ready()).await.is_ok_and(|r| r.is_ok());
             if env_synced && rel_synced {
                 ready.store(true, Ordering::SeqCst);
                 info!("caches synced; ready");
@@ -122,10 +106,7 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
             }
         }
     });
-    tokio::join!(
-        environment::run(environments, ctx.clone()),
-        release::run(releases, ctx.clone())
-    );
+    tokio::join!(environment::run(environments, ctx.clone()), release::run(releases, ctx.clone()));
     info!("controllers stopped");
 }
 
@@ -146,8 +127,7 @@ where
                 async move {
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;
-                    ctx.metrics
-                        .observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
+                    ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
                     result
                 }
             },

@@ -29,7 +29,6 @@ where
         "status": desired,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?;
     Ok(true)
 }

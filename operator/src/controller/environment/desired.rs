@@ -78,10 +78,7 @@ pub fn inheritable(parent: &EnvironmentSpec) -> EnvironmentSpec {
 }
 
 pub fn namespace(env: &Environment, name: &str) -> Namespace {
-    Namespace {
-        metadata: meta(env, name, None),
-        ..Default::default()
-    }
+    Namespace { metadata: meta(env, name, None), ..Default::default() }
 }
 
 pub fn resource_quota(env: &Environment, ns: &str, quota: &Quota) -> ResourceQuota {
@@ -97,10 +94,7 @@ pub fn resource_quota(env: &Environment, ns: &str, quota: &Quota) -> ResourceQuo
     }
     ResourceQuota {
         metadata: meta(env, QUOTA_NAME, Some(ns)),
-        spec: Some(ResourceQuotaSpec {
-            hard: Some(hard),
-            ..Default::default()
-        }),
+        spec: Some(ResourceQuotaSpec { hard: Some(hard), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -135,10 +129,7 @@ pub fn limit_range(env: &Environment, ns: &str, defaults: &ContainerDefaults) ->
 pub fn network_policy(env: &Environment, ns: &str, monitoring_namespace: &str) -> NetworkPolicy {
     let from_namespace = |name: &str| NetworkPolicyPeer {
         namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "kubernetes.io/metadata.name".to_string(),
-                name.to_string(),
-            )])),
+            match_labels: Some(BTreeMap::from([("kubernetes.io/metadata.name".to_string(), name.to_string())])),
             ..Default::default()
         }),
         ..Default::default()
@@ -166,11 +157,7 @@ pub fn seed_job(env: &Environment, ns: &str, seed: &Seed) -> Job {
     }
     Job {
         metadata: meta(env, SEED_JOB_NAME, Some(ns)),
-        spec: Some(JobSpec {
-            backoff_limit: Some(seed.retries),
-            template,
-            ..Default::default()
-        }),
+        spec: Some(JobSpec { backoff_limit: Some(seed.retries), template, ..Default::default() }),
         ..Default::default()
     }
 }
@@ -190,37 +177,25 @@ mod tests {
     fn component(name: &str, cm: &str) -> Component {
         Component {
             name: name.into(),
-            objects: vec![EmbeddedObject(
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm}}),
-            )],
+            objects: vec![EmbeddedObject(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm}}))],
         }
     }
 
     #[test]
     fn children_are_labelled_and_owned() {
-        let e = env(EnvironmentSpec {
-            tier: Tier::Staging,
-            ..Default::default()
-        });
+        let e = env(EnvironmentSpec { tier: Tier::Staging, ..Default::default() });
         let ns = namespace(&e, "shop-staging");
         let l = ns.metadata.labels.unwrap();
         assert_eq!(l[label::ENVIRONMENT], "shop-staging");
         assert_eq!(l[label::TIER], "staging");
         assert_eq!(l[label::MANAGED_BY], "phaseloop");
         let owner = &ns.metadata.owner_references.unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-            ("Environment", "uid-1", Some(true))
-        );
+        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Environment", "uid-1", Some(true)));
     }
 
     #[test]
     fn quota_maps_to_request_limits() {
-        let q = Quota {
-            cpu: Some(Quantity("4".into())),
-            memory: Some(Quantity("8Gi".into())),
-            pods: Some(20),
-        };
+        let q = Quota { cpu: Some(Quantity("4".into())), memory: Some(Quantity("8Gi".into())), pods: Some(20) };
         let rq = resource_quota(&env(Default::default()), "ns", &q);
         let hard = rq.spec.unwrap().hard.unwrap();
         assert_eq!(hard["requests.cpu"], Quantity("4".into()));
@@ -231,14 +206,8 @@ mod tests {
     #[test]
     fn defaults_map_to_a_container_limit_range() {
         let d = ContainerDefaults {
-            requests: Some(Resources {
-                cpu: Some(Quantity("100m".into())),
-                memory: None,
-            }),
-            limits: Some(Resources {
-                cpu: None,
-                memory: Some(Quantity("256Mi".into())),
-            }),
+            requests: Some(Resources { cpu: Some(Quantity("100m".into())), memory: None }),
+            limits: Some(Resources { cpu: None, memory: Some(Quantity("256Mi".into())) }),
         };
         let item = &limit_range(&env(Default::default()), "ns", &d).spec.unwrap().limits[0];
         assert_eq!(item.type_, "Container");
@@ -265,19 +234,13 @@ mod tests {
     #[test]
     fn a_branch_inherits_and_its_own_fields_win() {
         let parent = EnvironmentSpec {
-            quota: Some(Quota {
-                pods: Some(10),
-                ..Default::default()
-            }),
+            quota: Some(Quota { pods: Some(10), ..Default::default() }),
             isolation: Isolation::Namespace,
             infrastructure: vec![component("db", "parent-db"), component("cache", "parent-cache")],
             ..Default::default()
         };
         let own = EnvironmentSpec {
-            quota: Some(Quota {
-                pods: Some(3),
-                ..Default::default()
-            }),
+            quota: Some(Quota { pods: Some(3), ..Default::default() }),
             infrastructure: vec![component("db", "branch-db")],
             ..Default::default()
         };
@@ -291,10 +254,7 @@ mod tests {
 
     #[test]
     fn the_seed_job_never_restarts_pods_in_place() {
-        let seed = Seed {
-            template: Default::default(),
-            retries: 2,
-        };
+        let seed = Seed { template: Default::default(), retries: 2 };
         let job = seed_job(&env(Default::default()), "ns", &seed);
         let spec = job.spec.unwrap();
         assert_eq!(spec.backoff_limit, Some(2));

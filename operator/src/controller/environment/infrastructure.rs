@@ -17,12 +17,7 @@ pub struct Prepared {
 impl Prepared {
     pub fn applied(&self) -> AppliedObject {
         AppliedObject {
-            api_version: self
-                .object
-                .types
-                .as_ref()
-                .map(|t| t.api_version.clone())
-                .unwrap_or_default(),
+            api_version: self.object.types.as_ref().map(|t| t.api_version.clone()).unwrap_or_default(),
             kind: self.gvk.kind.clone(),
             name: self.object.metadata.name.clone().unwrap_or_default(),
         }
@@ -47,18 +42,10 @@ fn prepare_one(env: &Environment, namespace: &str, component: &str, raw: &Value)
     let well_formed =
         !types.api_version.is_empty() && types.api_version.matches('/').count() <= 1 && !types.kind.is_empty();
     if !well_formed {
-        return Err(format!(
-            "bad apiVersion {:?} or kind {:?}",
-            types.api_version, types.kind
-        ));
+        return Err(format!("bad apiVersion {:?} or kind {:?}", types.api_version, types.kind));
     }
     let gvk = GroupVersionKind::try_from(&types).map_err(|e| format!("bad apiVersion {:?}: {e}", types.api_version))?;
-    let name = object
-        .metadata
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .ok_or("metadata.name is required")?;
+    let name = object.metadata.name.clone().filter(|n| !n.is_empty()).ok_or("metadata.name is required")?;
     if let Some(ns) = object.metadata.namespace.as_deref()
         && ns != namespace
     {
@@ -126,10 +113,7 @@ mod tests {
     }
 
     fn component(objects: Vec<Value>) -> Component {
-        Component {
-            name: "db".into(),
-            objects: objects.into_iter().map(EmbeddedObject).collect(),
-        }
+        Component { name: "db".into(), objects: objects.into_iter().map(EmbeddedObject).collect() }
     }
 
     fn live(v: Value) -> DynamicObject {
@@ -151,11 +135,7 @@ mod tests {
         assert!(m.resource_version.is_none() && p.object.data.get("status").is_none());
         assert_eq!(
             p.applied(),
-            AppliedObject {
-                api_version: "apps/v1".into(),
-                kind: "Deployment".into(),
-                name: "pg".into()
-            }
+            AppliedObject { api_version: "apps/v1".into(), kind: "Deployment".into(), name: "pg".into() }
         );
     }
 
@@ -176,22 +156,10 @@ mod tests {
     #[test]
     fn malformed_objects_are_refused() {
         for (obj, why) in [
-            (
-                json!({"kind": "ConfigMap", "metadata": {"name": "a"}}),
-                "apiVersion and kind are required",
-            ),
-            (
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
-                "metadata.name is required",
-            ),
-            (
-                json!({"apiVersion": "a/b/c", "kind": "X", "metadata": {"name": "a"}}),
-                "bad apiVersion",
-            ),
-            (
-                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 5}}),
-                "not a Kubernetes object",
-            ),
+            (json!({"kind": "ConfigMap", "metadata": {"name": "a"}}), "apiVersion and kind are required"),
+            (json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}), "metadata.name is required"),
+            (json!({"apiVersion": "a/b/c", "kind": "X", "metadata": {"name": "a"}}), "bad apiVersion"),
+            (json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": 5}}), "not a Kubernetes object"),
         ] {
             let err = prepare(&env(), "ns", &component(vec![obj.clone()])).unwrap_err();
             assert!(err.contains(why), "{obj}: {err}");
@@ -208,20 +176,14 @@ mod tests {
         };
         assert_eq!(readiness("Deployment", &d(2, 1, 1)), Ok(true));
         assert_eq!(readiness("Deployment", &d(1, 1, 1)), Ok(false));
-        assert_eq!(
-            readiness("Deployment", &d(2, 2, 1)),
-            Ok(false),
-            "status of an older generation"
-        );
+        assert_eq!(readiness("Deployment", &d(2, 2, 1)), Ok(false), "status of an older generation");
     }
 
     #[test]
     fn jobs_are_ready_when_complete_and_failed_for_good_when_failed() {
         let j = |t: &str| {
-            live(
-                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
-                "status": {"conditions": [{"type": t, "status": "True"}]}}),
-            )
+            live(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate"},
+                "status": {"conditions": [{"type": t, "status": "True"}]}}))
         };
         assert_eq!(readiness("Job", &j("Complete")), Ok(true));
         assert!(readiness("Job", &j("Failed")).unwrap_err().contains("migrate"));

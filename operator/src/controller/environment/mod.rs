@@ -48,10 +48,7 @@ pub fn expires_at(env: &Environment) -> Option<Time> {
     let created = env.metadata.creation_timestamp.as_ref()?;
     let ttl: std::time::Duration = env.spec.ttl?.into();
     let base = created.0.checked_add(jiff::SignedDuration::try_from(ttl).ok()?).ok()?;
-    let extended = env
-        .annotations()
-        .get(EXTEND_ANNOTATION)
-        .and_then(|v| v.parse::<jiff::Timestamp>().ok());
+    let extended = env.annotations().get(EXTEND_ANNOTATION).and_then(|v| v.parse::<jiff::Timestamp>().ok());
     Some(Time(extended.filter(|e| *e > base).unwrap_or(base)))
 }
 
@@ -117,11 +114,7 @@ pub fn desired_status(
     let degraded = if let Some((reason, message)) = &obs.blocked {
         Some((*reason, message.clone()))
     } else if !obs.refused.is_empty() {
-        let list: Vec<String> = obs
-            .refused
-            .iter()
-            .map(|(c, why)| format!("component {c}: {why}"))
-            .collect();
+        let list: Vec<String> = obs.refused.iter().map(|(c, why)| format!("component {c}: {why}")).collect();
         Some(("ComponentRefused", list.join("; ")))
     } else {
         seed_failed.clone().map(|m| ("SeedFailed", m))
@@ -137,12 +130,7 @@ pub fn desired_status(
     };
     base.phase = Some(phase);
 
-    let not_ready: Vec<&str> = obs
-        .components
-        .iter()
-        .filter(|c| !c.ready)
-        .map(|c| c.name.as_str())
-        .collect();
+    let not_ready: Vec<&str> = obs.components.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
     let infra = if infra_ready {
         Desired {
             type_: condition::INFRASTRUCTURE_READY,
@@ -172,24 +160,15 @@ pub fn desired_status(
             reason: "Succeeded",
             message: "seed Job succeeded".into(),
         },
-        (SeedState::NotConfigured, _) => Desired {
-            type_: condition::SEEDED,
-            status: true,
-            reason: "NoSeed",
-            message: "no seed configured".into(),
-        },
-        (SeedState::Failed(m), _) => Desired {
-            type_: condition::SEEDED,
-            status: false,
-            reason: "Failed",
-            message: m.clone(),
-        },
-        (SeedState::Running, _) => Desired {
-            type_: condition::SEEDED,
-            status: false,
-            reason: "Running",
-            message: "seed Job running".into(),
-        },
+        (SeedState::NotConfigured, _) => {
+            Desired { type_: condition::SEEDED, status: true, reason: "NoSeed", message: "no seed configured".into() }
+        }
+        (SeedState::Failed(m), _) => {
+            Desired { type_: condition::SEEDED, status: false, reason: "Failed", message: m.clone() }
+        }
+        (SeedState::Running, _) => {
+            Desired { type_: condition::SEEDED, status: false, reason: "Running", message: "seed Job running".into() }
+        }
         _ => Desired {
             type_: condition::SEEDED,
             status: false,
@@ -204,19 +183,11 @@ pub fn desired_status(
         message: match phase {
             EnvironmentPhase::Ready => "namespace, infrastructure and seed are ready".into(),
             EnvironmentPhase::Sleeping => "workloads scaled to zero after sleepAfter without activity".into(),
-            _ => degraded
-                .as_ref()
-                .map(|d| d.1.clone())
-                .unwrap_or_else(|| "provisioning".into()),
+            _ => degraded.as_ref().map(|d| d.1.clone()).unwrap_or_else(|| "provisioning".into()),
         },
     };
     let degraded = match degraded {
-        Some((reason, message)) => Desired {
-            type_: condition::DEGRADED,
-            status: true,
-            reason,
-            message,
-        },
+        Some((reason, message)) => Desired { type_: condition::DEGRADED, status: true, reason, message },
         None => Desired {
             type_: condition::DEGRADED,
             status: false,
@@ -256,11 +227,7 @@ mod tests {
             blocked: None,
             components: components
                 .into_iter()
-                .map(|(n, ready)| ComponentStatus {
-                    name: n.into(),
-                    ready,
-                    ..Default::default()
-                })
+                .map(|(n, ready)| ComponentStatus { name: n.into(), ready, ..Default::default() })
                 .collect(),
             refused: vec![],
             seed,
@@ -290,15 +257,9 @@ mod tests {
 
     #[test]
     fn without_seed_or_components_it_is_ready_at_once() {
-        let s = status(
-            &env("a", EnvironmentSpec::default()),
-            &obs(vec![], SeedState::NotConfigured),
-        );
+        let s = status(&env("a", EnvironmentSpec::default()), &obs(vec![], SeedState::NotConfigured));
         assert_eq!(s.phase, Some(EnvironmentPhase::Ready));
-        assert_eq!(
-            conditions::find(&s.conditions, condition::SEEDED).unwrap().reason,
-            "NoSeed"
-        );
+        assert_eq!(conditions::find(&s.conditions, condition::SEEDED).unwrap().reason, "NoSeed");
     }
 
     #[test]
@@ -317,20 +278,10 @@ mod tests {
     #[test]
     fn a_blocked_environment_keeps_its_last_components() {
         let base = EnvironmentStatus {
-            components: vec![ComponentStatus {
-                name: "db".into(),
-                ready: true,
-                ..Default::default()
-            }],
+            components: vec![ComponentStatus { name: "db".into(), ready: true, ..Default::default() }],
             ..Default::default()
         };
-        let e = env(
-            "loop",
-            EnvironmentSpec {
-                from: Some("loop".into()),
-                ..Default::default()
-            },
-        );
+        let e = env("loop", EnvironmentSpec { from: Some("loop".into()), ..Default::default() });
         let o = Observation::blocked(reason::INVALID_SPEC, validate("loop", &e.spec).join("; "));
         let s = desired_status(&e, base, &o, &now());
         assert_eq!(s.phase, Some(EnvironmentPhase::Failed));
@@ -344,33 +295,20 @@ mod tests {
     fn sleeping_is_its_own_phase() {
         let mut o = obs(vec![("db", true)], SeedState::NotConfigured);
         o.sleeping = true;
-        assert_eq!(
-            status(&env("a", EnvironmentSpec::default()), &o).phase,
-            Some(EnvironmentPhase::Sleeping)
-        );
+        assert_eq!(status(&env("a", EnvironmentSpec::default()), &o).phase, Some(EnvironmentPhase::Sleeping));
     }
 
     #[test]
     fn expiry_is_creation_plus_ttl_and_can_only_be_extended() {
         let mut e = env(
             "pr-1",
-            EnvironmentSpec {
-                tier: Tier::Preview,
-                ttl: Some("4h".parse().unwrap()),
-                ..Default::default()
-            },
+            EnvironmentSpec { tier: Tier::Preview, ttl: Some("4h".parse().unwrap()), ..Default::default() },
         );
         assert_eq!(expires_at(&e), Some(Time("2026-11-26T14:00:00Z".parse().unwrap())));
-        e.annotations_mut()
-            .insert(EXTEND_ANNOTATION.into(), "2026-11-26T18:00:00Z".into());
+        e.annotations_mut().insert(EXTEND_ANNOTATION.into(), "2026-11-26T18:00:00Z".into());
         assert_eq!(expires_at(&e), Some(Time("2026-11-26T18:00:00Z".parse().unwrap())));
-        e.annotations_mut()
-            .insert(EXTEND_ANNOTATION.into(), "2026-11-26T11:00:00Z".into());
-        assert_eq!(
-            expires_at(&e),
-            Some(Time("2026-11-26T14:00:00Z".parse().unwrap())),
-            "never shortened"
-        );
+        e.annotations_mut().insert(EXTEND_ANNOTATION.into(), "2026-11-26T11:00:00Z".into());
+        assert_eq!(expires_at(&e), Some(Time("2026-11-26T14:00:00Z".parse().unwrap())), "never shortened");
         e.spec.ttl = None;
         assert_eq!(expires_at(&e), None);
     }

@@ -54,12 +54,8 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
     // namespace and find nothing, so children map to their owner by hand.
     controller
         .owns(Api::<Namespace>::all(client.clone()), owned.clone())
-        .watches(Api::<Deployment>::all(client.clone()), owned.clone(), |d| {
-            owner_environment(d.meta())
-        })
-        .watches(Api::<StatefulSet>::all(client.clone()), owned.clone(), |s| {
-            owner_environment(s.meta())
-        })
+        .watches(Api::<Deployment>::all(client.clone()), owned.clone(), |d| owner_environment(d.meta()))
+        .watches(Api::<StatefulSet>::all(client.clone()), owned.clone(), |s| owner_environment(s.meta()))
         .watches(Api::<Job>::all(client.clone()), owned, |j| owner_environment(j.meta()))
         .watches(Api::<Release>::all(client), wc, move |rel| {
             let ns = rel.namespace().unwrap_or_default();
@@ -98,8 +94,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     if !env.finalizers().iter().any(|f| f == FINALIZER) {
         // The finalizer goes on first, so no namespace exists that a deletion could orphan.
         let patch = json!({"metadata": {"finalizers": env.finalizers().iter().cloned().chain([FINALIZER.to_string()]).collect::<Vec<_>>(), "resourceVersion": env.resource_version()}});
-        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
         return Ok(Action::await_change());
     }
     let now = now();
@@ -146,13 +141,8 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
         return Ok(Action::requeue(PROVISIONING_REQUEUE * 3));
     }
     apply(&ns_api, &desired::namespace(&env, &ns)).await?;
-    apply_or_delete(
-        &ctx,
-        &ns,
-        desired::QUOTA_NAME,
-        spec.quota.as_ref().map(|q| desired::resource_quota(&env, &ns, q)),
-    )
-    .await?;
+    apply_or_delete(&ctx, &ns, desired::QUOTA_NAME, spec.quota.as_ref().map(|q| desired::resource_quota(&env, &ns, q)))
+        .await?;
     apply_or_delete(
         &ctx,
         &ns,
@@ -178,11 +168,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
 
     let (components, refused) = provision_infrastructure(&ctx, &env, &ns, &spec, &base.components, sleeping).await?;
     for (component, why) in &refused {
-        let was = base
-            .components
-            .iter()
-            .find(|c| &c.name == component)
-            .and_then(|c| c.message.as_ref());
+        let was = base.components.iter().find(|c| &c.name == component).and_then(|c| c.message.as_ref());
         if was != Some(why) {
             let note = format!("component {component} refused: {why}");
             publish(&ctx, &*env, EventType::Warning, "ComponentRefused", note).await;
@@ -192,13 +178,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     let seed = seed(&ctx, &env, &ns, &spec, &base, infra_ready).await?;
 
     apply_sleep(&ctx, &env, &ns, decision, &mut base, now).await?;
-    let obs = Observation {
-        blocked: None,
-        components,
-        refused,
-        seed,
-        sleeping,
-    };
+    let obs = Observation { blocked: None, components, refused, seed, sleeping };
     let status = desired_status(&env, base, &obs, &now_t);
     let ready = status.phase == Some(EnvironmentPhase::Ready) || status.phase == Some(EnvironmentPhase::Sleeping);
     write_status(&api, &env, &ctx, status).await?;
@@ -207,8 +187,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
         // Consumed only after the status saying "awake" is written: a reconcile that sees the
         // annotation gone therefore also sees the wake, and cannot put the Environment back to sleep.
         let patch = json!({"metadata": {"annotations": {annotation::WAKE: null}}});
-        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
+        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
 
     // Timed requeues instead of polling: the next expiry or sleep, whichever is first.
@@ -222,11 +201,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     if !ready {
         next.push(PROVISIONING_REQUEUE);
     }
-    Ok(next
-        .into_iter()
-        .min()
-        .map(Action::requeue)
-        .unwrap_or_else(Action::await_change))
+    Ok(next.into_iter().min().map(Action::requeue).unwrap_or_else(Action::await_change))
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {
@@ -242,11 +217,7 @@ async fn write_status(
 ) -> Result<(), Error> {
     let old_phase = env.status.as_ref().and_then(|s| s.phase);
     if apply_status(api, env, env.status.as_ref(), &status).await? {
-        let message = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .map(|c| c.message.clone());
+        let message = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone());
         publish_phase_change(
             ctx,
             env,
@@ -302,9 +273,7 @@ where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
 {
     let name = obj.meta().name.clone().unwrap_or_default();
-    Ok(api
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj))
-        .await?)
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(obj)).await?)
 }
 
 /// Applies `desired` in `ns`, or deletes the object named `name` when nothing is desired.
@@ -366,11 +335,7 @@ async fn provision_infrastructure(
     let mut statuses = Vec::new();
     let mut refused = Vec::new();
     for component in &spec.infrastructure {
-        let previous = old
-            .iter()
-            .find(|c| c.name == component.name)
-            .map(|c| c.objects.clone())
-            .unwrap_or_default();
+        let previous = old.iter().find(|c| c.name == component.name).map(|c| c.objects.clone()).unwrap_or_default();
         match apply_component(ctx, &mut kinds, env, ns, component, sleeping).await? {
             Ok((applied, ready, waiting)) => {
                 let gone: Vec<&AppliedObject> = previous.iter().filter(|o| !applied.contains(o)).collect();
@@ -394,10 +359,7 @@ async fn provision_infrastructure(
             }
         }
     }
-    for removed in old
-        .iter()
-        .filter(|c| !spec.infrastructure.iter().any(|s| s.name == c.name))
-    {
+    for removed in old.iter().filter(|c| !spec.infrastructure.iter().any(|s| s.name == c.name)) {
         info!(env = %env.name_any(), component = %removed.name, "component removed; deleting its objects");
         delete_objects(ctx, &mut kinds, ns, removed.objects.iter().collect()).await?;
     }
@@ -440,20 +402,10 @@ async fn apply_component(
         }
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
         let name = p.object.metadata.name.clone().unwrap_or_default();
-        let live = match api
-            .patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&p.object),
-            )
-            .await
-        {
+        let live = match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&p.object)).await {
             Ok(live) => live,
             Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                return Ok(Err(format!(
-                    "{} {name} rejected by the API server: {}",
-                    p.gvk.kind, e.message
-                )));
+                return Ok(Err(format!("{} {name} rejected by the API server: {}", p.gvk.kind, e.message)));
             }
             Err(e) => return Err(e.into()),
         };
@@ -470,10 +422,7 @@ async fn apply_component(
 
 async fn delete_objects(ctx: &Context, kinds: &mut Kinds, ns: &str, objects: Vec<&AppliedObject>) -> Result<(), Error> {
     for o in objects {
-        let types = kube::api::TypeMeta {
-            api_version: o.api_version.clone(),
-            kind: o.kind.clone(),
-        };
+        let types = kube::api::TypeMeta { api_version: o.api_version.clone(), kind: o.kind.clone() };
         let Ok(gvk) = GroupVersionKind::try_from(&types) else {
             continue;
         };
@@ -481,11 +430,7 @@ async fn delete_objects(ctx: &Context, kinds: &mut Kinds, ns: &str, objects: Vec
             continue;
         };
         debug!(kind = %o.kind, name = %o.name, "pruning");
-        delete_if_present(
-            &Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ar),
-            &o.name,
-        )
-        .await?;
+        delete_if_present(&Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &ar), &o.name).await?;
     }
     Ok(())
 }
@@ -519,11 +464,7 @@ async fn seed(
     Ok(if has("Complete") {
         SeedState::Succeeded
     } else if has("Failed") {
-        SeedState::Failed(format!(
-            "seed Job {} failed after {} retries",
-            desired::SEED_JOB_NAME,
-            seed.retries
-        ))
+        SeedState::Failed(format!("seed Job {} failed after {} retries", desired::SEED_JOB_NAME, seed.retries))
     } else {
         SeedState::Running
     })
@@ -537,12 +478,7 @@ async fn last_activity(
     ns: &str,
     status: &EnvironmentStatus,
 ) -> Result<Timestamp, Error> {
-    let mut latest = env
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0)
-        .unwrap_or_else(now);
+    let mut latest = env.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(now);
     if let Some(t) = &status.last_activity {
         latest = latest.max(t.0);
     }
@@ -598,14 +534,7 @@ async fn apply_sleep(
             }
             status.slept_at = None;
             status.last_activity = Some(Time(now));
-            publish(
-                ctx,
-                env,
-                EventType::Normal,
-                "Woken",
-                "workloads restored to their previous replicas".into(),
-            )
-            .await;
+            publish(ctx, env, EventType::Normal, "Woken", "workloads restored to their previous replicas".into()).await;
         }
         Decision::Awake { .. } => {}
     }
@@ -643,7 +572,6 @@ async fn cleanup(api: &Api<Environment>, env: &Environment, ctx: &Context) -> Re
     let mut finalizers = env.finalizers().to_vec();
     finalizers.remove(index);
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": env.resource_version()}});
-    api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(Action::await_change())
 }

@@ -26,27 +26,13 @@ pub fn decide(
     now: Timestamp,
 ) -> Decision {
     let Some(after) = sleep_after.and_then(|d| SignedDuration::try_from(d).ok()) else {
-        return if slept_at.is_some() {
-            Decision::Wake
-        } else {
-            Decision::Awake { sleep_at: None }
-        };
+        return if slept_at.is_some() { Decision::Wake } else { Decision::Awake { sleep_at: None } };
     };
     if let Some(slept) = slept_at {
-        return if wake_requested || last_activity > slept {
-            Decision::Wake
-        } else {
-            Decision::Sleep
-        };
+        return if wake_requested || last_activity > slept { Decision::Wake } else { Decision::Sleep };
     }
     let sleep_at = last_activity.checked_add(after).unwrap_or(Timestamp::MAX);
-    if !wake_requested && now >= sleep_at {
-        Decision::Sleep
-    } else {
-        Decision::Awake {
-            sleep_at: Some(sleep_at),
-        }
-    }
+    if !wake_requested && now >= sleep_at { Decision::Sleep } else { Decision::Awake { sleep_at: Some(sleep_at) } }
 }
 
 #[cfg(test)]
@@ -63,51 +49,31 @@ mod tests {
         let active = t("2026-11-26T10:00:00Z");
         assert_eq!(
             decide(HOUR, active, None, false, t("2026-11-26T10:59:59Z")),
-            Decision::Awake {
-                sleep_at: Some(t("2026-11-26T11:00:00Z"))
-            }
+            Decision::Awake { sleep_at: Some(t("2026-11-26T11:00:00Z")) }
         );
-        assert_eq!(
-            decide(HOUR, active, None, false, t("2026-11-26T11:00:00Z")),
-            Decision::Sleep
-        );
+        assert_eq!(decide(HOUR, active, None, false, t("2026-11-26T11:00:00Z")), Decision::Sleep);
     }
 
     #[test]
     fn stays_asleep_until_activity_or_the_wake_annotation() {
         let active = t("2026-11-26T10:00:00Z");
         let slept = Some(t("2026-11-26T11:00:00Z"));
-        assert_eq!(
-            decide(HOUR, active, slept, false, t("2026-11-27T00:00:00Z")),
-            Decision::Sleep
-        );
-        assert_eq!(
-            decide(HOUR, active, slept, true, t("2026-11-27T00:00:00Z")),
-            Decision::Wake
-        );
+        assert_eq!(decide(HOUR, active, slept, false, t("2026-11-27T00:00:00Z")), Decision::Sleep);
+        assert_eq!(decide(HOUR, active, slept, true, t("2026-11-27T00:00:00Z")), Decision::Wake);
         let new_release = t("2026-11-26T12:00:00Z");
-        assert_eq!(
-            decide(HOUR, new_release, slept, false, t("2026-11-26T12:00:01Z")),
-            Decision::Wake
-        );
+        assert_eq!(decide(HOUR, new_release, slept, false, t("2026-11-26T12:00:01Z")), Decision::Wake);
     }
 
     #[test]
     fn removing_sleep_after_wakes_a_sleeping_environment() {
         let active = t("2026-11-26T10:00:00Z");
         assert_eq!(decide(None, active, Some(active), false, active), Decision::Wake);
-        assert_eq!(
-            decide(None, active, None, false, active),
-            Decision::Awake { sleep_at: None }
-        );
+        assert_eq!(decide(None, active, None, false, active), Decision::Awake { sleep_at: None });
     }
 
     #[test]
     fn a_wake_request_postpones_sleep() {
         let active = t("2026-11-26T10:00:00Z");
-        assert!(matches!(
-            decide(HOUR, active, None, true, t("2026-11-26T12:00:00Z")),
-            Decision::Awake { .. }
-        ));
+        assert!(matches!(decide(HOUR, active, None, true, t("2026-11-26T12:00:00Z")), Decision::Awake { .. }));
     }
 }

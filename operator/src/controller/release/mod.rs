@@ -4,6 +4,7 @@
 //! Deploy phases build on the same shape: pure `desired_*` functions below, API I/O in
 //! [`reconcile`].
 
+pub mod analysis;
 pub mod queue;
 pub mod rollout;
 pub mod split;
@@ -51,10 +52,7 @@ pub fn desired_status(rel: &Release, now: &Time) -> ReleaseStatus {
     status.observed_generation = generation;
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
     if status.phase != Some(phase) {
-        status
-            .phase_times
-            .entry(phase.as_str().to_string())
-            .or_insert_with(|| now.clone());
+        status.phase_times.entry(phase.as_str().to_string()).or_insert_with(|| now.clone());
     }
     status.phase = Some(phase);
     let degraded = if problems.is_empty() {
@@ -68,12 +66,7 @@ pub fn desired_status(rel: &Release, now: &Time) -> ReleaseStatus {
     } else {
         let message = problems.join("; ");
         status.message = Some(format!("invalid spec, nothing was changed: {message}"));
-        conditions::Desired {
-            type_: condition::DEGRADED,
-            status: true,
-            reason: reason::INVALID_SPEC,
-            message,
-        }
+        conditions::Desired { type_: condition::DEGRADED, status: true, reason: reason::INVALID_SPEC, message }
     };
     conditions::upsert(&mut status.conditions, degraded, generation, now);
     status
@@ -86,14 +79,8 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
     let old_phase = rel.status.as_ref().and_then(|s| s.phase);
     if apply_status(&api, &*rel, rel.status.as_ref(), &desired).await? {
         let new_phase = desired.phase.map(ReleasePhase::as_str);
-        publish_phase_change(
-            &ctx,
-            &*rel,
-            old_phase.map(ReleasePhase::as_str),
-            new_phase,
-            desired.message.clone(),
-        )
-        .await;
+        publish_phase_change(&ctx, &*rel, old_phase.map(ReleasePhase::as_str), new_phase, desired.message.clone())
+            .await;
     }
     Ok(Action::await_change())
 }
@@ -139,10 +126,7 @@ mod tests {
         let r = release(minimal());
         assert_eq!(r.spec.replicas, 1);
         assert_eq!(r.spec.strategy, Strategy::default());
-        assert_eq!(
-            std::time::Duration::from(r.spec.strategy.progress_deadline).as_secs(),
-            600
-        );
+        assert_eq!(std::time::Duration::from(r.spec.strategy.progress_deadline).as_secs(), 600);
         assert_eq!(std::time::Duration::from(r.spec.strategy.revert_window).as_secs(), 1800);
         assert!(r.spec.strategy.auto_rollback);
     }
@@ -173,11 +157,7 @@ mod tests {
         let s = desired_status(&r, &now());
         let c = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason::INVALID_SPEC));
-        assert!(
-            c.message.contains("metrics[errors].query") && c.message.contains("{{pod}}"),
-            "{}",
-            c.message
-        );
+        assert!(c.message.contains("metrics[errors].query") && c.message.contains("{{pod}}"), "{}", c.message);
         assert!(s.message.unwrap().contains("nothing was changed"));
     }
 

@@ -45,11 +45,7 @@ pub fn roles(entries: &[Entry]) -> Vec<Role> {
     order.sort_by(|&a, &b| entries[a].created.cmp(&entries[b].created));
     let mut roles = vec![Role::Done; entries.len()];
 
-    let live: Vec<usize> = order
-        .iter()
-        .copied()
-        .filter(|&i| entries[i].phase == Some(ReleasePhase::Live))
-        .collect();
+    let live: Vec<usize> = order.iter().copied().filter(|&i| entries[i].phase == Some(ReleasePhase::Live)).collect();
     if let Some((&newest, older)) = live.split_last() {
         roles[newest] = Role::Stable;
         for &i in older {
@@ -61,11 +57,7 @@ pub fn roles(entries: &[Entry]) -> Vec<Role> {
     let waiting: Vec<usize> = order
         .iter()
         .copied()
-        .filter(|&i| {
-            entries[i]
-                .phase
-                .is_none_or(|p| !p.is_terminal() && p != ReleasePhase::Live)
-        })
+        .filter(|&i| entries[i].phase.is_none_or(|p| !p.is_terminal() && p != ReleasePhase::Live))
         .collect();
     // Anything older than the Live Release that has not started is stale.
     let (stale, waiting): (Vec<usize>, Vec<usize>) = waiting
@@ -84,11 +76,7 @@ pub fn roles(entries: &[Entry]) -> Vec<Role> {
             remaining.push(i);
         }
     }
-    let active = remaining
-        .iter()
-        .copied()
-        .find(|&i| started(entries[i].phase))
-        .or(remaining.first().copied());
+    let active = remaining.iter().copied().find(|&i| started(entries[i].phase)).or(remaining.first().copied());
     let mut position = 0;
     for i in remaining {
         if Some(i) == active {
@@ -107,21 +95,12 @@ mod tests {
     use ReleasePhase::*;
 
     fn e(name: &str, t: i64, phase: Option<ReleasePhase>, approved: bool) -> Entry {
-        Entry {
-            name: name.into(),
-            created: (t, name.into()),
-            phase,
-            approved,
-        }
+        Entry { name: name.into(), created: (t, name.into()), phase, approved }
     }
 
     #[test]
     fn one_rolls_out_and_the_rest_queue_in_order() {
-        let r = roles(&[
-            e("v1", 1, Some(Live), true),
-            e("v3", 3, None, false),
-            e("v2", 2, Some(Pending), false),
-        ]);
+        let r = roles(&[e("v1", 1, Some(Live), true), e("v3", 3, None, false), e("v2", 2, Some(Pending), false)]);
         assert_eq!(r, [Role::Stable, Role::Queued(1), Role::Active]);
     }
 
@@ -143,21 +122,13 @@ mod tests {
 
     #[test]
     fn only_the_newest_live_release_is_stable() {
-        let r = roles(&[
-            e("v1", 1, Some(Live), true),
-            e("v2", 2, Some(Live), true),
-            e("v0", 0, Some(Pending), false),
-        ]);
+        let r = roles(&[e("v1", 1, Some(Live), true), e("v2", 2, Some(Live), true), e("v0", 0, Some(Pending), false)]);
         assert_eq!(r, [Role::Superseded, Role::Stable, Role::Superseded]);
     }
 
     #[test]
     fn finished_releases_play_no_part() {
-        let r = roles(&[
-            e("v1", 1, Some(Failed), false),
-            e("v2", 2, Some(RolledBack), true),
-            e("v3", 3, None, false),
-        ]);
+        let r = roles(&[e("v1", 1, Some(Failed), false), e("v2", 2, Some(RolledBack), true), e("v3", 3, None, false)]);
         assert_eq!(r, [Role::Done, Role::Done, Role::Active]);
     }
 

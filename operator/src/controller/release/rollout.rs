@@ -84,11 +84,7 @@ pub enum Decision {
 
 /// The weight in force at `step`: that of the last weight step at or before it (0 before any).
 pub fn weight_at(plan: &[Step], step: usize) -> i32 {
-    plan.iter()
-        .take(step + 1)
-        .rev()
-        .find_map(|s| if let Step::Weight(w) = s { Some(*w) } else { None })
-        .unwrap_or(0)
+    plan.iter().take(step + 1).rev().find_map(|s| if let Step::Weight(w) = s { Some(*w) } else { None }).unwrap_or(0)
 }
 
 /// Decides the next move of a rollout.
@@ -106,10 +102,7 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
     if let Verdict::Inconclusive(why) = &o.analysis
         && !o.promoted
     {
-        return Decision::Pause {
-            weight,
-            reason: format!("analysis inconclusive: {why}; promote to go on or abort"),
-        };
+        return Decision::Pause { weight, reason: format!("analysis inconclusive: {why}; promote to go on or abort") };
     }
     let next = Decision::Advance { step: o.step + 1 };
     let elapsed = Duration::try_from(o.now.duration_since(o.step_started)).unwrap_or_default();
@@ -117,15 +110,9 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
         Step::Weight(_) if o.candidate_ready => next,
         Step::Weight(_) => Decision::Hold { weight, wait: None },
         Step::Pause(_) if o.promoted => next,
-        Step::Pause(None) => Decision::Pause {
-            weight,
-            reason: "paused until promoted".into(),
-        },
+        Step::Pause(None) => Decision::Pause { weight, reason: "paused until promoted".into() },
         Step::Pause(Some(d)) | Step::Analysis(d) if elapsed >= *d => next,
-        Step::Pause(Some(d)) | Step::Analysis(d) => Decision::Hold {
-            weight,
-            wait: Some(*d - elapsed),
-        },
+        Step::Pause(Some(d)) | Step::Analysis(d) => Decision::Hold { weight, wait: Some(*d - elapsed) },
     }
 }
 
@@ -135,36 +122,16 @@ mod tests {
     use crate::api::{Canary, CanaryStep, Pause, StepAnalysis};
 
     fn canary(steps: Vec<CanaryStep>) -> Strategy {
-        Strategy {
-            type_: StrategyType::Canary,
-            canary: Some(Canary { steps }),
-            ..Default::default()
-        }
+        Strategy { type_: StrategyType::Canary, canary: Some(Canary { steps }), ..Default::default() }
     }
     fn w(n: i32) -> CanaryStep {
-        CanaryStep {
-            set_weight: Some(n),
-            pause: None,
-            analysis: None,
-        }
+        CanaryStep { set_weight: Some(n), pause: None, analysis: None }
     }
     fn pause(d: Option<&str>) -> CanaryStep {
-        CanaryStep {
-            set_weight: None,
-            pause: Some(Pause {
-                duration: d.map(|d| d.parse().unwrap()),
-            }),
-            analysis: None,
-        }
+        CanaryStep { set_weight: None, pause: Some(Pause { duration: d.map(|d| d.parse().unwrap()) }), analysis: None }
     }
     fn analysis(d: &str) -> CanaryStep {
-        CanaryStep {
-            set_weight: None,
-            pause: None,
-            analysis: Some(StepAnalysis {
-                duration: d.parse().unwrap(),
-            }),
-        }
+        CanaryStep { set_weight: None, pause: None, analysis: Some(StepAnalysis { duration: d.parse().unwrap() }) }
     }
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -184,18 +151,9 @@ mod tests {
     #[test]
     fn plans_end_at_full_weight() {
         assert_eq!(plan(&Strategy::default()), [Step::Weight(100)]);
-        let s = Strategy {
-            type_: StrategyType::BlueGreen,
-            ..Default::default()
-        };
+        let s = Strategy { type_: StrategyType::BlueGreen, ..Default::default() };
         assert_eq!(plan(&s), [Step::Weight(100)]);
-        let p = plan(&canary(vec![
-            w(10),
-            pause(Some("1m")),
-            analysis("2m"),
-            w(50),
-            pause(None),
-        ]));
+        let p = plan(&canary(vec![w(10), pause(Some("1m")), analysis("2m"), w(50), pause(None)]));
         assert_eq!(
             p,
             [
@@ -207,10 +165,7 @@ mod tests {
                 Step::Weight(100)
             ]
         );
-        assert_eq!(
-            plan(&canary(vec![w(20), w(100)])),
-            [Step::Weight(20), Step::Weight(100)]
-        );
+        assert_eq!(plan(&canary(vec![w(20), w(100)])), [Step::Weight(20), Step::Weight(100)]);
     }
 
     #[test]
@@ -223,45 +178,24 @@ mod tests {
     fn a_weight_step_waits_for_the_candidate() {
         let p = plan(&canary(vec![w(25)]));
         assert_eq!(decide(&p, &at(0, 0, 5)), Decision::Hold { weight: 25, wait: None });
-        let ready = Observed {
-            candidate_ready: true,
-            ..at(0, 0, 5)
-        };
+        let ready = Observed { candidate_ready: true, ..at(0, 0, 5) };
         assert_eq!(decide(&p, &ready), Decision::Advance { step: 1 });
     }
 
     #[test]
     fn timed_pauses_and_analysis_steps_wait_their_time() {
         let p = plan(&canary(vec![w(10), pause(Some("1m")), analysis("30s")]));
-        assert_eq!(
-            decide(&p, &at(1, 0, 20)),
-            Decision::Hold {
-                weight: 10,
-                wait: Some(Duration::from_secs(40))
-            }
-        );
+        assert_eq!(decide(&p, &at(1, 0, 20)), Decision::Hold { weight: 10, wait: Some(Duration::from_secs(40)) });
         assert_eq!(decide(&p, &at(1, 0, 60)), Decision::Advance { step: 2 });
-        assert_eq!(
-            decide(&p, &at(2, 60, 70)),
-            Decision::Hold {
-                weight: 10,
-                wait: Some(Duration::from_secs(20))
-            }
-        );
+        assert_eq!(decide(&p, &at(2, 60, 70)), Decision::Hold { weight: 10, wait: Some(Duration::from_secs(20)) });
         assert_eq!(decide(&p, &at(2, 60, 95)), Decision::Advance { step: 3 });
     }
 
     #[test]
     fn an_open_pause_waits_for_promote() {
         let p = plan(&canary(vec![w(10), pause(None)]));
-        assert!(matches!(
-            decide(&p, &at(1, 0, 9999)),
-            Decision::Pause { weight: 10, .. }
-        ));
-        let promoted = Observed {
-            promoted: true,
-            ..at(1, 0, 5)
-        };
+        assert!(matches!(decide(&p, &at(1, 0, 9999)), Decision::Pause { weight: 10, .. }));
+        let promoted = Observed { promoted: true, ..at(1, 0, 5) };
         assert_eq!(decide(&p, &promoted), Decision::Advance { step: 2 });
     }
 
@@ -275,15 +209,9 @@ mod tests {
     fn failed_analysis_and_missed_deadlines_abort_at_any_step() {
         let p = plan(&canary(vec![w(10), pause(None)]));
         for step in 0..3 {
-            let failed = Observed {
-                analysis: Verdict::Failed("errors 0.3 > 0.01".into()),
-                ..at(step, 0, 1)
-            };
+            let failed = Observed { analysis: Verdict::Failed("errors 0.3 > 0.01".into()), ..at(step, 0, 1) };
             assert!(matches!(decide(&p, &failed), Decision::Abort(m) if m.contains("errors")));
-            let late = Observed {
-                deadline_missed: true,
-                ..at(step, 0, 1)
-            };
+            let late = Observed { deadline_missed: true, ..at(step, 0, 1) };
             assert!(matches!(decide(&p, &late), Decision::Abort(m) if m.contains("deadline")));
         }
     }
@@ -291,15 +219,9 @@ mod tests {
     #[test]
     fn inconclusive_analysis_pauses_until_a_person_decides() {
         let p = plan(&canary(vec![w(10), pause(Some("1m"))]));
-        let unsure = Observed {
-            analysis: Verdict::Inconclusive("no data".into()),
-            ..at(1, 0, 120)
-        };
+        let unsure = Observed { analysis: Verdict::Inconclusive("no data".into()), ..at(1, 0, 120) };
         assert!(matches!(decide(&p, &unsure), Decision::Pause { reason, .. } if reason.contains("no data")));
-        let promoted = Observed {
-            promoted: true,
-            ..unsure
-        };
+        let promoted = Observed { promoted: true, ..unsure };
         assert_eq!(decide(&p, &promoted), Decision::Advance { step: 2 });
     }
 }

@@ -60,10 +60,7 @@ mod tests {
                 let (c, s) = split(total, weight);
                 assert!(c >= 0 && s >= 0);
                 assert!(c + s >= total, "total {total} weight {weight}: {c}+{s}");
-                assert!(
-                    c + s <= total.max(1) + 1,
-                    "at most one extra pod (the 1-replica canary)"
-                );
+                assert!(c + s <= total.max(1) + 1, "at most one extra pod (the 1-replica canary)");
                 if weight == 100 {
                     assert_eq!((c, s), (total, 0));
                 }

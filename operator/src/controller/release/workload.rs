@@ -71,10 +71,7 @@ pub fn deployment(rel: &Release, replicas: i32) -> Deployment {
         },
         spec: DeploymentSpec {
             replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(selector(rel)),
-                ..Default::default()
-            },
+            selector: LabelSelector { match_labels: Some(selector(rel)), ..Default::default() },
             template,
             ..Default::default()
         },
@@ -103,11 +100,7 @@ pub fn service(owner: &Release, name: &str, ports: &ServiceSpec, selector: BTree
             owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
             ..Default::default()
         },
-        spec: Some(KubeServiceSpec {
-            selector: Some(selector),
-            ports: Some(ports),
-            ..Default::default()
-        }),
+        spec: Some(KubeServiceSpec { selector: Some(selector), ports: Some(ports), ..Default::default() }),
         ..Default::default()
     }
 }
@@ -147,23 +140,14 @@ mod tests {
         assert_eq!(sel[label::VERSION], "1.4.0-RC.1_build.7");
         let pod_labels = spec.template.metadata.unwrap().labels.unwrap();
         assert_eq!(pod_labels["team"], "web");
-        assert!(
-            sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
-            "the selector matches the pods"
-        );
+        assert!(sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "the selector matches the pods");
         assert_eq!(d.metadata.owner_references.unwrap()[0].kind, "Release");
     }
 
     #[test]
     fn the_app_service_selects_every_release_of_the_app() {
-        let ports = ServiceSpec {
-            ports: vec![ServicePort {
-                name: None,
-                port: 80,
-                target_port: Some(8080),
-                protocol: None,
-            }],
-        };
+        let ports =
+            ServiceSpec { ports: vec![ServicePort { name: None, port: 80, target_port: Some(8080), protocol: None }] };
         let s = service(&release(), "shop", &ports, app_selector("shop"));
         let spec = s.spec.unwrap();
         assert!(!spec.selector.as_ref().unwrap().contains_key(label::VERSION));

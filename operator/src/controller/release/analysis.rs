@@ -1,0 +1,123 @@
+//! Pure bookkeeping of analysis measurements: one measurement's outcome, the running tally per
+//! metric, and the verdict over all metrics.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::rollout::Verdict;
+use crate::api::{AnalysisMetric, AnalysisResult};
+
+pub const SUCCESSFUL: &str = "Successful";
+pub const FAILED: &str = "Failed";
+pub const INCONCLUSIVE: &str = "Inconclusive";
+
+/// Outcome of one measurement: `None` (query error, no data) is inconclusive, never a failure.
+pub fn outcome(metric: &AnalysisMetric, value: Option<f64>) -> &'static str {
+    match value {
+        None => INCONCLUSIVE,
+        Some(v) if metric.min.is_some_and(|min| v < min) || metric.max.is_some_and(|max| v > max) => FAILED,
+        Some(_) => SUCCESSFUL,
+    }
+}
+
+/// Adds one measurement to a metric's tally.
+pub fn record(
+    previous: Option<&AnalysisResult>,
+    metric: &AnalysisMetric,
+    value: Option<f64>,
+    now: &Time,
+) -> AnalysisResult {
+    let mut r = previous.cloned().unwrap_or_else(|| AnalysisResult { name: metric.name.clone(), ..Default::default() });
+    let o = outcome(metric, value);
+    match o {
+        SUCCESSFUL => r.successes += 1,
+        FAILED => r.failures += 1,
+        _ => r.inconclusive += 1,
+    }
+    r.value = value.or(r.value);
+    r.last_result = Some(o.to_string());
+    r.measured_at = Some(now.clone());
+    r
+}
+
+/// The verdict over every metric: a metric failed more than `failureLimit` times fails the
+/// analysis; one inconclusive more than `inconclusiveLimit` times makes it inconclusive.
+pub fn verdict(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> Verdict {
+    let mut unsure = None;
+    for m in metrics {
+        let Some(r) = results.iter().find(|r| r.name == m.name) else {
+            continue;
+        };
+        if r.failures > m.failure_limit {
+            let value = r.value.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+            return Verdict::Failed(format!(
+                "{} = {value} outside {} ({} failures, limit {})",
+                m.name,
+                bounds(m),
+                r.failures,
+                m.failure_limit
+            ));
+        }
+        if r.inconclusive > m.inconclusive_limit && unsure.is_none() {
+            unsure = Some(format!(
+                "{}: {} inconclusive measurements, limit {}",
+                m.name, r.inconclusive, m.inconclusive_limit
+            ));
+        }
+    }
+    unsure.map(Verdict::Inconclusive).unwrap_or(Verdict::Passing)
+}
+
+fn bounds(m: &AnalysisMetric) -> String {
+    match (m.min, m.max) {
+        (Some(a), Some(b)) => format!("[{a}, {b}]"),
+        (Some(a), None) => format!(">= {a}"),
+        (None, Some(b)) => format!("<= {b}"),
+        (None, None) => "any".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metric(min: Option<f64>, max: Option<f64>, failure_limit: i32, inconclusive_limit: i32) -> AnalysisMetric {
+        AnalysisMetric { name: "errors".into(), query: "q".into(), min, max, failure_limit, inconclusive_limit }
+    }
+    fn t() -> Time {
+        Time("2026-11-26T10:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn outcomes_follow_the_bounds_and_missing_data_is_inconclusive() {
+        let m = metric(Some(0.9), Some(1.0), 0, 0);
+        assert_eq!(outcome(&m, Some(0.95)), SUCCESSFUL);
+        assert_eq!(outcome(&m, Some(0.9)), SUCCESSFUL, "bounds are inclusive");
+        assert_eq!(outcome(&m, Some(0.5)), FAILED);
+        assert_eq!(outcome(&m, Some(1.5)), FAILED);
+        assert_eq!(outcome(&m, None), INCONCLUSIVE);
+    }
+
+    #[test]
+    fn the_tally_counts_and_keeps_the_last_value() {
+        let m = metric(None, Some(0.01), 1, 3);
+        let r = record(None, &m, Some(0.0), &t());
+        let r = record(Some(&r), &m, Some(0.5), &t());
+        let r = record(Some(&r), &m, None, &t());
+        assert_eq!((r.successes, r.failures, r.inconclusive), (1, 1, 1));
+        assert_eq!(r.value, Some(0.5));
+        assert_eq!(r.last_result.as_deref(), Some(INCONCLUSIVE));
+    }
+
+    #[test]
+    fn failures_beyond_the_limit_fail_and_inconclusive_beyond_the_limit_pause() {
+        let m = metric(None, Some(0.01), 1, 2);
+        let mut r = AnalysisResult { name: "errors".into(), failures: 1, value: Some(0.3), ..Default::default() };
+        assert_eq!(verdict(std::slice::from_ref(&m), std::slice::from_ref(&r)), Verdict::Passing);
+        r.failures = 2;
+        assert!(
+            matches!(verdict(std::slice::from_ref(&m), std::slice::from_ref(&r)), Verdict::Failed(s) if s.contains("errors = 0.3 outside <= 0.01"))
+        );
+        let r = AnalysisResult { name: "errors".into(), inconclusive: 3, ..Default::default() };
+        assert!(matches!(verdict(&[m], &[r]), Verdict::Inconclusive(_)));
+    }
+}
