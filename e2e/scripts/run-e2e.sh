@@ -26,6 +26,8 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+# A cluster started here starts empty: objects left by an earlier run would be reconciled too.
+if [ -n "$STARTED_CLUSTER" ]; then bash "$S/stop-cluster.sh" --purge >/dev/null; fi
 rm -f "$E2E_STATE/logs/e2e-tests.log"
 bash "$S/start-cluster.sh"
 eval "$("$S/env.sh")"
