@@ -42,7 +42,7 @@ done
 bash "$S/run-operator.sh" start
 
 set +e
-cargo test -p phaseloop-e2e --test '*' -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
+cargo test -p phaseloop-e2e --no-fail-fast --test '*' -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
   tee "$E2E_STATE/logs/e2e-tests.log"
 rc=${PIPESTATUS[0]}
 set -e

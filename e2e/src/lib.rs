@@ -218,3 +218,8 @@ pub async fn objects_labelled(client: &Client, selector: &str) -> Vec<String> {
     }
     found
 }
+
+/// The pushgateway base URL (`PUSHGATEWAY_URL`, set by env.sh).
+pub fn pushgateway_url() -> String {
+    std::env::var("PUSHGATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:19091".into())
+}

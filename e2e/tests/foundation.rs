@@ -115,7 +115,7 @@ async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
     assert!(out.ok, "{}", out.stderr);
     let rel = wait_for(&api, "shop-1", WAIT, |r: Option<&Release>| {
         r.and_then(|r| r.status.as_ref())
-            .is_some_and(|s| s.phase == Some(ReleasePhase::Pending) && s.observed_generation == Some(1))
+            .is_some_and(|s| s.phase == Some(ReleasePhase::Live) && s.observed_generation == Some(1))
     })
     .await
     .unwrap();
@@ -126,11 +126,11 @@ async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
 
     // The transition is an Event on the Release.
     let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
-    eventually("a Pending event for shop-1", WAIT, || async {
+    eventually("a Live event for shop-1", WAIT, || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items
             .into_iter()
-            .find(|e| e.involved_object.name.as_deref() == Some("shop-1") && e.reason.as_deref() == Some("Pending"))
+            .find(|e| e.involved_object.name.as_deref() == Some("shop-1") && e.reason.as_deref() == Some("Live"))
     })
     .await
     .unwrap();

@@ -15,9 +15,10 @@ pub enum Decision {
 
 /// Decides sleep for an Environment whose last Release activity was `last_activity`.
 ///
-/// `sleeping` is whether workloads are currently held at zero; `wake_requested` is the
-/// `phaseloop.dev/wake` annotation. Activity newer than the moment of sleeping also wakes, which is
-/// how a new Release wakes its Environment.
+/// `slept_at` is when workloads were put to zero, if they are; `wake_requested` is the
+/// `phaseloop.dev/wake` annotation. Activity at or after the moment of sleeping also wakes (times
+/// have second precision, and sleep only ever happens `sleepAfter` after the latest activity), which
+/// is how a new Release wakes its Environment.
 pub fn decide(
     sleep_after: Option<std::time::Duration>,
     last_activity: Timestamp,
@@ -29,7 +30,7 @@ pub fn decide(
         return if slept_at.is_some() { Decision::Wake } else { Decision::Awake { sleep_at: None } };
     };
     if let Some(slept) = slept_at {
-        return if wake_requested || last_activity > slept { Decision::Wake } else { Decision::Sleep };
+        return if wake_requested || last_activity >= slept { Decision::Wake } else { Decision::Sleep };
     }
     let sleep_at = last_activity.checked_add(after).unwrap_or(Timestamp::MAX);
     if !wake_requested && now >= sleep_at { Decision::Sleep } else { Decision::Awake { sleep_at: Some(sleep_at) } }
@@ -62,6 +63,8 @@ mod tests {
         assert_eq!(decide(HOUR, active, slept, true, t("2026-11-27T00:00:00Z")), Decision::Wake);
         let new_release = t("2026-11-26T12:00:00Z");
         assert_eq!(decide(HOUR, new_release, slept, false, t("2026-11-26T12:00:01Z")), Decision::Wake);
+        let same_second = t("2026-11-26T11:00:00Z");
+        assert_eq!(decide(HOUR, same_second, slept, false, same_second), Decision::Wake);
     }
 
     #[test]

@@ -1,24 +1,21 @@
-//! The Release controller.
+//! The Release controller: the Test, Release and Deploy phases of the loop.
 //!
-//! This stage validates what admission cannot and records it in status; the Test, Release and
-//! Deploy phases build on the same shape: pure `desired_*` functions below, API I/O in
-//! [`reconcile`].
+//! Pure parts: [`validate`], [`queue`] (who rolls out), [`rollout`] (the step machine), [`split`]
+//! (replicas by weight), [`workload`] (Deployments and Services), [`analysis`] (measurement
+//! bookkeeping), [`desired_status`]. API I/O: `reconcile.rs`.
 
 pub mod analysis;
 pub mod queue;
+mod reconcile;
 pub mod rollout;
 pub mod split;
 pub mod workload;
 
-use std::sync::Arc;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{
-    Api, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
-};
 
-use super::{Context, Error, conditions, publish_phase_change, status::apply_status};
+pub use reconcile::{controller, run};
+
+use super::conditions;
 use crate::{
     api::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus, condition, reason},
     promql,
@@ -26,6 +23,12 @@ use crate::{
 
 /// Name of this controller in metrics and logs.
 pub const NAME: &str = "release";
+/// Annotation approving a Release; its value names who approved (`kubectl phaseloop approve`).
+pub const APPROVED_BY: &str = "phaseloop.dev/approved-by";
+/// Annotation promoting past the current pause (`kubectl phaseloop promote`); consumed.
+pub const PROMOTE: &str = "phaseloop.dev/promote";
+/// Annotation aborting a rollout (`kubectl phaseloop abort`).
+pub const ABORT: &str = "phaseloop.dev/abort";
 
 /// Spec problems the API server cannot see: each message says what to change.
 pub fn validate(spec: &ReleaseSpec) -> Vec<String> {
@@ -44,19 +47,31 @@ pub fn validate(spec: &ReleaseSpec) -> Vec<String> {
     problems
 }
 
-/// The status the controller wants for `rel` at `now`.
+/// Moves `status` to `phase`, stamping the time a phase is first entered.
+pub fn enter(status: &mut ReleaseStatus, phase: ReleasePhase, now: &Time) {
+    if status.phase != Some(phase) {
+        status.phase_times.entry(phase.as_str().to_string()).or_insert_with(|| now.clone());
+        status.phase = Some(phase);
+    }
+}
+
+/// `status` with validation applied: `observedGeneration`, a `Pending` phase for a new Release,
+/// and the `Degraded` condition.
 pub fn desired_status(rel: &Release, now: &Time) -> ReleaseStatus {
     let mut status = rel.status.clone().unwrap_or_default();
     let generation = rel.metadata.generation;
     let problems = validate(&rel.spec);
     status.observed_generation = generation;
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    if status.phase != Some(phase) {
-        status.phase_times.entry(phase.as_str().to_string()).or_insert_with(|| now.clone());
-    }
-    status.phase = Some(phase);
+    enter(&mut status, phase, now);
+    // Only this function's own verdict is cleared here: a Degraded set by the rollout (e.g. a
+    // rollback) stays.
+    let other_degraded = conditions::find(&status.conditions, condition::DEGRADED)
+        .is_some_and(|c| c.status == "True" && c.reason != reason::INVALID_SPEC);
     let degraded = if problems.is_empty() {
-        status.message = None;
+        if other_degraded {
+            return status;
+        }
         conditions::Desired {
             type_: condition::DEGRADED,
             status: false,
@@ -70,29 +85,6 @@ pub fn desired_status(rel: &Release, now: &Time) -> ReleaseStatus {
     };
     conditions::upsert(&mut status.conditions, degraded, generation, now);
     status
-}
-
-async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let now = Time(jiff::Timestamp::now());
-    let desired = desired_status(&rel, &now);
-    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-    let old_phase = rel.status.as_ref().and_then(|s| s.phase);
-    if apply_status(&api, &*rel, rel.status.as_ref(), &desired).await? {
-        let new_phase = desired.phase.map(ReleasePhase::as_str);
-        publish_phase_change(&ctx, &*rel, old_phase.map(ReleasePhase::as_str), new_phase, desired.message.clone())
-            .await;
-    }
-    Ok(Action::await_change())
-}
-
-/// The Release controller, ready to run.
-pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
-    let api: Api<Release> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().page_size(ctx.config.page_size))
-}
-
-pub(super) async fn run(controller: Controller<Release>, ctx: Arc<Context>) {
-    super::drive(NAME, controller, reconcile, ctx).await
 }
 
 #[cfg(test)]

@@ -1,0 +1,192 @@
+//! Releases against a real API server and the running operator: the deploy queue, the approval
+//! gate, rolling, canary and blue-green rollouts, promotion, abort and rollback on analysis.
+
+use std::time::Duration;
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+};
+use phaseloop::api::{Release, ReleasePhase};
+use phaseloop_e2e::*;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn release(ns: &str, app: &str, version: &str, replicas: i32, strategy: Value) -> Value {
+    json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": format!("{app}-{}", version.replace('.', "-")), "namespace": ns},
+        "spec": {"app": app, "version": version, "replicas": replicas,
+                 "template": {"spec": {"containers": [{"name": "app", "image": format!("{app}:{version}")}]}},
+                 "service": {"ports": [{"port": 80, "targetPort": 8080}]},
+                 "strategy": strategy}})
+}
+
+async fn wait_phase(api: &Api<Release>, name: &str, phase: ReleasePhase) -> Release {
+    wait_for(api, name, WAIT, move |r: Option<&Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
+    })
+    .await
+    .unwrap()
+}
+
+async fn replicas(client: &kube::Client, ns: &str, name: &str) -> Option<i32> {
+    Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.unwrap().spec.replicas
+}
+
+async fn service_selects(client: &kube::Client, ns: &str, name: &str) -> Option<String> {
+    let svc: Service = Api::namespaced(client.clone(), ns).get(name).await.unwrap();
+    svc.spec.unwrap().selector.unwrap().get("app.kubernetes.io/version").cloned()
+}
+
+async fn annotate(api: &Api<Release>, name: &str, key: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {key: value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_rolling_release_goes_live_and_supersedes_the_previous_one() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-rolling").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&release(&ns.name, "shop", "1.0.0", 2, json!({})));
+    let r1 = wait_phase(&api, "shop-1-0-0", ReleasePhase::Live).await;
+    assert_eq!(r1.status.unwrap().replicas, Some(2));
+    assert_eq!(replicas(&client, &ns.name, "shop-1-0-0").await, Some(2));
+    assert_eq!(service_selects(&client, &ns.name, "shop").await.as_deref(), Some("1.0.0"));
+
+    create(&release(&ns.name, "shop", "1.1.0", 2, json!({})));
+    let r2 = wait_phase(&api, "shop-1-1-0", ReleasePhase::Live).await;
+    let status = r2.status.unwrap();
+    assert_eq!(status.stable_release.as_deref(), Some("shop-1-0-0"));
+    assert!(status.revert_window_ends_at.is_some());
+    wait_phase(&api, "shop-1-0-0", ReleasePhase::Superseded).await;
+    assert_eq!(service_selects(&client, &ns.name, "shop").await.as_deref(), Some("1.1.0"));
+    assert_eq!(replicas(&client, &ns.name, "shop-1-1-0").await, Some(2));
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_canary_splits_replicas_by_weight_pauses_and_is_promoted() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-canary").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&release(&ns.name, "cart", "1", 4, json!({})));
+    wait_phase(&api, "cart-1", ReleasePhase::Live).await;
+
+    let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}});
+    create(&release(&ns.name, "cart", "2", 4, canary));
+    let r2 = wait_phase(&api, "cart-2", ReleasePhase::Paused).await;
+    let status = r2.status.unwrap();
+    assert_eq!((status.weight, status.candidate_replicas, status.stable_replicas), (Some(25), Some(1), Some(3)));
+    assert_eq!(replicas(&client, &ns.name, "cart-2").await, Some(1));
+    assert_eq!(replicas(&client, &ns.name, "cart-1").await, Some(3));
+    assert_eq!(service_selects(&client, &ns.name, "cart").await, None, "both versions serve during the canary");
+
+    // A third Release queues behind the rollout in flight.
+    create(&release(&ns.name, "cart", "3", 4, json!({})));
+    let r3 = wait_for(&api, "cart-3", WAIT, |r: Option<&Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.queue_position == Some(1))
+    })
+    .await
+    .unwrap();
+    assert_eq!(r3.status.unwrap().phase, Some(ReleasePhase::Pending));
+
+    annotate(&api, "cart-2", "phaseloop.dev/promote", "e2e").await;
+    wait_phase(&api, "cart-2", ReleasePhase::Superseded).await; // went Live, then cart-3 took over
+    let r3 = wait_phase(&api, "cart-3", ReleasePhase::Live).await;
+    assert_eq!(r3.status.unwrap().stable_release.as_deref(), Some("cart-2"));
+    let r2 = api.get("cart-2").await.unwrap();
+    assert!(r2.status.unwrap().phase_times.contains_key("Live"), "cart-2 was Live before being superseded");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_approval_gate_holds_until_approved() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-approval").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    let mut r = release(&ns.name, "api", "7", 1, json!({}));
+    r["spec"]["approval"] = json!({"required": true});
+    create(&r);
+    wait_phase(&api, "api-7", ReleasePhase::AwaitingApproval).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(Api::<Deployment>::namespaced(client.clone(), &ns.name).get_opt("api-7").await.unwrap().is_none());
+    annotate(&api, "api-7", "phaseloop.dev/approved-by", "alice").await;
+    let r = wait_phase(&api, "api-7", ReleasePhase::Live).await;
+    assert_eq!(r.status.unwrap().approval.unwrap().approved_by, "alice");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_aborted_canary_rolls_back_to_the_stable_version() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-abort").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&release(&ns.name, "web", "1", 2, json!({})));
+    wait_phase(&api, "web-1", ReleasePhase::Live).await;
+    let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
+    create(&release(&ns.name, "web", "2", 2, canary));
+    wait_phase(&api, "web-2", ReleasePhase::Paused).await;
+    annotate(&api, "web-2", "phaseloop.dev/abort", "e2e").await;
+    let r = wait_phase(&api, "web-2", ReleasePhase::RolledBack).await;
+    assert!(r.status.unwrap().message.unwrap().contains("aborted"));
+    assert_eq!(replicas(&client, &ns.name, "web-2").await, Some(0));
+    assert_eq!(replicas(&client, &ns.name, "web-1").await, Some(2));
+    assert_eq!(service_selects(&client, &ns.name, "web").await.as_deref(), Some("1"));
+    assert_eq!(api.get("web-1").await.unwrap().status.unwrap().phase, Some(ReleasePhase::Live));
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_canary_whose_error_rate_goes_bad_is_rolled_back() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-analysis").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    let app = format!("pay{}", unique_suffix());
+    create(&release(&ns.name, &app, "1", 2, json!({})));
+    wait_phase(&api, &format!("{app}-1"), ReleasePhase::Live).await;
+
+    // The candidate's error rate, as the app would export it, through the pushgateway.
+    let body = format!("e2e_error_ratio{{app=\"{app}\",version=\"2\"}} 0.5\n");
+    let url = format!("{}/metrics/job/e2e/instance/{app}", pushgateway_url());
+    reqwest::Client::new().put(url).body(body).send().await.unwrap().error_for_status().unwrap();
+
+    let series = format!("e2e_error_ratio{{app=\"{app}\"}}");
+    eventually("the pushed error ratio in Prometheus", WAIT, || async {
+        (!prom_query(&series).await.ok()?.is_empty()).then_some(())
+    })
+    .await
+    .unwrap();
+    let canary = json!({"type": "Canary",
+        "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "5m"}}]},
+        "analysis": {"interval": "2s", "metrics": [{"name": "errors", "max": 0.1, "failureLimit": 1,
+            "query": "max(e2e_error_ratio{app=\"{{app}}\",version=\"{{version}}\"})"}]}});
+    create(&release(&ns.name, &app, "2", 2, canary));
+    let r = wait_phase(&api, &format!("{app}-2"), ReleasePhase::RolledBack).await;
+    let status = r.status.unwrap();
+    assert!(status.message.as_deref().unwrap_or("").contains("errors = 0.5"), "{:?}", status.message);
+    let tally = status.analysis.iter().find(|a| a.name == "errors").unwrap();
+    assert!(tally.failures >= 2 && tally.value == Some(0.5), "{tally:?}");
+    assert_eq!(replicas(&client, &ns.name, &format!("{app}-1")).await, Some(2));
+    assert_eq!(service_selects(&client, &ns.name, &app).await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn blue_green_previews_the_candidate_then_switches_at_once() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-bluegreen").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&release(&ns.name, "blog", "1", 2, json!({})));
+    wait_phase(&api, "blog-1", ReleasePhase::Live).await;
+    create(&release(&ns.name, "blog", "2", 2, json!({"type": "BlueGreen"})));
+    wait_phase(&api, "blog-2", ReleasePhase::Live).await;
+    assert_eq!(service_selects(&client, &ns.name, "blog").await.as_deref(), Some("2"));
+    assert_eq!(service_selects(&client, &ns.name, "blog-preview").await.as_deref(), Some("2"));
+    assert_eq!(replicas(&client, &ns.name, "blog-2").await, Some(2));
+    // The previous version is kept warm (full size) for the revert window.
+    assert_eq!(replicas(&client, &ns.name, "blog-1").await, Some(2));
+}

@@ -1,0 +1,417 @@
+//! API I/O of the Release controller.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Service},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+};
+use serde_json::json;
+use tracing::info;
+
+use super::{
+    ABORT, APPROVED_BY, NAME, PROMOTE, desired_status, enter,
+    queue::{self, Entry, Role},
+    rollout::{self, Decision, Verdict},
+    split::split,
+    workload,
+};
+use crate::{
+    api::{ApprovalRecord, Environment, Release, ReleasePhase, ReleaseStatus, StrategyType, condition},
+    controller::{
+        Context, Error, conditions, environment::namespace_of, publish_phase_change, status::FIELD_MANAGER,
+        status::apply_status,
+    },
+};
+
+/// While a rollout is in flight, look again at least this often (Deployment watches usually come first).
+const ROLLOUT_REQUEUE: Duration = Duration::from_secs(5);
+
+/// The Release controller, ready to run: it also watches the Deployments Releases own and
+/// re-runs every Release of an app when one of them changes (the queue is per app).
+pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
+    let client = ctx.client.clone();
+    let wc = watcher::Config::default().page_size(ctx.config.page_size);
+    let controller = Controller::new(Api::<Release>::all(client.clone()), wc.clone());
+    let store = controller.store();
+    let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
+    controller.owns(Api::<Deployment>::all(client.clone()), owned).watches(Api::<Release>::all(client), wc, move |r| {
+        let (ns, app) = (r.namespace(), r.spec.app.clone());
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.namespace() == ns && o.spec.app == app && o.name_any() != r.name_any())
+            .map(|o| ObjectRef::from_obj(&*o))
+            .collect::<Vec<_>>()
+    })
+}
+
+pub async fn run(controller: Controller<Release>, ctx: Arc<Context>) {
+    crate::controller::drive(NAME, controller, reconcile, ctx).await
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("now is representable")
+}
+
+async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = rel.namespace().unwrap_or_default();
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+    let now_t = Time(now());
+    let mut status = desired_status(&rel, &now_t);
+    let invalid = conditions::is_true(&status.conditions, condition::DEGRADED);
+    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
+    if invalid || phase.is_terminal() {
+        write(&api, &rel, &ctx, status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let siblings = api.list(&ListParams::default().fields(&format!("spec.app={}", rel.spec.app))).await?.items;
+    let entries: Vec<Entry> = siblings.iter().map(entry).collect();
+    let roles = queue::roles(&entries);
+    let me = siblings.iter().position(|s| s.name_any() == rel.name_any());
+    let role = me.map(|i| roles[i].clone()).unwrap_or(Role::Queued(1));
+    let stable = siblings.iter().zip(&roles).find(|(_, r)| **r == Role::Stable).map(|(s, _)| s.clone());
+    let env = environment_of(&ctx, &ns).await?;
+    let sleeping = env.as_ref().and_then(|e| e.status.as_ref()).is_some_and(|s| s.slept_at.is_some());
+    let total = if sleeping { 0 } else { rel.spec.replicas };
+
+    let action = match role {
+        Role::Done => Action::await_change(),
+        Role::Superseded => {
+            enter(&mut status, ReleasePhase::Superseded, &now_t);
+            status.message = Some("a newer Release of the app took over".into());
+            status.queue_position = None;
+            Action::await_change()
+        }
+        Role::Queued(position) => {
+            enter(&mut status, ReleasePhase::Pending, &now_t);
+            status.queue_position = Some(position);
+            status.message = Some(format!("Queued: position {position} in the deploy queue of {}", rel.spec.app));
+            Action::await_change()
+        }
+        Role::Stable => {
+            status.queue_position = None;
+            let rolling = siblings.iter().any(|s| {
+                matches!(
+                    s.status.as_ref().and_then(|s| s.phase),
+                    Some(ReleasePhase::Progressing | ReleasePhase::Paused)
+                )
+            });
+            if !rolling {
+                apply_deployment(&ctx, &rel, total).await?;
+                apply_services(&ctx, &rel, &rel, false).await?;
+                status.candidate_replicas = Some(total);
+                status.replicas = Some(total);
+                status.weight = Some(100);
+            }
+            retire_previous(&ctx, &rel, &siblings, &status, now()).await?
+        }
+        Role::Active => {
+            status.queue_position = None;
+            drive(&ctx, &rel, stable.as_ref(), env.as_ref(), total, &mut status, &now_t).await?
+        }
+    };
+    write(&api, &rel, &ctx, status).await?;
+    Ok(action)
+}
+
+fn entry(r: &Release) -> Entry {
+    let phase = r.status.as_ref().and_then(|s| s.phase);
+    let approved = r.spec.approval.as_ref().is_none_or(|a| !a.required) || r.annotations().contains_key(APPROVED_BY);
+    let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    Entry { name: r.name_any(), created: (created, r.name_any()), phase, approved }
+}
+
+async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, Error> {
+    let envs: Api<Environment> = Api::all(ctx.client.clone());
+    Ok(envs.list(&ListParams::default()).await?.items.into_iter().find(|e| namespace_of(e) == ns))
+}
+
+async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: ReleaseStatus) -> Result<(), Error> {
+    let old = rel.status.as_ref().and_then(|s| s.phase);
+    if apply_status(api, rel, rel.status.as_ref(), &status).await? {
+        let new = status.phase.map(ReleasePhase::as_str);
+        publish_phase_change(ctx, rel, old.map(ReleasePhase::as_str), new, status.message.clone()).await;
+    }
+    Ok(())
+}
+
+/// The gate, then the rollout of the active Release.
+async fn drive(
+    ctx: &Context,
+    rel: &Release,
+    stable: Option<&Release>,
+    env: Option<&Environment>,
+    total: i32,
+    status: &mut ReleaseStatus,
+    now: &Time,
+) -> Result<Action, Error> {
+    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
+    if !rel.spec.tests.is_empty() || rel.spec.test_environment.is_some() {
+        // Honest refusal rather than skipping the tests a user asked for.
+        let why = "tests and testEnvironment are not run by this operator version yet; nothing was deployed";
+        enter(status, ReleasePhase::Pending, now);
+        status.message = Some(why.into());
+        set(status, condition::DEGRADED, true, "Unsupported", why, rel, now);
+        return Ok(Action::await_change());
+    }
+    if matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing | ReleasePhase::AwaitingApproval) {
+        let promotion = env.and_then(|e| e.spec.promotion.as_ref());
+        if promotion.is_some_and(|p| p.freeze) {
+            enter(status, ReleasePhase::AwaitingApproval, now);
+            status.message = Some("the Environment is frozen: no new rollouts".into());
+            return Ok(Action::await_change());
+        }
+        let required =
+            rel.spec.approval.as_ref().is_some_and(|a| a.required) || promotion.is_some_and(|p| p.require_approval);
+        match rel.annotations().get(APPROVED_BY) {
+            None if required => {
+                enter(status, ReleasePhase::AwaitingApproval, now);
+                status.message = Some("waiting for approval: kubectl phaseloop approve".into());
+                set(status, condition::APPROVED, false, "AwaitingApproval", "approval required", rel, now);
+                return Ok(Action::await_change());
+            }
+            who => {
+                if let Some(who) = who {
+                    status
+                        .approval
+                        .get_or_insert(ApprovalRecord { approved_by: who.clone(), approved_at: now.clone() });
+                }
+                set(status, condition::APPROVED, true, "Approved", "the gate is open", rel, now);
+            }
+        }
+        enter(status, ReleasePhase::Progressing, now);
+        status.current_step = Some(0);
+        status.step_started_at = Some(now.clone());
+        status.stable_release = stable.map(|s| s.name_any());
+        status.message = Some("rolling out".into());
+    }
+
+    let plan = rollout::plan(&rel.spec.strategy);
+    let step = status.current_step.unwrap_or(0).max(0) as usize;
+    let weight = rollout::weight_at(&plan, step);
+    let blue_green = rel.spec.strategy.type_ == StrategyType::BlueGreen;
+    // Blue-green brings the candidate up fully before any traffic; the others split by weight.
+    let (candidate, stable_replicas) = match stable {
+        None => (total, 0),
+        Some(_) if blue_green => (total, total),
+        Some(_) => split(total, weight),
+    };
+    let live = apply_deployment(ctx, rel, candidate).await?;
+    if let Some(s) = stable {
+        apply_deployment(ctx, s, stable_replicas).await?;
+    }
+    // During a rollout the Service selects both versions (traffic follows the pod ratio), except
+    // blue-green, which keeps serving the stable version and previews the candidate.
+    match stable {
+        Some(s) if blue_green => apply_services(ctx, rel, s, true).await?,
+        _ => apply_services(ctx, rel, rel, stable.is_some()).await?,
+    }
+    status.weight = Some(if blue_green { 0 } else { weight });
+    status.candidate_replicas = Some(candidate);
+    status.stable_replicas = stable.map(|_| stable_replicas);
+    status.replicas = Some(candidate + stable_replicas);
+
+    let verdict = analyse(ctx, rel, stable, status, now).await;
+    let ready = deployment_ready(&live, candidate);
+    let started = status.step_started_at.as_ref().map(|t| t.0).unwrap_or(now.0);
+    let deadline: Duration = rel.spec.strategy.progress_deadline.into();
+    let waiting_for_pods = matches!(plan.get(step), Some(rollout::Step::Weight(_)));
+    let observed = rollout::Observed {
+        step,
+        step_started: started,
+        now: now.0,
+        candidate_ready: ready,
+        promoted: rel.annotations().contains_key(PROMOTE),
+        analysis: if rel.annotations().contains_key(ABORT) {
+            Verdict::Failed("aborted by a person".into())
+        } else {
+            verdict
+        },
+        deadline_missed: waiting_for_pods
+            && !ready
+            && now.0.duration_since(started).as_secs() as u64 > deadline.as_secs(),
+    };
+    Ok(match rollout::decide(&plan, &observed) {
+        Decision::Hold { wait, .. } => {
+            enter(status, ReleasePhase::Progressing, now);
+            status.message = Some(format!("step {}/{}: weight {weight}%", step + 1, plan.len()));
+            let analysis = rel.spec.strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
+            let wait = wait.map(|w| w + Duration::from_secs(1)).unwrap_or(ROLLOUT_REQUEUE);
+            Action::requeue(analysis.map_or(wait, |a| wait.min(a)).min(ROLLOUT_REQUEUE * 12))
+        }
+        Decision::Pause { reason, .. } => {
+            enter(status, ReleasePhase::Paused, now);
+            status.message = Some(reason);
+            Action::await_change()
+        }
+        Decision::Advance { step: next } => {
+            status.current_step = Some(next as i32);
+            status.step_started_at = Some(now.clone());
+            if status.phase == Some(ReleasePhase::Paused) {
+                enter(status, ReleasePhase::Progressing, now);
+            }
+            consume(ctx, rel, PROMOTE).await?;
+            Action::requeue(Duration::from_millis(100))
+        }
+        Decision::Promote => {
+            info!(release = %rel.name_any(), "promoted: Live");
+            apply_services(ctx, rel, rel, false).await?;
+            enter(status, ReleasePhase::Live, now);
+            status.weight = Some(100);
+            status.message = Some("Live".into());
+            let window: Duration = rel.spec.strategy.revert_window.into();
+            status.revert_window_ends_at =
+                stable.map(|_| Time(now.0 + jiff::SignedDuration::try_from(window).unwrap_or_default()));
+            set(status, condition::AVAILABLE, true, "Live", "the app serves from this Release", rel, now);
+            Action::requeue(Duration::from_millis(100))
+        }
+        Decision::Abort(why) if rel.spec.strategy.auto_rollback || stable.is_none() => {
+            info!(release = %rel.name_any(), %why, "rolling back");
+            apply_deployment(ctx, rel, 0).await?;
+            if let Some(s) = stable {
+                apply_deployment(ctx, s, total).await?;
+                apply_services(ctx, s, s, false).await?;
+            }
+            let phase = if stable.is_some() { ReleasePhase::RolledBack } else { ReleasePhase::Failed };
+            enter(status, phase, now);
+            status.message = Some(why.clone());
+            status.weight = Some(0);
+            set(status, condition::DEGRADED, true, "RolledBack", &why, rel, now);
+            Action::await_change()
+        }
+        Decision::Abort(why) => {
+            enter(status, ReleasePhase::Paused, now);
+            status.message = Some(format!("{why}; autoRollback is off: abort or fix"));
+            Action::await_change()
+        }
+    })
+}
+
+/// Runs the background analysis when its interval has passed and returns the verdict so far.
+/// A failing or empty query is inconclusive, never a failure.
+async fn analyse(
+    ctx: &Context,
+    rel: &Release,
+    stable: Option<&Release>,
+    status: &mut ReleaseStatus,
+    now: &Time,
+) -> Verdict {
+    let Some(analysis) = &rel.spec.strategy.analysis else { return Verdict::Passing };
+    let interval: Duration = analysis.interval.into();
+    let last = status.analysis.iter().filter_map(|r| r.measured_at.as_ref()).map(|t| t.0).max();
+    let due = last.is_none_or(|l| now.0.duration_since(l).as_secs() as u64 >= interval.as_secs());
+    if due {
+        let prometheus = ctx.config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
+        let ns = rel.namespace().unwrap_or_default();
+        let vars = crate::promql::Vars {
+            app: &rel.spec.app,
+            version: &rel.spec.version,
+            namespace: &ns,
+            stable_version: stable.map(|s| s.spec.version.as_str()).unwrap_or(""),
+        };
+        for m in &analysis.metrics {
+            let value = match (&prometheus, crate::promql::render(&m.query, &vars)) {
+                (Some(p), Ok(q)) => p.query_scalar(&q).await.ok(),
+                _ => None,
+            };
+            let previous = status.analysis.iter().position(|r| r.name == m.name);
+            let result = super::analysis::record(previous.map(|i| &status.analysis[i]), m, value, now);
+            match previous {
+                Some(i) => status.analysis[i] = result,
+                None => status.analysis.push(result),
+            }
+        }
+    }
+    super::analysis::verdict(&analysis.metrics, &status.analysis)
+}
+
+fn set(
+    status: &mut ReleaseStatus,
+    type_: &'static str,
+    ok: bool,
+    reason_: &'static str,
+    msg: &str,
+    rel: &Release,
+    now: &Time,
+) {
+    let desired = conditions::Desired { type_, status: ok, reason: reason_, message: msg.to_string() };
+    conditions::upsert(&mut status.conditions, desired, rel.metadata.generation, now);
+}
+
+/// After promotion the previous version stays warm for the revert window, then scales to zero.
+async fn retire_previous(
+    ctx: &Context,
+    rel: &Release,
+    siblings: &[Release],
+    status: &ReleaseStatus,
+    now: Timestamp,
+) -> Result<Action, Error> {
+    let Some(ends) = status.revert_window_ends_at.as_ref().map(|t| t.0) else { return Ok(Action::await_change()) };
+    if now < ends {
+        return Ok(Action::requeue(
+            Duration::try_from(ends.duration_since(now)).unwrap_or_default() + Duration::from_secs(1),
+        ));
+    }
+    for old in siblings.iter().filter(|s| s.name_any() != rel.name_any()) {
+        let finished = old.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal);
+        if finished {
+            let deployments: Api<Deployment> =
+                Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+            let name = workload::deployment_name(&old.spec.app, &old.spec.version);
+            if deployments.get_opt(&name).await?.and_then(|d| d.spec.replicas).unwrap_or(0) > 0 {
+                apply_deployment(ctx, old, 0).await?;
+            }
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Server-side apply of a Release's full Deployment (a partial apply under the same field manager
+/// would drop the fields it leaves out).
+async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Deployment, Error> {
+    let d = workload::deployment(rel, replicas);
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let name = d.metadata.name.clone().unwrap_or_default();
+    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&d)).await?)
+}
+
+/// The Service `<app>` selecting `serving` (or every version while `both`), and for blue-green
+/// the preview Service `<app>-preview` selecting `rel`.
+async fn apply_services(ctx: &Context, rel: &Release, serving: &Release, both: bool) -> Result<(), Error> {
+    let Some(ports) = &rel.spec.service else { return Ok(()) };
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let selector = if both { workload::app_selector(&rel.spec.app) } else { workload::selector(serving) };
+    let main = workload::service(rel, &rel.spec.app, ports, selector);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&rel.spec.app, &params, &Patch::Apply(&main)).await?;
+    if rel.spec.strategy.type_ == StrategyType::BlueGreen {
+        let name = format!("{}-preview", rel.spec.app);
+        let preview = workload::service(rel, &name, ports, workload::selector(rel));
+        api.patch(&name, &params, &Patch::Apply(&preview)).await?;
+    }
+    Ok(())
+}
+
+fn deployment_ready(d: &Deployment, want: i32) -> bool {
+    let Some(s) = &d.status else { return false };
+    let observed = s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
+    observed && s.available_replicas.unwrap_or(0) >= want && s.updated_replicas.unwrap_or(0) >= want
+}
+
+/// Removes a one-shot annotation once acted upon.
+async fn consume(ctx: &Context, rel: &Release, key: &str) -> Result<(), Error> {
+    if rel.annotations().contains_key(key) {
+        let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+        let patch = json!({"metadata": {"annotations": {key: null}}});
+        api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
+    Ok(())
+}
