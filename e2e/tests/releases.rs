@@ -190,3 +190,38 @@ async fn blue_green_previews_the_candidate_then_switches_at_once() {
     // The previous version is kept warm (full size) for the revert window.
     assert_eq!(replicas(&client, &ns.name, "blog-1").await, Some(2));
 }
+
+fn with_test(mut r: Value, fail: bool) -> Value {
+    let annotations = if fail { json!({"e2e.phaseloop.dev/fail": "true"}) } else { json!({}) };
+    r["spec"]["tests"] = json!([{"name": "smoke", "retries": 1, "timeout": "1m",
+        "template": {"metadata": {"annotations": annotations},
+                     "spec": {"containers": [{"name": "smoke", "image": "curl"}]}}}]);
+    r
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn tests_pass_before_the_rollout_and_a_failing_test_leaves_the_stable_version_serving() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-tests").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&with_test(release(&ns.name, "shop", "1", 2, json!({})), false));
+    let r1 = wait_phase(&api, "shop-1", ReleasePhase::Live).await;
+    let status = r1.status.unwrap();
+    assert_eq!(status.tests[0].phase, "Succeeded");
+    assert!(status.phase_times.contains_key("Testing"));
+    let job: k8s_openapi::api::batch::v1::Job =
+        Api::namespaced(client.clone(), &ns.name).get("shop-1-test-smoke-1").await.unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+    let url = env.iter().find(|e| e.name == "PHASELOOP_CANDIDATE_URL").unwrap().value.clone().unwrap();
+    assert_eq!(url, format!("http://shop-preview.{}.svc:80", ns.name));
+
+    create(&with_test(release(&ns.name, "shop", "2", 2, json!({})), true));
+    let r2 = wait_phase(&api, "shop-2", ReleasePhase::Failed).await;
+    let status = r2.status.unwrap();
+    assert_eq!((status.tests[0].phase.as_str(), status.tests[0].attempts), ("Failed", 2), "one retry, then failed");
+    assert_eq!(replicas(&client, &ns.name, "shop-2").await, Some(0));
+    assert_eq!(replicas(&client, &ns.name, "shop-1").await, Some(2));
+    assert_eq!(service_selects(&client, &ns.name, "shop").await.as_deref(), Some("1"));
+    assert_eq!(api.get("shop-1").await.unwrap().status.unwrap().phase, Some(ReleasePhase::Live));
+}

@@ -154,13 +154,32 @@ async fn drive(
     now: &Time,
 ) -> Result<Action, Error> {
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    if !rel.spec.tests.is_empty() || rel.spec.test_environment.is_some() {
-        // Honest refusal rather than skipping the tests a user asked for.
-        let why = "tests and testEnvironment are not run by this operator version yet; nothing was deployed";
+    if rel.spec.test_environment.is_some() {
+        // Honest refusal rather than skipping the isolation a user asked for.
+        let why = "testEnvironment is not supported by this operator version yet; nothing was deployed";
         enter(status, ReleasePhase::Pending, now);
         status.message = Some(why.into());
         set(status, condition::DEGRADED, true, "Unsupported", why, rel, now);
         return Ok(Action::await_change());
+    }
+    let tested = conditions::is_true(&status.conditions, condition::TESTED);
+    if !rel.spec.tests.is_empty() && !tested && matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing) {
+        match run_tests(ctx, rel, status).await? {
+            None => {
+                enter(status, ReleasePhase::Testing, now);
+                set(status, condition::TESTED, false, "Running", "tests are running against the candidate", rel, now);
+                return Ok(Action::requeue(ROLLOUT_REQUEUE));
+            }
+            Some(Err(why)) => {
+                // The running version is never touched: only the candidate goes away.
+                apply_deployment(ctx, rel, 0).await?;
+                enter(status, ReleasePhase::Failed, now);
+                status.message = Some(why.clone());
+                set(status, condition::TESTED, false, "Failed", &why, rel, now);
+                return Ok(Action::await_change());
+            }
+            Some(Ok(())) => set(status, condition::TESTED, true, "Passed", "every test passed", rel, now),
+        }
     }
     if matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing | ReleasePhase::AwaitingApproval) {
         let promotion = env.and_then(|e| e.spec.promotion.as_ref());
@@ -331,6 +350,64 @@ async fn analyse(
         }
     }
     super::analysis::verdict(&analysis.metrics, &status.analysis)
+}
+
+/// Runs the tests against a one-replica candidate behind `<app>-preview`, one Job per attempt.
+/// `None` while running, then `Some(Ok)` or `Some(Err(why))`.
+async fn run_tests(
+    ctx: &Context,
+    rel: &Release,
+    status: &mut ReleaseStatus,
+) -> Result<Option<Result<(), String>>, Error> {
+    use super::testing::{self, Next};
+    let ns = rel.namespace().unwrap_or_default();
+    let candidate = apply_deployment(ctx, rel, 1).await?;
+    let mut host = String::new();
+    let port = rel.spec.service.as_ref().and_then(|s| s.ports.first()).map(|p| p.port);
+    if let Some(ports) = &rel.spec.service {
+        let name = format!("{}-preview", rel.spec.app);
+        let preview = workload::service(rel, &name, ports, workload::selector(rel));
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&preview)).await?;
+        host = format!("{name}.{ns}.svc");
+    }
+    if !deployment_ready(&candidate, 1) {
+        status.message = Some("waiting for the candidate to become ready for its tests".into());
+        return Ok(None);
+    }
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut running = false;
+    for test in &rel.spec.tests {
+        let attempt = status.tests.iter().find(|t| t.name == test.name).map(|t| t.attempts).unwrap_or(0);
+        let phase = match attempt {
+            0 => None,
+            n => jobs.get_opt(&testing::job_name(rel, test, n)).await?.map(|j| testing::job_phase(&j)),
+        };
+        let (attempt, phase, message) = match testing::next(test, attempt, phase) {
+            Next::Passed => (attempt, testing::SUCCEEDED, None),
+            Next::Failed => {
+                (attempt, testing::FAILED, Some(format!("test {} failed after {attempt} attempt(s)", test.name)))
+            }
+            Next::Run(n) => {
+                let name = testing::job_name(rel, test, n);
+                if jobs.get_opt(&name).await?.is_none() {
+                    let job = testing::job(rel, test, n, &host, port);
+                    jobs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
+                }
+                running = true;
+                (n, testing::RUNNING, None)
+            }
+        };
+        let result = testing::result(test, attempt, phase, &testing::job_name(rel, test, attempt.max(1)), message);
+        match status.tests.iter_mut().find(|t| t.name == test.name) {
+            Some(t) => *t = result,
+            None => status.tests.push(result),
+        }
+    }
+    if let Some(failed) = status.tests.iter().find(|t| t.phase == testing::FAILED) {
+        return Ok(Some(Err(failed.message.clone().unwrap_or_else(|| format!("test {} failed", failed.name)))));
+    }
+    Ok(if running { None } else { Some(Ok(())) })
 }
 
 fn set(
