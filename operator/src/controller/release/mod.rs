@@ -30,6 +30,9 @@ pub const APPROVED_BY: &str = "phaseloop.dev/approved-by";
 pub const PROMOTE: &str = "phaseloop.dev/promote";
 /// Annotation aborting a rollout (`kubectl phaseloop abort`).
 pub const ABORT: &str = "phaseloop.dev/abort";
+/// Annotation reverting a Live Release to the previous one within the revert window
+/// (`kubectl phaseloop revert`).
+pub const REVERT: &str = "phaseloop.dev/revert";
 
 /// Spec problems the API server cannot see: each message says what to change.
 pub fn validate(spec: &ReleaseSpec) -> Vec<String> {

@@ -16,7 +16,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::{
-    ABORT, APPROVED_BY, NAME, PROMOTE, desired_status, enter,
+    ABORT, APPROVED_BY, NAME, PROMOTE, REVERT, desired_status, enter,
     queue::{self, Entry, Role},
     rollout::{self, Decision, Verdict},
     split::split,
@@ -95,6 +95,9 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
             status.queue_position = Some(position);
             status.message = Some(format!("Queued: position {position} in the deploy queue of {}", rel.spec.app));
             Action::await_change()
+        }
+        Role::Stable if rel.annotations().contains_key(REVERT) => {
+            revert(&ctx, &rel, &siblings, total, &mut status, &now_t).await?
         }
         Role::Stable => {
             status.queue_position = None;
@@ -421,6 +424,47 @@ fn set(
 ) {
     let desired = conditions::Desired { type_, status: ok, reason: reason_, message: msg.to_string() };
     conditions::upsert(&mut status.conditions, desired, rel.metadata.generation, now);
+}
+
+/// Restores the previous version at once (it is still warm) within the revert window: the
+/// previous Release is Live again, this one `Reverted`.
+async fn revert(
+    ctx: &Context,
+    rel: &Release,
+    siblings: &[Release],
+    total: i32,
+    status: &mut ReleaseStatus,
+    now: &Time,
+) -> Result<Action, Error> {
+    let previous = status.stable_release.as_ref().and_then(|p| siblings.iter().find(|s| &s.name_any() == p));
+    let open = status.revert_window_ends_at.as_ref().is_some_and(|end| now.0 < end.0);
+    let Some(previous) = previous.filter(|_| open) else {
+        consume(ctx, rel, REVERT).await?;
+        let why = "revert refused: the revert window is closed or there is no previous Release";
+        crate::controller::publish(ctx, rel, kube::runtime::events::EventType::Warning, "RevertRefused", why.into())
+            .await;
+        return Ok(Action::await_change());
+    };
+    info!(release = %rel.name_any(), previous = %previous.name_any(), "reverting");
+    apply_deployment(ctx, previous, total).await?;
+    apply_services(ctx, previous, previous, false).await?;
+    apply_deployment(ctx, rel, 0).await?;
+    // The previous Release's status is this controller's too: it is Live again.
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let mut restored = previous.status.clone().unwrap_or_default();
+    enter(&mut restored, ReleasePhase::Live, now);
+    restored.phase = Some(ReleasePhase::Live);
+    restored.message = Some(format!("restored by the revert of {}", rel.name_any()));
+    restored.revert_window_ends_at = None;
+    restored.candidate_replicas = Some(total);
+    restored.replicas = Some(total);
+    write(&api, previous, ctx, restored).await?;
+    enter(status, ReleasePhase::Reverted, now);
+    status.message = Some(format!("reverted to {}", previous.name_any()));
+    status.revert_window_ends_at = None;
+    status.weight = Some(0);
+    status.candidate_replicas = Some(0);
+    Ok(Action::await_change())
 }
 
 /// After promotion the previous version stays warm for the revert window, then scales to zero.
