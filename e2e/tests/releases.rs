@@ -250,3 +250,44 @@ async fn a_revert_within_the_window_restores_the_previous_version_at_once() {
     // Measured, not asserted (timings belong to benchmarks): printed for the closing note.
     eprintln!("revert: previous version serving again {:.2}s after the request", took.as_secs_f64());
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn promotion_waits_for_the_version_to_soak_upstream_and_a_freeze_holds_rollouts() {
+    let client = client().await;
+    let staging = format!("stg-{}", unique_suffix());
+    let prod = format!("prd-{}", unique_suffix());
+    let _g1 = EnvironmentGuard::new(&client, &staging);
+    let _g2 = EnvironmentGuard::new(&client, &prod);
+    let env = |name: &str, spec: Value| json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment", "metadata": {"name": name}, "spec": spec});
+    create(&env(&staging, json!({"tier": "staging"})));
+    create(&env(&prod, json!({"tier": "production", "promotion": {"from": staging, "soak": "5s"}})));
+    let envs: Api<phaseloop::api::Environment> = Api::all(client.clone());
+    for name in [&staging, &prod] {
+        wait_for(&envs, name, WAIT, |e: Option<&phaseloop::api::Environment>| {
+            e.and_then(|e| e.status.as_ref()).is_some_and(|s| s.phase == Some(phaseloop::api::EnvironmentPhase::Ready))
+        })
+        .await
+        .unwrap();
+    }
+    let prod_api: Api<Release> = Api::namespaced(client.clone(), &prod);
+    let staging_api: Api<Release> = Api::namespaced(client.clone(), &staging);
+
+    create(&release(&prod, "shop", "1", 1, json!({})));
+    let r = wait_phase(&prod_api, "shop-1", ReleasePhase::AwaitingApproval).await;
+    assert!(r.status.unwrap().message.unwrap().contains(&format!("to be Live in {staging}")));
+    create(&release(&staging, "shop", "1", 1, json!({})));
+    wait_phase(&staging_api, "shop-1", ReleasePhase::Live).await;
+    let r = wait_phase(&prod_api, "shop-1", ReleasePhase::Live).await;
+    let times = r.status.unwrap().phase_times;
+    let live_staging = staging_api.get("shop-1").await.unwrap().status.unwrap().phase_times["Live"].0;
+    assert!(times["Live"].0.duration_since(live_staging).as_secs() >= 5, "promoted before the soak time");
+
+    // A freeze holds new rollouts.
+    let patch = json!({"spec": {"promotion": {"freeze": true}}});
+    envs.patch(&prod, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    create(&release(&prod, "shop", "2", 1, json!({})));
+    let r = wait_phase(&prod_api, "shop-2", ReleasePhase::AwaitingApproval).await;
+    assert!(r.status.unwrap().message.unwrap().contains("frozen"));
+}

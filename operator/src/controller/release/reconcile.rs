@@ -191,6 +191,15 @@ async fn drive(
             status.message = Some("the Environment is frozen: no new rollouts".into());
             return Ok(Action::await_change());
         }
+        if let Some(p) = promotion
+            && let Some(upstream) = &p.from
+            && let Some(wait) = promotion_wait(ctx, rel, upstream, p.soak.map(Into::into), now).await?
+        {
+            enter(status, ReleasePhase::AwaitingApproval, now);
+            set(status, condition::APPROVED, false, "PromotionPending", &wait.0, rel, now);
+            status.message = Some(wait.0);
+            return Ok(Action::requeue(wait.1));
+        }
         let required =
             rel.spec.approval.as_ref().is_some_and(|a| a.required) || promotion.is_some_and(|p| p.require_approval);
         match rel.annotations().get(APPROVED_BY) {
@@ -424,6 +433,50 @@ fn set(
 ) {
     let desired = conditions::Desired { type_, status: ok, reason: reason_, message: msg.to_string() };
     conditions::upsert(&mut status.conditions, desired, rel.metadata.generation, now);
+}
+
+/// What the promotion rule still waits for: the same app version Live in the upstream
+/// Environment for at least `soak`. `None` when the rule is met.
+async fn promotion_wait(
+    ctx: &Context,
+    rel: &Release,
+    upstream: &str,
+    soak: Option<Duration>,
+    now: &Time,
+) -> Result<Option<(String, Duration)>, Error> {
+    let envs: Api<Environment> = Api::all(ctx.client.clone());
+    let Some(env) = envs.get_opt(upstream).await? else {
+        return Ok(Some((
+            format!("promotion.from names Environment {upstream}, which does not exist"),
+            ROLLOUT_REQUEUE * 6,
+        )));
+    };
+    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace_of(&env));
+    let live_since = releases
+        .list(&ListParams::default().fields(&format!("spec.app={}", rel.spec.app)))
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.spec.version == rel.spec.version)
+        .filter_map(|r| {
+            r.status.filter(|s| s.phase == Some(ReleasePhase::Live)).and_then(|s| s.phase_times.get("Live").cloned())
+        })
+        .map(|t| t.0)
+        .min();
+    let what = format!("{} {}", rel.spec.app, rel.spec.version);
+    let Some(since) = live_since else {
+        return Ok(Some((format!("waiting for {what} to be Live in {upstream}"), ROLLOUT_REQUEUE * 3)));
+    };
+    let soak = soak.unwrap_or_default();
+    let live_for = Duration::try_from(now.0.duration_since(since)).unwrap_or_default();
+    if live_for < soak {
+        let left = soak - live_for;
+        return Ok(Some((
+            format!("{what} soaking in {upstream}: {}s left", left.as_secs()),
+            left + Duration::from_secs(1),
+        )));
+    }
+    Ok(None)
 }
 
 /// Restores the previous version at once (it is still warm) within the revert window: the
