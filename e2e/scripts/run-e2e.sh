@@ -31,6 +31,7 @@ if [ -n "$STARTED_CLUSTER" ]; then bash "$S/stop-cluster.sh" --purge >/dev/null;
 rm -f "$E2E_STATE/logs/e2e-tests.log"
 bash "$S/start-cluster.sh"
 eval "$("$S/env.sh")"
+export PATH="$REPO_ROOT/target/debug:$PATH" # kubectl finds the kubectl-phaseloop plugin here
 
 kubectl apply -f "$REPO_ROOT/crds/"
 # Right after creation a CRD has no conditions yet and `kubectl wait` errors out: retry.

@@ -114,9 +114,15 @@ async fn an_approval_gate_holds_until_approved() {
     wait_phase(&api, "api-7", ReleasePhase::AwaitingApproval).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(Api::<Deployment>::namespaced(client.clone(), &ns.name).get_opt("api-7").await.unwrap().is_none());
-    annotate(&api, "api-7", "phaseloop.dev/approved-by", "alice").await;
+    let out = kubectl(&["phaseloop", "status", "api-7", "-n", &ns.name]);
+    assert!(out.ok && out.stdout.contains("phase:    AwaitingApproval"), "{} {}", out.stdout, out.stderr);
+    // Approve through the kubectl plugin: it records who the API server says we are.
+    let out = kubectl(&["phaseloop", "approve", "api-7", "-n", &ns.name]);
+    assert!(out.ok, "{}", out.stderr);
     let r = wait_phase(&api, "api-7", ReleasePhase::Live).await;
-    assert_eq!(r.status.unwrap().approval.unwrap().approved_by, "alice");
+    assert_eq!(r.status.unwrap().approval.unwrap().approved_by, "phaseloop-e2e-admin");
+    let out = kubectl(&["phaseloop", "status", "api-7", "-n", &ns.name]);
+    assert!(out.stdout.contains("steps:    [#] 1/1"), "{}", out.stdout);
 }
 
 #[tokio::test]
@@ -239,7 +245,8 @@ async fn a_revert_within_the_window_restores_the_previous_version_at_once() {
     wait_phase(&api, "shop-1", ReleasePhase::Superseded).await;
 
     let started = std::time::Instant::now();
-    annotate(&api, "shop-2", "phaseloop.dev/revert", "e2e").await;
+    let out = kubectl(&["phaseloop", "revert", "shop-2", "-n", &ns.name]);
+    assert!(out.ok, "{}", out.stderr);
     wait_phase(&api, "shop-2", ReleasePhase::Reverted).await;
     let r1 = wait_phase(&api, "shop-1", ReleasePhase::Live).await;
     let took = started.elapsed();

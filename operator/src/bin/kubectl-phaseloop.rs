@@ -1,0 +1,184 @@
+//! `kubectl phaseloop`: the kubectl plugin for Releases and Environments. Installed on PATH as
+//! `kubectl-phaseloop`, kubectl runs it for `kubectl phaseloop ...`.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use phaseloop::{
+    api::{Environment, Release},
+    controller::release::{ABORT, APPROVED_BY, PROMOTE, REVERT, rollout},
+};
+
+#[derive(Parser)]
+#[command(name = "kubectl phaseloop", version, about = "Drive phaseloop Releases and Environments")]
+struct Cli {
+    /// Namespace of the Release (default: the kubeconfig's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a Release: phase, steps with a progress bar, weight, replicas, tests and analysis.
+    Status {
+        release: String,
+        /// Keep following changes.
+        #[arg(short, long)]
+        watch: bool,
+    },
+    /// Approve a Release waiting at its gate (records who approved).
+    Approve { release: String },
+    /// Go past the current pause of a rollout.
+    Promote { release: String },
+    /// Abort a rollout: all traffic returns to the stable version.
+    Abort { release: String },
+    /// Restore the previous version within the revert window.
+    Revert { release: String },
+    /// List Environments.
+    Envs,
+    /// Environment commands.
+    Env {
+        #[command(subcommand)]
+        command: EnvCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnvCommand {
+    /// Push an Environment's expiry later, e.g. `extend pr-42 2h`.
+    Extend { environment: String, duration: String },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let client = Client::try_default().await.context("no usable Kubernetes configuration")?;
+    let ns = cli.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
+    let releases: Api<Release> = Api::namespaced(client.clone(), &ns);
+    match cli.command {
+        Command::Status { release, watch } => {
+            print!("{}", render(&releases.get(&release).await?));
+            if watch {
+                let mut stream =
+                    watcher(releases, watcher::Config::default().fields(&format!("metadata.name={release}")))
+                        .applied_objects()
+                        .boxed();
+                while let Some(r) = stream.next().await {
+                    print!("\n{}", render(&r?));
+                }
+            }
+        }
+        Command::Approve { release } => {
+            let who = whoami(&client).await.unwrap_or_else(|_| "unknown".into());
+            annotate(&releases, &release, APPROVED_BY, &who).await?;
+            println!("release {release} approved by {who}");
+        }
+        Command::Promote { release } => {
+            annotate(&releases, &release, PROMOTE, "kubectl-phaseloop").await?;
+            println!("release {release} promoted past its current step");
+        }
+        Command::Abort { release } => {
+            annotate(&releases, &release, ABORT, "kubectl-phaseloop").await?;
+            println!("release {release} aborted");
+        }
+        Command::Revert { release } => {
+            annotate(&releases, &release, REVERT, "kubectl-phaseloop").await?;
+            println!("release {release}: revert requested");
+        }
+        Command::Envs => {
+            let envs: Api<Environment> = Api::all(client);
+            println!("{:<24} {:<12} {:<24} {:<13} {:<22} APPS", "NAME", "TIER", "NAMESPACE", "PHASE", "EXPIRES");
+            for e in envs.list(&Default::default()).await?.items {
+                let s = e.status.clone().unwrap_or_default();
+                let apps: Vec<String> = s.apps.iter().map(|a| format!("{}={}", a.app, a.version)).collect();
+                println!(
+                    "{:<24} {:<12} {:<24} {:<13} {:<22} {}",
+                    e.name_any(),
+                    e.spec.tier.as_str(),
+                    s.namespace.unwrap_or_default(),
+                    s.phase.map(|p| p.as_str()).unwrap_or("-"),
+                    s.expires_at.map(|t| t.0.to_string()).unwrap_or_else(|| "-".into()),
+                    apps.join(",")
+                );
+            }
+        }
+        Command::Env { command: EnvCommand::Extend { environment, duration } } => {
+            let by: kube::core::Duration =
+                duration.parse().map_err(|e| anyhow::anyhow!("bad duration {duration:?}: {e:?}"))?;
+            let envs: Api<Environment> = Api::all(client);
+            let env = envs.get(&environment).await?;
+            let Some(current) = env.status.and_then(|s| s.expires_at) else {
+                bail!("environment {environment} has no ttl, so nothing to extend");
+            };
+            let base = current.0.max(jiff::Timestamp::now());
+            let by = jiff::SignedDuration::try_from(std::time::Duration::from(by))?;
+            let until = base.checked_add(by)?;
+            let until = jiff::Timestamp::from_second(until.as_second())?;
+            let patch = serde_json::json!({"metadata": {"annotations": {phaseloop::controller::environment::EXTEND_ANNOTATION: until.to_string()}}});
+            envs.patch(&environment, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            println!("environment {environment} now expires at {until}");
+        }
+    }
+    Ok(())
+}
+
+async fn annotate(api: &Api<Release>, name: &str, key: &str, value: &str) -> anyhow::Result<()> {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.with_context(|| format!("release {name}"))?;
+    Ok(())
+}
+
+/// The user name the API server sees (SelfSubjectReview), recorded as the approver.
+async fn whoami(client: &Client) -> anyhow::Result<String> {
+    let api: Api<SelfSubjectReview> = Api::all(client.clone());
+    let review: SelfSubjectReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview", "metadata": {}
+    }))?;
+    let out = api.create(&PostParams::default(), &review).await?;
+    Ok(out.status.and_then(|s| s.user_info).and_then(|u| u.username).unwrap_or_else(|| "unknown".into()))
+}
+
+/// A Release as text: its phase, the steps with a progress bar, replicas, tests and analysis.
+fn render(r: &Release) -> String {
+    let s = r.status.clone().unwrap_or_default();
+    let plan = rollout::plan(&r.spec.strategy);
+    let step = s.current_step.unwrap_or(0).max(0) as usize;
+    let done = if s.phase.is_some_and(|p| p.as_str() == "Live") { plan.len() } else { step.min(plan.len()) };
+    let bar: String = (0..plan.len()).map(|i| if i < done { '#' } else { '.' }).collect();
+    let mut out = format!(
+        "Release {}: {} {}\n  phase:    {}{}\n  steps:    [{bar}] {done}/{}\n  weight:   {}%\n  replicas: {} candidate, {} stable\n",
+        r.name_any(),
+        r.spec.app,
+        r.spec.version,
+        s.phase.map(|p| p.as_str()).unwrap_or("-"),
+        s.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default(),
+        plan.len(),
+        s.weight.unwrap_or(0),
+        s.candidate_replicas.unwrap_or(0),
+        s.stable_replicas.unwrap_or(0),
+    );
+    for t in &s.tests {
+        out += &format!("  test {}: {} after {} attempt(s)\n", t.name, t.phase, t.attempts);
+    }
+    for a in &s.analysis {
+        out += &format!(
+            "  analysis {}: {} (value {}, {} ok / {} failed / {} inconclusive)\n",
+            a.name,
+            a.last_result.as_deref().unwrap_or("-"),
+            a.value.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+            a.successes,
+            a.failures,
+            a.inconclusive
+        );
+    }
+    out
+}
