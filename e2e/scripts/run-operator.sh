@@ -2,7 +2,7 @@
 # Starts the operator as a host process against the e2e cluster, in the background, and waits for
 # /readyz. Its PID goes to $E2E_STATE/pids/operator.pid (so stop-cluster.sh stops it too) and its
 # log to $E2E_STATE/logs/operator.log.
-#   run-operator.sh [start|stop]     (default: start)
+#   run-operator.sh [start|stop|crash]     (default: start; crash = SIGKILL, then start again)
 source "$(dirname "$0")/lib.sh"
 eval "$("$E2E_ROOT/scripts/env.sh")"
 PIDFILE=$E2E_STATE/pids/operator.pid
@@ -23,7 +23,12 @@ stop() {
 case "${1:-start}" in
 stop) stop; exit 0 ;;
 start) ;;
-*) die "usage: $0 [start|stop]" ;;
+crash)
+  # No graceful shutdown: what a node failure or an OOM kill does.
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then kill -KILL "$(cat "$PIDFILE")"; fi
+  rm -f "$PIDFILE"
+  ;;
+*) die "usage: $0 [start|stop|crash]" ;;
 esac
 
 stop

@@ -298,3 +298,40 @@ async fn promotion_waits_for_the_version_to_soak_upstream_and_a_freeze_holds_rol
     let r = wait_phase(&prod_api, "shop-2", ReleasePhase::AwaitingApproval).await;
     assert!(r.status.unwrap().message.unwrap().contains("frozen"));
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-crash").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&release(&ns.name, "mail", "1", 4, json!({})));
+    wait_phase(&api, "mail-1", ReleasePhase::Live).await;
+    let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 75}]}});
+    create(&release(&ns.name, "mail", "2", 4, canary));
+    wait_phase(&api, "mail-2", ReleasePhase::Paused).await;
+
+    let out = std::process::Command::new("bash")
+        .arg(repo_root().join("e2e/scripts/run-operator.sh"))
+        .arg("crash")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let before = api.get("mail-2").await.unwrap().status.unwrap();
+    assert_eq!((before.current_step, before.weight), (Some(1), Some(50)), "the restarted operator kept the step");
+
+    annotate(&api, "mail-2", "phaseloop.dev/promote", "e2e").await;
+    wait_phase(&api, "mail-2", ReleasePhase::Live).await;
+    // One Deployment per Release, nothing duplicated.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let names: Vec<String> = deployments
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|d| kube::ResourceExt::name_any(&d))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(replicas(&client, &ns.name, "mail-2").await, Some(4));
+}

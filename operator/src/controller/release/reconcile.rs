@@ -502,21 +502,22 @@ async fn revert(
     apply_deployment(ctx, previous, total).await?;
     apply_services(ctx, previous, previous, false).await?;
     apply_deployment(ctx, rel, 0).await?;
-    // The previous Release's status is this controller's too: it is Live again.
+    // This Release is written Reverted before the previous one is written Live: a reconcile of the
+    // previous one in between would otherwise see two Live Releases and supersede it again.
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-    let mut restored = previous.status.clone().unwrap_or_default();
-    enter(&mut restored, ReleasePhase::Live, now);
-    restored.phase = Some(ReleasePhase::Live);
-    restored.message = Some(format!("restored by the revert of {}", rel.name_any()));
-    restored.revert_window_ends_at = None;
-    restored.candidate_replicas = Some(total);
-    restored.replicas = Some(total);
-    write(&api, previous, ctx, restored).await?;
     enter(status, ReleasePhase::Reverted, now);
     status.message = Some(format!("reverted to {}", previous.name_any()));
     status.revert_window_ends_at = None;
     status.weight = Some(0);
     status.candidate_replicas = Some(0);
+    write(&api, rel, ctx, status.clone()).await?;
+    let mut restored = previous.status.clone().unwrap_or_default();
+    enter(&mut restored, ReleasePhase::Live, now);
+    restored.message = Some(format!("restored by the revert of {}", rel.name_any()));
+    restored.revert_window_ends_at = None;
+    restored.candidate_replicas = Some(total);
+    restored.replicas = Some(total);
+    write(&api, previous, ctx, restored).await?;
     Ok(Action::await_change())
 }
 
