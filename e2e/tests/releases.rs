@@ -335,3 +335,42 @@ async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart
     assert_eq!(names.len(), 2, "{names:?}");
     assert_eq!(replicas(&client, &ns.name, "mail-2").await, Some(4));
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn tests_run_in_an_ephemeral_branch_of_the_environment_which_is_deleted_afterwards() {
+    let client = client().await;
+    let name = format!("dev-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&client, &name);
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment", "metadata": {"name": name},
+        "spec": {"infrastructure": [{"name": "db", "objects": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-config"}, "data": {"DB": "x"}}]}]}}));
+    let envs: Api<phaseloop::api::Environment> = Api::all(client.clone());
+    wait_for(&envs, &name, WAIT, |e: Option<&phaseloop::api::Environment>| {
+        e.and_then(|e| e.status.as_ref()).is_some_and(|s| s.phase == Some(phaseloop::api::EnvironmentPhase::Ready))
+    })
+    .await
+    .unwrap();
+    let api: Api<Release> = Api::namespaced(client.clone(), &name);
+    let mut r = with_test(release(&name, "shop", "1", 1, json!({})), false);
+    r["spec"]["testEnvironment"] = json!({"ttl": "10m"});
+    create(&r);
+
+    // The branch exists while the tests run, with the parent's infrastructure and the candidate.
+    let test_env = format!("{name}-shop-1-test");
+    let branch = wait_for(&envs, &test_env, WAIT, |e: Option<&phaseloop::api::Environment>| {
+        e.and_then(|e| e.status.as_ref()).is_some_and(|s| s.phase == Some(phaseloop::api::EnvironmentPhase::Ready))
+    })
+    .await
+    .unwrap();
+    assert_eq!(branch.spec.from.as_deref(), Some(name.as_str()));
+    assert_eq!(branch.spec.tier, phaseloop::api::Tier::Test);
+
+    let r = wait_phase(&api, "shop-1", ReleasePhase::Live).await;
+    assert_eq!(r.status.unwrap().tests[0].phase, "Succeeded");
+    eventually("the test Environment to be gone", WAIT, || async {
+        envs.get_opt(&test_env).await.ok().flatten().is_none().then_some(())
+    })
+    .await
+    .unwrap();
+}

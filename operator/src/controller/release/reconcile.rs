@@ -157,17 +157,27 @@ async fn drive(
     now: &Time,
 ) -> Result<Action, Error> {
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    if rel.spec.test_environment.is_some() {
-        // Honest refusal rather than skipping the isolation a user asked for.
-        let why = "testEnvironment is not supported by this operator version yet; nothing was deployed";
-        enter(status, ReleasePhase::Pending, now);
-        status.message = Some(why.into());
-        set(status, condition::DEGRADED, true, "Unsupported", why, rel, now);
-        return Ok(Action::await_change());
-    }
     let tested = conditions::is_true(&status.conditions, condition::TESTED);
     if !rel.spec.tests.is_empty() && !tested && matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing) {
-        match run_tests(ctx, rel, status).await? {
+        let ns = match test_namespace(ctx, rel, env).await? {
+            Ok(Some(ns)) => ns,
+            Ok(None) => {
+                enter(status, ReleasePhase::Testing, now);
+                status.message = Some("waiting for the test Environment".into());
+                return Ok(Action::requeue(ROLLOUT_REQUEUE));
+            }
+            Err(why) => {
+                enter(status, ReleasePhase::Failed, now);
+                set(status, condition::TESTED, false, "NoTestEnvironment", &why, rel, now);
+                status.message = Some(why);
+                return Ok(Action::await_change());
+            }
+        };
+        let outcome = run_tests(ctx, rel, &ns, status).await?;
+        if outcome.is_some() {
+            drop_test_environment(ctx, rel).await?;
+        }
+        match outcome {
             None => {
                 enter(status, ReleasePhase::Testing, now);
                 set(status, condition::TESTED, false, "Running", "tests are running against the candidate", rel, now);
@@ -369,25 +379,31 @@ async fn analyse(
 async fn run_tests(
     ctx: &Context,
     rel: &Release,
+    ns: &str,
     status: &mut ReleaseStatus,
 ) -> Result<Option<Result<(), String>>, Error> {
     use super::testing::{self, Next};
-    let ns = rel.namespace().unwrap_or_default();
-    let candidate = apply_deployment(ctx, rel, 1).await?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut deployment = workload::deployment(rel, 1);
+    relocate(&mut deployment.metadata, rel, ns);
+    let candidate = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
+        .patch(&deployment.metadata.name.clone().unwrap_or_default(), &params, &Patch::Apply(&deployment))
+        .await?;
     let mut host = String::new();
     let port = rel.spec.service.as_ref().and_then(|s| s.ports.first()).map(|p| p.port);
     if let Some(ports) = &rel.spec.service {
         let name = format!("{}-preview", rel.spec.app);
-        let preview = workload::service(rel, &name, ports, workload::selector(rel));
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-        api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&preview)).await?;
+        let mut preview = workload::service(rel, &name, ports, workload::selector(rel));
+        relocate(&mut preview.metadata, rel, ns);
+        let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch(&name, &params, &Patch::Apply(&preview)).await?;
         host = format!("{name}.{ns}.svc");
     }
     if !deployment_ready(&candidate, 1) {
         status.message = Some("waiting for the candidate to become ready for its tests".into());
         return Ok(None);
     }
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), ns);
     let mut running = false;
     for test in &rel.spec.tests {
         let attempt = status.tests.iter().find(|t| t.name == test.name).map(|t| t.attempts).unwrap_or(0);
@@ -403,8 +419,9 @@ async fn run_tests(
             Next::Run(n) => {
                 let name = testing::job_name(rel, test, n);
                 if jobs.get_opt(&name).await?.is_none() {
-                    let job = testing::job(rel, test, n, &host, port);
-                    jobs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
+                    let mut job = testing::job(rel, test, n, &host, port);
+                    relocate(&mut job.metadata, rel, ns);
+                    jobs.patch(&name, &params, &Patch::Apply(&job)).await?;
                 }
                 running = true;
                 (n, testing::RUNNING, None)
@@ -420,6 +437,62 @@ async fn run_tests(
         return Ok(Some(Err(failed.message.clone().unwrap_or_else(|| format!("test {} failed", failed.name)))));
     }
     Ok(if running { None } else { Some(Ok(())) })
+}
+
+/// Moves an object built for the Release's namespace into `ns` (a test Environment): owner
+/// references cannot cross namespaces, so the test Environment's deletion cleans it up instead.
+fn relocate(meta: &mut kube::api::ObjectMeta, rel: &Release, ns: &str) {
+    if rel.namespace().as_deref() != Some(ns) {
+        meta.namespace = Some(ns.to_string());
+        meta.owner_references = None;
+    }
+}
+
+/// Name of a Release's ephemeral test Environment.
+fn test_environment_name(rel: &Release) -> String {
+    let mut name = format!("{}-{}-test", rel.namespace().unwrap_or_default(), rel.name_any());
+    name.truncate(63);
+    name.trim_end_matches('-').to_string()
+}
+
+/// Where the tests run: the Release's namespace, or the namespace of its ephemeral test
+/// Environment branched from this namespace's Environment. `Ok(None)` while it is provisioning.
+async fn test_namespace(
+    ctx: &Context,
+    rel: &Release,
+    parent: Option<&Environment>,
+) -> Result<Result<Option<String>, String>, Error> {
+    let ns = rel.namespace().unwrap_or_default();
+    let Some(te) = &rel.spec.test_environment else { return Ok(Ok(Some(ns))) };
+    let Some(parent) = parent else {
+        return Ok(Err(format!("testEnvironment branches from the Environment of namespace {ns}, and there is none")));
+    };
+    let name = test_environment_name(rel);
+    let envs: Api<Environment> = Api::all(ctx.client.clone());
+    let desired = json!({
+        "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
+        "metadata": {"name": name, "labels": {workload::RELEASE_LABEL: rel.name_any(), "phaseloop.dev/release-namespace": ns}},
+        "spec": {"tier": "test", "from": parent.name_any(), "ttl": te.ttl.to_string()},
+    });
+    let env = match envs.get_opt(&name).await? {
+        Some(env) => env,
+        None => envs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?,
+    };
+    let ready = env.status.as_ref().is_some_and(|s| s.phase == Some(crate::api::EnvironmentPhase::Ready));
+    Ok(Ok(ready.then(|| namespace_of(&env))))
+}
+
+/// Deletes the ephemeral test Environment once the tests are over.
+async fn drop_test_environment(ctx: &Context, rel: &Release) -> Result<(), Error> {
+    if rel.spec.test_environment.is_some() {
+        let envs: Api<Environment> = Api::all(ctx.client.clone());
+        match envs.delete(&test_environment_name(rel), &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn set(
