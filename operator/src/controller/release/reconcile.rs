@@ -30,6 +30,8 @@ use crate::{
     },
 };
 
+/// Finished Releases per app whose Deployments are kept (scaled to zero).
+const HISTORY_LIMIT: usize = 3;
 /// While a rollout is in flight, look again at least this often (Deployment watches usually come first).
 const ROLLOUT_REQUEUE: Duration = Duration::from_secs(5);
 
@@ -240,12 +242,19 @@ async fn drive(
     let weight = rollout::weight_at(&plan, step);
     let blue_green = rel.spec.strategy.type_ == StrategyType::BlueGreen;
     // Blue-green brings the candidate up fully before any traffic; the others split by weight.
-    let (candidate, stable_replicas) = match stable {
+    let rolling = rel.spec.strategy.type_ == StrategyType::Rolling;
+    let (candidate, mut stable_replicas) = match stable {
         None => (total, 0),
         Some(_) if blue_green => (total, total),
         Some(_) => split(total, weight),
     };
     let live = apply_deployment(ctx, rel, candidate).await?;
+    if rolling && stable.is_some() {
+        // A rolling update: the previous version gives up one replica per candidate replica that is
+        // available, so capacity never drops below the total.
+        let available = live.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+        stable_replicas = (total - available).max(0);
+    }
     if let Some(s) = stable {
         apply_deployment(ctx, s, stable_replicas).await?;
     }
@@ -283,6 +292,15 @@ async fn drive(
     Ok(match rollout::decide(&plan, &observed) {
         Decision::Hold { wait, .. } => {
             enter(status, ReleasePhase::Progressing, now);
+            set(
+                status,
+                condition::PROGRESSING,
+                true,
+                "RollingOut",
+                &format!("step {}/{}", step + 1, plan.len()),
+                rel,
+                now,
+            );
             status.message = Some(format!("step {}/{}: weight {weight}%", step + 1, plan.len()));
             let analysis = rel.spec.strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
             let wait = wait.map(|w| w + Duration::from_secs(1)).unwrap_or(ROLLOUT_REQUEUE);
@@ -290,6 +308,7 @@ async fn drive(
         }
         Decision::Pause { reason, .. } => {
             enter(status, ReleasePhase::Paused, now);
+            set(status, condition::PROGRESSING, true, "Paused", &reason, rel, now);
             status.message = Some(reason);
             Action::await_change()
         }
@@ -312,6 +331,7 @@ async fn drive(
             status.revert_window_ends_at =
                 stable.map(|_| Time(now.0 + jiff::SignedDuration::try_from(window).unwrap_or_default()));
             set(status, condition::AVAILABLE, true, "Live", "the app serves from this Release", rel, now);
+            set(status, condition::PROGRESSING, false, "Complete", "the rollout is complete", rel, now);
             Action::requeue(Duration::from_millis(100))
         }
         Decision::Abort(why) if rel.spec.strategy.auto_rollback || stable.is_none() => {
@@ -326,6 +346,7 @@ async fn drive(
             status.message = Some(why.clone());
             status.weight = Some(0);
             set(status, condition::DEGRADED, true, "RolledBack", &why, rel, now);
+            set(status, condition::PROGRESSING, false, "RolledBack", &why, rel, now);
             Action::await_change()
         }
         Decision::Abort(why) => {
@@ -608,15 +629,27 @@ async fn retire_previous(
             Duration::try_from(ends.duration_since(now)).unwrap_or_default() + Duration::from_secs(1),
         ));
     }
-    for old in siblings.iter().filter(|s| s.name_any() != rel.name_any()) {
-        let finished = old.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal);
-        if finished {
-            let deployments: Api<Deployment> =
-                Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-            let name = workload::deployment_name(&old.spec.app, &old.spec.version);
-            if deployments.get_opt(&name).await?.and_then(|d| d.spec.replicas).unwrap_or(0) > 0 {
-                apply_deployment(ctx, old, 0).await?;
-            }
+    // Finished Releases, newest first: the Deployments of those beyond the history limit go away
+    // (the Releases stay as the record), the others are kept at zero for a quick re-release.
+    let mut finished: Vec<&Release> = siblings
+        .iter()
+        .filter(|s| s.name_any() != rel.name_any())
+        .filter(|s| s.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal))
+        .collect();
+    finished.sort_by_key(|s| std::cmp::Reverse(s.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second())));
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    for old in finished.iter().skip(HISTORY_LIMIT) {
+        let name = workload::deployment_name(&old.spec.app, &old.spec.version);
+        match deployments.delete(&name, &Default::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for old in finished.iter().take(HISTORY_LIMIT) {
+        let name = workload::deployment_name(&old.spec.app, &old.spec.version);
+        if deployments.get_opt(&name).await?.and_then(|d| d.spec.replicas).unwrap_or(0) > 0 {
+            apply_deployment(ctx, old, 0).await?;
         }
     }
     Ok(Action::await_change())
