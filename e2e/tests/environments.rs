@@ -182,9 +182,36 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
         json!({"tier": "staging", "quota": {"pods": 50}, "infrastructure": [database_component()]}),
     ));
     wait_phase(&envs, &parent, EnvironmentPhase::Ready).await;
+    // A live app version in the parent, which the branch gets too.
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": "shop-3", "namespace": parent},
+        "spec": {"app": "shop", "version": "3", "template": {"spec": {"containers": [{"name": "app", "image": "shop:3"}]}}}}));
+    let releases: Api<phaseloop::api::Release> = Api::namespaced(client.clone(), &parent);
+    wait_for(&releases, "shop-3", WAIT, |r: Option<&phaseloop::api::Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phaseloop::api::ReleasePhase::Live))
+    })
+    .await
+    .unwrap();
     create(&environment(&branch, json!({"tier": "preview", "from": parent, "ttl": "1h"})));
     let env = wait_phase(&envs, &branch, EnvironmentPhase::Ready).await;
     assert_eq!(env.status.unwrap().branch.unwrap().parent, parent);
+    let branch_releases: Api<phaseloop::api::Release> = Api::namespaced(client.clone(), &branch);
+    wait_for(&branch_releases, "shop-3", WAIT, |r: Option<&phaseloop::api::Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phaseloop::api::ReleasePhase::Live))
+    })
+    .await
+    .unwrap();
+    // Both Environments report the live version.
+    for name in [&parent, &branch] {
+        let poke = json!({"metadata": {"annotations": {"e2e/poke": "apps"}}});
+        envs.patch(name, &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+        wait_for(&envs, name, WAIT, |e: Option<&Environment>| {
+            e.and_then(|e| e.status.as_ref())
+                .is_some_and(|s| s.apps.iter().any(|a| a.app == "shop" && a.version == "3"))
+        })
+        .await
+        .unwrap();
+    }
     let db: Deployment = Api::namespaced(client.clone(), &branch).get("postgres").await.unwrap();
     assert_eq!(db.labels()["phaseloop.dev/environment"], branch);
     let quota: ResourceQuota = Api::namespaced(client.clone(), &branch).get("phaseloop-quota").await.unwrap();

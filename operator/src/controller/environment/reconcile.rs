@@ -178,6 +178,10 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     let seed = seed(&ctx, &env, &ns, &spec, &base, infra_ready).await?;
 
     apply_sleep(&ctx, &env, &ns, decision, &mut base, now).await?;
+    if let Some(parent) = env.spec.from.as_deref() {
+        branch_live_releases(&ctx, &api, parent, &ns).await?;
+    }
+    base.apps = live_apps(&ctx, &ns).await?;
     let obs = Observation { blocked: None, components, refused, seed, sleeping };
     let status = desired_status(&env, base, &obs, &now_t);
     let ready = status.phase == Some(EnvironmentPhase::Ready) || status.phase == Some(EnvironmentPhase::Sleeping);
@@ -491,6 +495,56 @@ async fn last_activity(
         }
     }
     Ok(latest)
+}
+
+/// The app versions Live in `ns`, from its Releases.
+async fn live_apps(ctx: &Context, ns: &str) -> Result<Vec<crate::api::LiveApp>, Error> {
+    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
+    let mut apps: Vec<crate::api::LiveApp> = releases
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::ReleasePhase::Live))
+        .map(|r| crate::api::LiveApp {
+            app: r.spec.app.clone(),
+            version: r.spec.version.clone(),
+            release: r.name_any(),
+        })
+        .collect();
+    apps.sort_by(|a, b| a.app.cmp(&b.app));
+    apps.dedup_by(|a, b| a.app == b.app);
+    Ok(apps)
+}
+
+/// Branching: the parent's Live app versions are deployed into the branch, once per app (a branch
+/// that already has a Release of an app keeps it; later parent changes are not followed).
+async fn branch_live_releases(ctx: &Context, envs: &Api<Environment>, parent: &str, ns: &str) -> Result<(), Error> {
+    let Some(parent) = envs.get_opt(parent).await? else { return Ok(()) };
+    let from: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace_of(&parent));
+    let to: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
+    let existing: Vec<String> = to.list(&ListParams::default()).await?.items.into_iter().map(|r| r.spec.app).collect();
+    for live in from.list(&ListParams::default()).await?.items {
+        let is_live = live.status.as_ref().and_then(|s| s.phase) == Some(crate::api::ReleasePhase::Live);
+        if !is_live || existing.contains(&live.spec.app) {
+            continue;
+        }
+        // The same version, template and Service; rolled out plainly (it was tested upstream).
+        let mut spec = live.spec.clone();
+        spec.tests.clear();
+        spec.test_environment = None;
+        spec.approval = None;
+        spec.strategy = Default::default();
+        let copy = json!({
+            "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": live.name_any(), "namespace": ns,
+                         "labels": {"phaseloop.dev/branched-from": namespace_of(&parent)}},
+            "spec": spec,
+        });
+        info!(release = %live.name_any(), namespace = %ns, "deploying the parent's live version into the branch");
+        to.patch(&live.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&copy)).await?;
+    }
+    Ok(())
 }
 
 /// Scales the app workloads (phaseloop-managed Deployments that are not infrastructure) to zero
