@@ -6,9 +6,6 @@
 
 use thiserror::Error;
 
-/// Placeholders a query may use.
-pub const PLACEHOLDERS: [&str; 4] = ["app", "version", "namespace", "stableVersion"];
-
 /// Values substituted into a query.
 #[derive(Clone, Debug, Default)]
 pub struct Vars<'a> {

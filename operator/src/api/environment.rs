@@ -313,8 +313,6 @@ pub enum EnvironmentPhase {
 }
 
 impl EnvironmentPhase {
-    pub const ALL: [EnvironmentPhase; 6] =
-        [Self::Provisioning, Self::Ready, Self::Sleeping, Self::Expiring, Self::Terminating, Self::Failed];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Provisioning => "Provisioning",

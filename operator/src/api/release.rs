@@ -556,18 +556,6 @@ pub enum ReleasePhase {
 }
 
 impl ReleasePhase {
-    pub const ALL: [ReleasePhase; 10] = [
-        Self::Pending,
-        Self::Testing,
-        Self::AwaitingApproval,
-        Self::Progressing,
-        Self::Paused,
-        Self::Live,
-        Self::Superseded,
-        Self::Reverted,
-        Self::RolledBack,
-        Self::Failed,
-    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "Pending",

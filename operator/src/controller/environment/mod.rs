@@ -52,6 +52,22 @@ pub fn expires_at(env: &Environment) -> Option<Time> {
     Some(Time(extended.filter(|e| *e > base).unwrap_or(base)))
 }
 
+/// The app versions Live among `releases` (one per app), for `status.apps`.
+pub fn live_apps(releases: &[crate::api::Release]) -> Vec<crate::api::LiveApp> {
+    let mut apps: Vec<crate::api::LiveApp> = releases
+        .iter()
+        .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::ReleasePhase::Live))
+        .map(|r| crate::api::LiveApp {
+            app: r.spec.app.clone(),
+            version: r.spec.version.clone(),
+            release: r.name_any(),
+        })
+        .collect();
+    apps.sort_by(|a, b| a.app.cmp(&b.app));
+    apps.dedup_by(|a, b| a.app == b.app);
+    apps
+}
+
 /// Progress of the seed Job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SeedState {
@@ -311,6 +327,23 @@ mod tests {
         assert_eq!(expires_at(&e), Some(Time("2026-11-26T14:00:00Z".parse().unwrap())), "never shortened");
         e.spec.ttl = None;
         assert_eq!(expires_at(&e), None);
+    }
+
+    #[test]
+    fn live_apps_lists_one_live_version_per_app() {
+        let rel = |name: &str, app: &str, phase: crate::api::ReleasePhase| {
+            let spec: crate::api::ReleaseSpec = serde_json::from_value(serde_json::json!({
+                "app": app, "version": name, "template": {"spec": {"containers": [{"name": "a", "image": "a"}]}}
+            }))
+            .unwrap();
+            let mut r = crate::api::Release::new(name, spec);
+            r.status = Some(crate::api::ReleaseStatus { phase: Some(phase), ..Default::default() });
+            r
+        };
+        use crate::api::ReleasePhase::*;
+        let apps = live_apps(&[rel("2", "shop", Live), rel("1", "shop", Superseded), rel("9", "cart", Progressing)]);
+        assert_eq!(apps.len(), 1);
+        assert_eq!((apps[0].app.as_str(), apps[0].version.as_str(), apps[0].release.as_str()), ("shop", "2", "2"));
     }
 
     #[test]

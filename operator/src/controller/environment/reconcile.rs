@@ -155,7 +155,9 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     apply_or_delete::<NetworkPolicy>(&ctx, &ns, desired::NETWORK_POLICY_NAME, isolation).await?;
 
     // Sleep: decided before the infrastructure, which is applied at zero replicas while asleep.
-    let last_activity = last_activity(&ctx, &env, &ns, &base).await?;
+    // One list of the namespace's Releases serves both the sleep clock and `status.apps`.
+    let releases = Api::<Release>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let last_activity = last_activity(&env, &releases, &base);
     let wake_requested = env.annotations().contains_key(annotation::WAKE);
     let decision = sleep::decide(
         env.spec.sleep_after.map(Into::into),
@@ -181,7 +183,7 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
     if let Some(parent) = env.spec.from.as_deref() {
         branch_live_releases(&ctx, &api, parent, &ns).await?;
     }
-    base.apps = live_apps(&ctx, &ns).await?;
+    base.apps = super::live_apps(&releases);
     let obs = Observation { blocked: None, components, refused, seed, sleeping };
     let status = desired_status(&env, base, &obs, &now_t);
     let ready = status.phase == Some(EnvironmentPhase::Ready) || status.phase == Some(EnvironmentPhase::Sleeping);
@@ -476,45 +478,10 @@ async fn seed(
 
 /// Last Release activity in the namespace: the Environment's creation, the newest Release's
 /// creation, or the last wake, whichever is latest.
-async fn last_activity(
-    ctx: &Context,
-    env: &Environment,
-    ns: &str,
-    status: &EnvironmentStatus,
-) -> Result<Timestamp, Error> {
-    let mut latest = env.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(now);
-    if let Some(t) = &status.last_activity {
-        latest = latest.max(t.0);
-    }
-    if env.spec.sleep_after.is_some() || status.slept_at.is_some() {
-        let releases: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
-        for r in releases.list_metadata(&ListParams::default()).await?.items {
-            if let Some(t) = r.metadata.creation_timestamp {
-                latest = latest.max(t.0);
-            }
-        }
-    }
-    Ok(latest)
-}
-
-/// The app versions Live in `ns`, from its Releases.
-async fn live_apps(ctx: &Context, ns: &str) -> Result<Vec<crate::api::LiveApp>, Error> {
-    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
-    let mut apps: Vec<crate::api::LiveApp> = releases
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::ReleasePhase::Live))
-        .map(|r| crate::api::LiveApp {
-            app: r.spec.app.clone(),
-            version: r.spec.version.clone(),
-            release: r.name_any(),
-        })
-        .collect();
-    apps.sort_by(|a, b| a.app.cmp(&b.app));
-    apps.dedup_by(|a, b| a.app == b.app);
-    Ok(apps)
+fn last_activity(env: &Environment, releases: &[Release], status: &EnvironmentStatus) -> Timestamp {
+    let created = env.metadata.creation_timestamp.as_ref().map(|t| t.0).unwrap_or_else(now);
+    let release_times = releases.iter().filter_map(|r| r.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    status.last_activity.iter().map(|t| t.0).chain(release_times).fold(created, Timestamp::max)
 }
 
 /// Branching: the parent's Live app versions are deployed into the branch, once per app (a branch

@@ -135,7 +135,11 @@ fn entry(r: &Release) -> Entry {
 }
 
 async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, Error> {
+    // An Environment's namespace defaults to its name: one GET in the common case, a LIST otherwise.
     let envs: Api<Environment> = Api::all(ctx.client.clone());
+    if let Some(env) = envs.get_opt(ns).await?.filter(|e| namespace_of(e) == ns) {
+        return Ok(Some(env));
+    }
     Ok(envs.list(&ListParams::default()).await?.items.into_iter().find(|e| namespace_of(e) == ns))
 }
 
