@@ -73,3 +73,23 @@ running() {
   fi
   echo "$pid"
 }
+
+# stop_component NAME: SIGTERM to the recorded process, SIGKILL after E2E_STOP_GRACE seconds
+# (default 10; only etcd holds data, and it stops last), then forget its pid file.
+stop_component() {
+  local name=$1 grace=${E2E_STOP_GRACE:-10} pid t
+  if pid=$(running "$name"); then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((t = 0; t < grace * 10; t++)); do
+      running "$name" >/dev/null || break
+      sleep 0.1
+    done
+    if running "$name" >/dev/null; then
+      log "$name: still alive after ${grace}s, SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.2
+    fi
+    log "$name: stopped (pid $pid)"
+  fi
+  rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe"
+}

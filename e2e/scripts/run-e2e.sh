@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end suite: builds what is missing, starts the local control plane (unless one is
 # already running), installs the CRDs, runs the operator as a host process and the e2e tests
-# against it, then stops what it started.
+# against it, then stops what it started. E2E_TEST=<binary> runs one test binary (e.g. operate);
+# arguments after the script name are passed to the test harness (a name filter, --nocapture).
 source "$(dirname "$0")/lib.sh"
 S=$E2E_ROOT/scripts
 T0=$(date +%s)
@@ -43,7 +44,7 @@ done
 bash "$S/run-operator.sh" start
 
 set +e
-cargo test -p phaseloop-e2e --no-fail-fast --test '*' -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
+cargo test -p phaseloop-e2e --no-fail-fast --test "${E2E_TEST:-*}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
   tee "$E2E_STATE/logs/e2e-tests.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -12,7 +12,6 @@ case "${1:-}" in
   --purge) PURGE=true ;;
   *) die "usage: $0 [--purge]" ;;
 esac
-GRACE=${E2E_STOP_GRACE:-10} # seconds before SIGKILL (only etcd holds data, and it stops last)
 
 if [ -d "$E2E_STATE/pids" ]; then
   # First whatever else recorded a pid file there (the operator of run-operator.sh), as it talks
@@ -24,22 +23,7 @@ if [ -d "$E2E_STATE/pids" ]; then
     [[ " ${E2E_COMPONENTS[*]} " == *" $n "* ]] || names+=("$n")
   done
   for ((i = ${#E2E_COMPONENTS[@]} - 1; i >= 0; i--)); do names+=("${E2E_COMPONENTS[i]}"); done
-  for name in "${names[@]}"; do
-    if pid=$(running "$name"); then
-      kill -TERM "$pid" 2>/dev/null || true
-      for ((t = 0; t < GRACE * 10; t++)); do
-        running "$name" >/dev/null || break
-        sleep 0.1
-      done
-      if running "$name" >/dev/null; then
-        log "$name: still alive after ${GRACE}s, SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-      fi
-      log "$name: stopped (pid $pid)"
-    fi
-    rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe"
-  done
+  for name in "${names[@]}"; do stop_component "$name"; done
 fi
 
 if $PURGE; then

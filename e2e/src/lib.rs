@@ -223,3 +223,52 @@ pub async fn objects_labelled(client: &Client, selector: &str) -> Vec<String> {
 pub fn pushgateway_url() -> String {
     std::env::var("PUSHGATEWAY_URL").unwrap_or_else(|_| "http://127.0.0.1:19091".into())
 }
+
+/// An app's load as Prometheus sees it: the gauge `e2e_load{namespace, app}` pushed to the
+/// pushgateway (which Prometheus scrapes with `honor_labels`).
+pub struct Load {
+    pub namespace: String,
+    pub app: String,
+}
+
+impl Load {
+    pub fn new(namespace: &str, app: &str) -> Self {
+        Load { namespace: namespace.to_string(), app: app.to_string() }
+    }
+
+    /// The PromQL an autoscaler uses to read this load.
+    pub const QUERY: &'static str = "sum(e2e_load{namespace=\"{{namespace}}\",app=\"{{app}}\"})";
+
+    fn url(&self) -> String {
+        format!("{}/metrics/job/e2e-load/namespace/{}/app/{}", pushgateway_url(), self.namespace, self.app)
+    }
+
+    fn series(&self) -> String {
+        format!("e2e_load{{namespace=\"{}\",app=\"{}\"}}", self.namespace, self.app)
+    }
+
+    /// Pushes `value` and waits until a Prometheus query returns it; returns when it did.
+    pub async fn set(&self, value: f64) -> tokio::time::Instant {
+        let body = format!("e2e_load {value}\n");
+        reqwest::Client::new().put(self.url()).body(body).send().await.unwrap().error_for_status().unwrap();
+        let series = self.series();
+        eventually(&format!("{series} = {value} in Prometheus"), Duration::from_secs(60), || async {
+            let result = prom_query(&series).await.ok()?;
+            let seen = result.first()?["value"][1].as_str()?.parse::<f64>().ok()?;
+            (seen == value).then(tokio::time::Instant::now)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Deletes the series from the pushgateway and waits until Prometheus no longer returns it.
+    pub async fn clear(&self) {
+        reqwest::Client::new().delete(self.url()).send().await.unwrap().error_for_status().unwrap();
+        let series = self.series();
+        eventually(&format!("{series} gone from Prometheus"), Duration::from_secs(60), || async {
+            prom_query(&series).await.ok()?.is_empty().then_some(())
+        })
+        .await
+        .unwrap()
+    }
+}

@@ -7,4 +7,5 @@ pub mod controller;
 pub mod metrics;
 pub mod prometheus;
 pub mod promql;
+pub mod scaling;
 pub mod server;

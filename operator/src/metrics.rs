@@ -1,17 +1,26 @@
 //! The operator's Prometheus metrics, on its own Registry (not the process-global default one), so
-//! `/metrics` shows exactly what phaseloop defines. Labels are bounded: controller names and error
-//! reasons only; no object, pod or request labels.
+//! `/metrics` shows exactly what phaseloop defines. Labels are bounded: controller names, error
+//! reasons, and the namespace and app of a Release (one series set per app, not per version, pod or
+//! request).
 
 use std::time::Duration;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub struct Metrics {
     registry: Registry,
     reconcile_duration: HistogramVec,
     reconciles: IntCounterVec,
     reconcile_errors: IntCounterVec,
+    scaling_observed: GaugeVec,
+    scaling_desired: IntGaugeVec,
+    scaling_events: IntCounterVec,
 }
+
+/// Labels of per-app series.
+const APP: &[&str] = &["namespace", "app"];
 
 impl Metrics {
     pub fn new() -> Self {
@@ -29,14 +38,50 @@ impl Metrics {
             &["controller", "reason"],
         )
         .expect("valid metric");
+        let scaling_observed =
+            GaugeVec::new(Opts::new("scaling_observed_value", "Last load read by the autoscaler of an app."), APP)
+                .expect("valid metric");
+        let scaling_desired = IntGaugeVec::new(
+            Opts::new("scaling_desired_replicas", "Total replicas the autoscaler wants for an app."),
+            APP,
+        )
+        .expect("valid metric");
+        let scaling_events = IntCounterVec::new(
+            Opts::new("scaling_events_total", "Changes of an app's total replicas by the autoscaler."),
+            &["namespace", "app", "direction"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(reconcile_duration.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconciles.clone()),
             Box::new(reconcile_errors.clone()),
+            Box::new(scaling_observed.clone()),
+            Box::new(scaling_desired.clone()),
+            Box::new(scaling_events.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
-        Metrics { registry, reconcile_duration, reconciles, reconcile_errors }
+        Metrics {
+            registry,
+            reconcile_duration,
+            reconciles,
+            reconcile_errors,
+            scaling_observed,
+            scaling_desired,
+            scaling_events,
+        }
+    }
+
+    /// Records one autoscaler decision for an app: its reading (if any), its total, and the change.
+    pub fn observe_scaling(&self, namespace: &str, app: &str, observed: Option<f64>, from: i32, to: i32) {
+        if let Some(v) = observed {
+            self.scaling_observed.with_label_values(&[namespace, app]).set(v);
+        }
+        self.scaling_desired.with_label_values(&[namespace, app]).set(to.into());
+        if to != from {
+            let direction = if to > from { "up" } else { "down" };
+            self.scaling_events.with_label_values(&[namespace, app, direction]).inc();
+        }
     }
 
     /// Records one reconcile of `controller`; `error` is the error reason when it failed.
@@ -75,5 +120,18 @@ mod tests {
         assert!(text.contains("phaseloop_reconciles_total{controller=\"release\"} 2"), "{text}");
         assert!(text.contains("phaseloop_reconcile_errors_total{controller=\"release\",reason=\"conflict\"} 1"));
         assert!(text.contains("phaseloop_reconcile_duration_seconds_count{controller=\"release\"} 2"));
+    }
+
+    #[test]
+    fn scaling_decisions_set_gauges_and_count_changes_by_direction() {
+        let m = Metrics::new();
+        m.observe_scaling("shop", "web", Some(420.0), 2, 5);
+        m.observe_scaling("shop", "web", None, 5, 5);
+        m.observe_scaling("shop", "web", Some(10.0), 5, 1);
+        let text = m.render();
+        assert!(text.contains("phaseloop_scaling_observed_value{app=\"web\",namespace=\"shop\"} 10"), "{text}");
+        assert!(text.contains("phaseloop_scaling_desired_replicas{app=\"web\",namespace=\"shop\"} 1"));
+        assert!(text.contains("phaseloop_scaling_events_total{app=\"web\",direction=\"up\",namespace=\"shop\"} 1"));
+        assert!(text.contains("phaseloop_scaling_events_total{app=\"web\",direction=\"down\",namespace=\"shop\"} 1"));
     }
 }

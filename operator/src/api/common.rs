@@ -77,6 +77,11 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// Release: the app serves from this Release.
     pub const AVAILABLE: &str = "Available";
+    /// Release: the autoscaler reads its load and owns the replica count (False: the read fails,
+    /// another autoscaler targets the app, or the Environment sleeps; the reason says which).
+    pub const SCALING_ACTIVE: &str = "ScalingActive";
+    /// Release: the autoscaler wants more or fewer replicas than its bounds or rate limits allow.
+    pub const SCALING_LIMITED: &str = "ScalingLimited";
 }
 
 /// Condition reasons shared by both kinds.

@@ -638,4 +638,33 @@ pub struct ScalingStatus {
     /// Consecutive failed queries.
     #[serde(default)]
     pub consecutive_failures: i32,
+    /// When the load was last read (successfully or not): the next decision is due `interval` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_at: Option<Time>,
+    /// Recent raw recommendations, kept as long as the longest stabilization window: the
+    /// autoscaler's memory lives in status, so a restarted operator decides exactly as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub recommendations: Vec<ScalingRecommendation>,
+    /// Recent changes of the replica count, kept as long as the longest rate-limit period.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub scale_events: Vec<ScaleEvent>,
+}
+
+/// One raw recommendation of the autoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRecommendation {
+    pub time: Time,
+    pub replicas: i32,
+}
+
+/// One change of the replica count made by the autoscaler.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleEvent {
+    pub time: Time,
+    pub from: i32,
+    pub to: i32,
 }

@@ -15,12 +15,14 @@ use std::{
 };
 
 use futures::StreamExt;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{
     Client, Resource,
     runtime::{
         Controller,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::{self, store::Writer},
     },
 };
 use serde::de::DeserializeOwned;
@@ -54,6 +56,12 @@ pub struct Context {
     pub config: Config,
     /// Cancelled on SIGTERM: controllers finish the reconciles in flight and stop.
     pub shutdown: CancellationToken,
+    /// Every HorizontalPodAutoscaler, to find one targeting a phaseloop Deployment (a conflict
+    /// phaseloop reports instead of fighting it).
+    pub autoscalers: reflector::Store<HorizontalPodAutoscaler>,
+    /// Status writes the watch caches may not have delivered yet.
+    pub written: status::Written,
+    autoscalers_writer: std::sync::Mutex<Option<Writer<HorizontalPodAutoscaler>>>,
 }
 
 impl Context {
@@ -63,7 +71,15 @@ impl Context {
             instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        Context { client, recorder, metrics, config, shutdown }
+        let (autoscalers, writer) = reflector::store();
+        let autoscalers_writer = std::sync::Mutex::new(Some(writer));
+        let written = status::Written::default();
+        Context { client, recorder, metrics, config, shutdown, autoscalers, autoscalers_writer, written }
+    }
+
+    /// The writer of [`Context::autoscalers`], for the one watch that fills it.
+    pub(crate) fn take_autoscalers_writer(&self) -> Option<Writer<HorizontalPodAutoscaler>> {
+        self.autoscalers_writer.lock().ok().and_then(|mut w| w.take())
     }
 }
 
@@ -114,6 +130,7 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
 async fn drive<K, F, Fut>(name: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<Context>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: serde::Serialize,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
@@ -125,6 +142,7 @@ where
             move |obj, ctx| {
                 let reconcile = reconcile.clone();
                 async move {
+                    let obj = ctx.written.freshest(obj);
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;
                     ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));

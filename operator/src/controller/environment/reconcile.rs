@@ -222,7 +222,7 @@ async fn write_status(
     status: EnvironmentStatus,
 ) -> Result<(), Error> {
     let old_phase = env.status.as_ref().and_then(|s| s.phase);
-    if apply_status(api, env, env.status.as_ref(), &status).await? {
+    if apply_status(api, &ctx.written, env, env.status.as_ref(), &status).await? {
         let message = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone());
         publish_phase_change(
             ctx,

@@ -2,9 +2,10 @@
 //!
 //! Pure parts: [`validate`], [`queue`] (who rolls out), [`rollout`] (the step machine), [`split`]
 //! (replicas by weight), [`workload`] (Deployments and Services), [`analysis`] (measurement
-//! bookkeeping), [`desired_status`]. API I/O: `reconcile.rs`.
+//! bookkeeping), [`desired_status`], [`operate`] (the app's total: autoscaling, handover, conflicts). API I/O: `reconcile.rs`.
 
 pub mod analysis;
+pub mod operate;
 pub mod queue;
 mod reconcile;
 pub mod rollout;
@@ -18,7 +19,7 @@ pub use reconcile::{controller, run};
 
 use super::conditions;
 use crate::{
-    api::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus, condition, reason},
+    api::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus, Tier, condition, reason},
     promql,
 };
 
@@ -34,9 +35,13 @@ pub const ABORT: &str = "phaseloop.dev/abort";
 /// (`kubectl phaseloop revert`).
 pub const REVERT: &str = "phaseloop.dev/revert";
 
-/// Spec problems the API server cannot see: each message says what to change.
-pub fn validate(spec: &ReleaseSpec) -> Vec<String> {
+/// Spec problems the API server cannot see: each message says what to change. `tier` is the tier
+/// of the namespace's Environment, when there is one.
+pub fn validate(spec: &ReleaseSpec, tier: Option<Tier>) -> Vec<String> {
     let mut problems = Vec::new();
+    if tier == Some(Tier::Production) && spec.scaling.as_ref().is_some_and(|s| s.min_replicas == 0) {
+        problems.push("scaling.minReplicas: 0 (scale to zero) is not allowed in a production Environment".into());
+    }
     let analysis = spec.strategy.analysis.iter().flat_map(|a| &a.metrics);
     for m in analysis {
         if let Err(e) = promql::check(&m.query) {
@@ -61,10 +66,10 @@ pub fn enter(status: &mut ReleaseStatus, phase: ReleasePhase, now: &Time) {
 
 /// `status` with validation applied: `observedGeneration`, a `Pending` phase for a new Release,
 /// and the `Degraded` condition.
-pub fn desired_status(rel: &Release, now: &Time) -> ReleaseStatus {
+pub fn desired_status(rel: &Release, tier: Option<Tier>, now: &Time) -> ReleaseStatus {
     let mut status = rel.status.clone().unwrap_or_default();
     let generation = rel.metadata.generation;
-    let problems = validate(&rel.spec);
+    let problems = validate(&rel.spec, tier);
     status.observed_generation = generation;
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
     enter(&mut status, phase, now);
@@ -129,7 +134,7 @@ mod tests {
 
     #[test]
     fn a_new_release_is_pending_and_records_when() {
-        let s = desired_status(&release(minimal()), &now());
+        let s = desired_status(&release(minimal()), None, &now());
         assert_eq!(s.phase, Some(ReleasePhase::Pending));
         assert_eq!(s.phase_times.get("Pending"), Some(&now()));
         assert_eq!(s.observed_generation, Some(1));
@@ -150,7 +155,7 @@ mod tests {
                 inconclusive_limit: 3,
             }],
         });
-        let s = desired_status(&r, &now());
+        let s = desired_status(&r, None, &now());
         let c = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason::INVALID_SPEC));
         assert!(c.message.contains("metrics[errors].query") && c.message.contains("{{pod}}"), "{}", c.message);
@@ -160,9 +165,24 @@ mod tests {
     #[test]
     fn desired_status_is_a_fixed_point() {
         let mut r = release(minimal());
-        let first = desired_status(&r, &now());
+        let first = desired_status(&r, None, &now());
         r.status = Some(first.clone());
         let later = Time("2026-11-26T12:00:00Z".parse().unwrap());
-        assert_eq!(desired_status(&r, &later), first);
+        assert_eq!(desired_status(&r, None, &later), first);
+    }
+
+    #[test]
+    fn scale_to_zero_is_refused_in_production_only() {
+        let mut spec = minimal();
+        spec["scaling"] = serde_json::json!({"minReplicas": 0, "maxReplicas": 4,
+            "metric": {"query": "sum(load)", "targetPerReplica": 10.0}});
+        let r = release(spec);
+        let s = desired_status(&r, Some(Tier::Production), &now());
+        let c = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
+        assert_eq!(c.status, "True");
+        assert!(c.message.contains("scaling.minReplicas"), "{}", c.message);
+        for tier in [None, Some(Tier::Staging), Some(Tier::Preview)] {
+            assert!(!conditions::is_true(&desired_status(&r, tier, &now()).conditions, condition::DEGRADED));
+        }
     }
 }

@@ -2,21 +2,22 @@
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Service},
+    api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service},
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{Controller, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, reflector::ObjectRef, watcher},
 };
 use serde_json::json;
 use tracing::info;
 
 use super::{
-    ABORT, APPROVED_BY, NAME, PROMOTE, REVERT, desired_status, enter,
+    ABORT, APPROVED_BY, NAME, PROMOTE, REVERT, desired_status, enter, operate,
     queue::{self, Entry, Role},
     rollout::{self, Decision, Verdict},
     split::split,
@@ -32,6 +33,9 @@ use crate::{
 
 /// Finished Releases per app whose Deployments are kept (scaled to zero).
 const HISTORY_LIMIT: usize = 3;
+/// When to look again (`None`: on the next change only).
+type Next = Option<Duration>;
+
 /// While a rollout is in flight, look again at least this often (Deployment watches usually come first).
 const ROLLOUT_REQUEUE: Duration = Duration::from_secs(5);
 
@@ -43,6 +47,24 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     let controller = Controller::new(Api::<Release>::all(client.clone()), wc.clone());
     let store = controller.store();
     let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
+    // HorizontalPodAutoscalers fill `ctx.autoscalers` and wake the Releases of the app they target.
+    let rel_store = store.clone();
+    let autoscalers = watcher(Api::<HorizontalPodAutoscaler>::all(client.clone()), wc.clone()).default_backoff();
+    let autoscalers = match ctx.take_autoscalers_writer() {
+        Some(writer) => autoscalers.reflect(writer).boxed(),
+        None => autoscalers.boxed(),
+    };
+    let targeted = move |hpa: HorizontalPodAutoscaler| {
+        let target = hpa.spec.scale_target_ref.name;
+        rel_store
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace() == hpa.metadata.namespace)
+            .filter(|r| workload::deployment_name(&r.spec.app, &r.spec.version) == target)
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect::<Vec<_>>()
+    };
+    let controller = controller.watches_stream(autoscalers.touched_objects(), targeted);
     controller.owns(Api::<Deployment>::all(client.clone()), owned).watches(Api::<Release>::all(client), wc, move |r| {
         let (ns, app) = (r.namespace(), r.spec.app.clone());
         store
@@ -66,7 +88,9 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
     let ns = rel.namespace().unwrap_or_default();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
     let now_t = Time(now());
-    let mut status = desired_status(&rel, &now_t);
+    let finished = rel.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal);
+    let env = if finished { None } else { environment_of(&ctx, &ns).await? };
+    let mut status = desired_status(&rel, env.as_ref().map(|e| e.spec.tier), &now_t);
     let invalid = conditions::is_true(&status.conditions, condition::DEGRADED);
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
     if invalid || phase.is_terminal() {
@@ -80,23 +104,22 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
     let me = siblings.iter().position(|s| s.name_any() == rel.name_any());
     let role = me.map(|i| roles[i].clone()).unwrap_or(Role::Queued(1));
     let stable = siblings.iter().zip(&roles).find(|(_, r)| **r == Role::Stable).map(|(s, _)| s.clone());
-    let env = environment_of(&ctx, &ns).await?;
     let sleeping = env.as_ref().and_then(|e| e.status.as_ref()).is_some_and(|s| s.slept_at.is_some());
-    let total = if sleeping { 0 } else { rel.spec.replicas };
+    let total = operate::held_total(&rel, &siblings, sleeping);
 
-    let action = match role {
-        Role::Done => Action::await_change(),
+    let action: Next = match role {
+        Role::Done => None,
         Role::Superseded => {
             enter(&mut status, ReleasePhase::Superseded, &now_t);
             status.message = Some("a newer Release of the app took over".into());
             status.queue_position = None;
-            Action::await_change()
+            None
         }
         Role::Queued(position) => {
             enter(&mut status, ReleasePhase::Pending, &now_t);
             status.queue_position = Some(position);
             status.message = Some(format!("Queued: position {position} in the deploy queue of {}", rel.spec.app));
-            Action::await_change()
+            None
         }
         Role::Stable if rel.annotations().contains_key(REVERT) => {
             revert(&ctx, &rel, &siblings, total, &mut status, &now_t).await?
@@ -109,22 +132,33 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
                     Some(ReleasePhase::Progressing | ReleasePhase::Paused)
                 )
             });
+            let mut scale_again = None;
             if !rolling {
+                let (total, next) = operate::total(&ctx, &rel, &siblings, "", sleeping, &mut status, &now_t).await;
+                scale_again = next;
                 apply_deployment(&ctx, &rel, total).await?;
                 apply_services(&ctx, &rel, &rel, false).await?;
                 status.candidate_replicas = Some(total);
                 status.replicas = Some(total);
                 status.weight = Some(100);
             }
-            retire_previous(&ctx, &rel, &siblings, &status, now()).await?
+            sooner(retire_previous(&ctx, &rel, &siblings, &status, now()).await?, scale_again)
         }
         Role::Active => {
             status.queue_position = None;
-            drive(&ctx, &rel, stable.as_ref(), env.as_ref(), total, &mut status, &now_t).await?
+            drive(&ctx, &rel, &siblings, stable.as_ref(), env.as_ref(), sleeping, &mut status, &now_t).await?
         }
     };
     write(&api, &rel, &ctx, status).await?;
-    Ok(action)
+    Ok(action.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The earlier of two wake-ups.
+fn sooner(a: Next, b: Next) -> Next {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 fn entry(r: &Release) -> Entry {
@@ -145,7 +179,7 @@ async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, 
 
 async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: ReleaseStatus) -> Result<(), Error> {
     let old = rel.status.as_ref().and_then(|s| s.phase);
-    if apply_status(api, rel, rel.status.as_ref(), &status).await? {
+    if apply_status(api, &ctx.written, rel, rel.status.as_ref(), &status).await? {
         let new = status.phase.map(ReleasePhase::as_str);
         publish_phase_change(ctx, rel, old.map(ReleasePhase::as_str), new, status.message.clone()).await;
     }
@@ -153,15 +187,17 @@ async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: Release
 }
 
 /// The gate, then the rollout of the active Release.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     ctx: &Context,
     rel: &Release,
+    siblings: &[Release],
     stable: Option<&Release>,
     env: Option<&Environment>,
-    total: i32,
+    sleeping: bool,
     status: &mut ReleaseStatus,
     now: &Time,
-) -> Result<Action, Error> {
+) -> Result<Next, Error> {
     let phase = status.phase.unwrap_or(ReleasePhase::Pending);
     let tested = conditions::is_true(&status.conditions, condition::TESTED);
     if !rel.spec.tests.is_empty() && !tested && matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing) {
@@ -170,13 +206,13 @@ async fn drive(
             Ok(None) => {
                 enter(status, ReleasePhase::Testing, now);
                 status.message = Some("waiting for the test Environment".into());
-                return Ok(Action::requeue(ROLLOUT_REQUEUE));
+                return Ok(Some(ROLLOUT_REQUEUE));
             }
             Err(why) => {
                 enter(status, ReleasePhase::Failed, now);
                 set(status, condition::TESTED, false, "NoTestEnvironment", &why, rel, now);
                 status.message = Some(why);
-                return Ok(Action::await_change());
+                return Ok(None);
             }
         };
         let outcome = run_tests(ctx, rel, &ns, status).await?;
@@ -187,7 +223,7 @@ async fn drive(
             None => {
                 enter(status, ReleasePhase::Testing, now);
                 set(status, condition::TESTED, false, "Running", "tests are running against the candidate", rel, now);
-                return Ok(Action::requeue(ROLLOUT_REQUEUE));
+                return Ok(Some(ROLLOUT_REQUEUE));
             }
             Some(Err(why)) => {
                 // The running version is never touched: only the candidate goes away.
@@ -195,7 +231,7 @@ async fn drive(
                 enter(status, ReleasePhase::Failed, now);
                 status.message = Some(why.clone());
                 set(status, condition::TESTED, false, "Failed", &why, rel, now);
-                return Ok(Action::await_change());
+                return Ok(None);
             }
             Some(Ok(())) => set(status, condition::TESTED, true, "Passed", "every test passed", rel, now),
         }
@@ -205,7 +241,7 @@ async fn drive(
         if promotion.is_some_and(|p| p.freeze) {
             enter(status, ReleasePhase::AwaitingApproval, now);
             status.message = Some("the Environment is frozen: no new rollouts".into());
-            return Ok(Action::await_change());
+            return Ok(None);
         }
         if let Some(p) = promotion
             && let Some(upstream) = &p.from
@@ -214,7 +250,7 @@ async fn drive(
             enter(status, ReleasePhase::AwaitingApproval, now);
             set(status, condition::APPROVED, false, "PromotionPending", &wait.0, rel, now);
             status.message = Some(wait.0);
-            return Ok(Action::requeue(wait.1));
+            return Ok(Some(wait.1));
         }
         let required =
             rel.spec.approval.as_ref().is_some_and(|a| a.required) || promotion.is_some_and(|p| p.require_approval);
@@ -223,7 +259,7 @@ async fn drive(
                 enter(status, ReleasePhase::AwaitingApproval, now);
                 status.message = Some("waiting for approval: kubectl phaseloop approve".into());
                 set(status, condition::APPROVED, false, "AwaitingApproval", "approval required", rel, now);
-                return Ok(Action::await_change());
+                return Ok(None);
             }
             who => {
                 if let Some(who) = who {
@@ -241,6 +277,9 @@ async fn drive(
         status.message = Some("rolling out".into());
     }
 
+    // From here on this Release owns the app's total: the autoscaler decides it, the rollout splits it.
+    let stable_version = stable.map(|s| s.spec.version.as_str()).unwrap_or("");
+    let (total, scale_again) = operate::total(ctx, rel, siblings, stable_version, sleeping, status, now).await;
     let plan = rollout::plan(&rel.spec.strategy);
     let step = status.current_step.unwrap_or(0).max(0) as usize;
     let weight = rollout::weight_at(&plan, step);
@@ -293,7 +332,7 @@ async fn drive(
             && !ready
             && now.0.duration_since(started).as_secs() as u64 > deadline.as_secs(),
     };
-    Ok(match rollout::decide(&plan, &observed) {
+    let next = match rollout::decide(&plan, &observed) {
         Decision::Hold { wait, .. } => {
             enter(status, ReleasePhase::Progressing, now);
             set(
@@ -308,13 +347,13 @@ async fn drive(
             status.message = Some(format!("step {}/{}: weight {weight}%", step + 1, plan.len()));
             let analysis = rel.spec.strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
             let wait = wait.map(|w| w + Duration::from_secs(1)).unwrap_or(ROLLOUT_REQUEUE);
-            Action::requeue(analysis.map_or(wait, |a| wait.min(a)).min(ROLLOUT_REQUEUE * 12))
+            Some(analysis.map_or(wait, |a| wait.min(a)).min(ROLLOUT_REQUEUE * 12))
         }
         Decision::Pause { reason, .. } => {
             enter(status, ReleasePhase::Paused, now);
             set(status, condition::PROGRESSING, true, "Paused", &reason, rel, now);
             status.message = Some(reason);
-            Action::await_change()
+            None
         }
         Decision::Advance { step: next } => {
             status.current_step = Some(next as i32);
@@ -323,7 +362,7 @@ async fn drive(
                 enter(status, ReleasePhase::Progressing, now);
             }
             consume(ctx, rel, PROMOTE).await?;
-            Action::requeue(Duration::from_millis(100))
+            Some(Duration::from_millis(100))
         }
         Decision::Promote => {
             info!(release = %rel.name_any(), "promoted: Live");
@@ -336,7 +375,7 @@ async fn drive(
                 stable.map(|_| Time(now.0 + jiff::SignedDuration::try_from(window).unwrap_or_default()));
             set(status, condition::AVAILABLE, true, "Live", "the app serves from this Release", rel, now);
             set(status, condition::PROGRESSING, false, "Complete", "the rollout is complete", rel, now);
-            Action::requeue(Duration::from_millis(100))
+            Some(Duration::from_millis(100))
         }
         Decision::Abort(why) if rel.spec.strategy.auto_rollback || stable.is_none() => {
             info!(release = %rel.name_any(), %why, "rolling back");
@@ -351,14 +390,15 @@ async fn drive(
             status.weight = Some(0);
             set(status, condition::DEGRADED, true, "RolledBack", &why, rel, now);
             set(status, condition::PROGRESSING, false, "RolledBack", &why, rel, now);
-            Action::await_change()
+            None
         }
         Decision::Abort(why) => {
             enter(status, ReleasePhase::Paused, now);
             status.message = Some(format!("{why}; autoRollback is off: abort or fix"));
-            Action::await_change()
+            None
         }
-    })
+    };
+    Ok(sooner(next, scale_again))
 }
 
 /// Runs the background analysis when its interval has passed and returns the verdict so far.
@@ -586,7 +626,7 @@ async fn revert(
     total: i32,
     status: &mut ReleaseStatus,
     now: &Time,
-) -> Result<Action, Error> {
+) -> Result<Next, Error> {
     let previous = status.stable_release.as_ref().and_then(|p| siblings.iter().find(|s| &s.name_any() == p));
     let open = status.revert_window_ends_at.as_ref().is_some_and(|end| now.0 < end.0);
     let Some(previous) = previous.filter(|_| open) else {
@@ -594,7 +634,7 @@ async fn revert(
         let why = "revert refused: the revert window is closed or there is no previous Release";
         crate::controller::publish(ctx, rel, kube::runtime::events::EventType::Warning, "RevertRefused", why.into())
             .await;
-        return Ok(Action::await_change());
+        return Ok(None);
     };
     info!(release = %rel.name_any(), previous = %previous.name_any(), "reverting");
     apply_deployment(ctx, previous, total).await?;
@@ -616,7 +656,7 @@ async fn revert(
     restored.candidate_replicas = Some(total);
     restored.replicas = Some(total);
     write(&api, previous, ctx, restored).await?;
-    Ok(Action::await_change())
+    Ok(None)
 }
 
 /// After promotion the previous version stays warm for the revert window, then scales to zero.
@@ -626,12 +666,10 @@ async fn retire_previous(
     siblings: &[Release],
     status: &ReleaseStatus,
     now: Timestamp,
-) -> Result<Action, Error> {
-    let Some(ends) = status.revert_window_ends_at.as_ref().map(|t| t.0) else { return Ok(Action::await_change()) };
+) -> Result<Next, Error> {
+    let Some(ends) = status.revert_window_ends_at.as_ref().map(|t| t.0) else { return Ok(None) };
     if now < ends {
-        return Ok(Action::requeue(
-            Duration::try_from(ends.duration_since(now)).unwrap_or_default() + Duration::from_secs(1),
-        ));
+        return Ok(Some(Duration::try_from(ends.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)));
     }
     // Finished Releases, newest first: the Deployments of those beyond the history limit go away
     // (the Releases stay as the record), the others are kept at zero for a quick re-release.
@@ -656,15 +694,23 @@ async fn retire_previous(
             apply_deployment(ctx, old, 0).await?;
         }
     }
-    Ok(Action::await_change())
+    Ok(None)
 }
 
 /// Server-side apply of a Release's full Deployment (a partial apply under the same field manager
 /// would drop the fields it leaves out).
+/// A Deployment another autoscaler targets is left alone (the conflict is reported in
+/// `ScalingActive`): two owners of `replicas` would fight.
 async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Deployment, Error> {
     let d = workload::deployment(rel, replicas);
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let ns = rel.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let name = d.metadata.name.clone().unwrap_or_default();
+    if operate::autoscaler_of(ctx, &ns, &name).is_some()
+        && let Some(live) = api.get_opt(&name).await?
+    {
+        return Ok(live);
+    }
     Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&d)).await?)
 }
 
