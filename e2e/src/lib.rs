@@ -3,6 +3,8 @@
 //! host process, and talk only to 127.0.0.1.
 #![forbid(unsafe_code)]
 
+pub mod bench;
+
 use std::{fmt::Debug, path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context, bail};

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod dora;
 pub mod metrics;
 pub mod prometheus;
 pub mod promql;

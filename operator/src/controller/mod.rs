@@ -61,6 +61,8 @@ pub struct Context {
     pub autoscalers: reflector::Store<HorizontalPodAutoscaler>,
     /// Status writes the watch caches may not have delivered yet.
     pub written: status::Written,
+    /// What the DORA metrics have counted.
+    dora: std::sync::Mutex<crate::dora::Ledger>,
     autoscalers_writer: std::sync::Mutex<Option<Writer<HorizontalPodAutoscaler>>>,
 }
 
@@ -74,7 +76,25 @@ impl Context {
         let (autoscalers, writer) = reflector::store();
         let autoscalers_writer = std::sync::Mutex::new(Some(writer));
         let written = status::Written::default();
-        Context { client, recorder, metrics, config, shutdown, autoscalers, autoscalers_writer, written }
+        let dora = Default::default();
+        Context { client, recorder, metrics, config, shutdown, autoscalers, autoscalers_writer, written, dora }
+    }
+
+    /// Counts the DORA facts of `rel` not counted yet.
+    pub(crate) fn count_dora(&self, rel: &crate::api::Release) {
+        self.metrics.touch_dora(&kube::ResourceExt::namespace(rel).unwrap_or_default(), &rel.spec.app);
+        let records = self.dora.lock().map(|mut l| l.observe(rel)).unwrap_or_default();
+        self.metrics.record_dora(&records);
+    }
+
+    /// Counts the DORA facts of every cached Release, in time order (once, after the first sync).
+    fn rebuild_dora(&self, releases: &[Arc<crate::api::Release>]) {
+        for r in releases {
+            self.metrics.touch_dora(&kube::ResourceExt::namespace(&**r).unwrap_or_default(), &r.spec.app);
+        }
+        let records = self.dora.lock().map(|mut l| l.rebuild(releases.iter().map(|r| &**r))).unwrap_or_default();
+        info!(records = records.len(), "DORA metrics rebuilt from Release status");
+        self.metrics.record_dora(&records);
     }
 
     /// The writer of [`Context::autoscalers`], for the one watch that fills it.
@@ -107,6 +127,8 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
     let environments = environment::controller(ctx.clone());
     let releases = release::controller(ctx.clone());
     let (env_store, rel_store) = (environments.store(), releases.store());
+    ctx.metrics.register(Box::new(crate::metrics::StateCollector::new(rel_store.clone(), env_store.clone())));
+    let synced = ctx.clone();
     tokio::spawn(async move {
         // `Store::wait_until_ready` keeps only one waker (a oneshot underneath) and the controller's
         // own runner waits on the same store, so a second waiter may never be woken. Polling again
@@ -116,6 +138,7 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
             let env_synced = tokio::time::timeout(tick, env_store.wait_until_ready()).await.is_ok_and(|r| r.is_ok());
             let rel_synced = tokio::time::timeout(tick, rel_store.wait_until_ready()).await.is_ok_and(|r| r.is_ok());
             if env_synced && rel_synced {
+                synced.rebuild_dora(&rel_store.state());
                 ready.store(true, Ordering::SeqCst);
                 info!("caches synced; ready");
                 break;

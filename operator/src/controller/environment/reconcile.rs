@@ -112,6 +112,9 @@ async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, E
         && now >= expiry.0
     {
         let mut status = base;
+        if status.phase != Some(EnvironmentPhase::Expiring) {
+            ctx.metrics.observe_expiration(env.spec.tier.as_str());
+        }
         status.phase = Some(EnvironmentPhase::Expiring);
         write_status(&api, &env, &ctx, status).await?;
         info!(env = %env.name_any(), "ttl reached; deleting");

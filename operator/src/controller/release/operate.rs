@@ -161,7 +161,9 @@ async fn read_load(ctx: &Context, rel: &Release, spec: &Scaling, stable_version:
     let ns = rel.namespace().unwrap_or_default();
     let vars = crate::promql::Vars { app: &rel.spec.app, version: &rel.spec.version, namespace: &ns, stable_version };
     let query = crate::promql::render(&spec.metric.query, &vars).map_err(|e| e.to_string())?;
-    crate::prometheus::Prometheus::new(url).query_scalar(&query).await.map_err(|e| e.to_string())
+    let result = crate::prometheus::Prometheus::new(url).query_scalar(&query).await;
+    ctx.metrics.observe_query("scaling", &result);
+    result.map_err(|e| e.to_string())
 }
 
 /// Whether `ScalingActive` already says False for `reason` (its Event was published then).

@@ -87,6 +87,7 @@ fn now() -> Timestamp {
 async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = rel.namespace().unwrap_or_default();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+    ctx.count_dora(&rel);
     let now_t = Time(now());
     let finished = rel.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal);
     let env = if finished { None } else { environment_of(&ctx, &ns).await? };
@@ -180,6 +181,9 @@ async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, 
 async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: ReleaseStatus) -> Result<(), Error> {
     let old = rel.status.as_ref().and_then(|s| s.phase);
     if apply_status(api, &ctx.written, rel, rel.status.as_ref(), &status).await? {
+        let mut after = rel.clone();
+        after.status = Some(status.clone());
+        ctx.count_dora(&after);
         let new = status.phase.map(ReleasePhase::as_str);
         publish_phase_change(ctx, rel, old.map(ReleasePhase::as_str), new, status.message.clone()).await;
     }
@@ -425,7 +429,11 @@ async fn analyse(
         };
         for m in &analysis.metrics {
             let value = match (&prometheus, crate::promql::render(&m.query, &vars)) {
-                (Some(p), Ok(q)) => p.query_scalar(&q).await.ok(),
+                (Some(p), Ok(q)) => {
+                    let result = p.query_scalar(&q).await;
+                    ctx.metrics.observe_query("analysis", &result);
+                    result.ok()
+                }
                 _ => None,
             };
             let previous = status.analysis.iter().position(|r| r.name == m.name);
