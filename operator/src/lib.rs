@@ -5,6 +5,7 @@
 pub mod api;
 pub mod controller;
 pub mod dora;
+pub mod leader;
 pub mod metrics;
 pub mod prometheus;
 pub mod promql;

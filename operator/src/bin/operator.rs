@@ -3,14 +3,23 @@
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, atomic::AtomicBool},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
-use phaseloop::{controller, metrics::Metrics, server};
+use phaseloop::{
+    controller,
+    leader::{Elector, Timings},
+    metrics::Metrics,
+    server,
+};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{error, info};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "phaseloop: Environments and Releases for the Ops half of the DevOps loop")]
@@ -27,6 +36,22 @@ struct Args {
     /// Page size of the initial LIST of each watch.
     #[arg(long, env = "PHASELOOP_PAGE_SIZE", default_value_t = 50)]
     page_size: u32,
+    /// Single-namespace mode: reconcile only the Releases of this namespace, and no Environments
+    /// (for installs with a namespaced Role; see docs/install.md).
+    #[arg(long, env = "PHASELOOP_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Leader election on a Lease, for more than one replica: only the leader reconciles.
+    #[arg(long, env = "PHASELOOP_LEADER_ELECTION", default_value_t = false)]
+    leader_election: bool,
+    /// Namespace of the leader Lease (the chart sets the operator's own namespace).
+    #[arg(long, env = "PHASELOOP_LEASE_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "PHASELOOP_LEASE_NAME", default_value = "phaseloop-operator")]
+    lease_name: String,
+    /// Identity in the leader election (default: the pod name, else host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
     /// Log format.
     #[arg(long, env = "PHASELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -57,17 +82,56 @@ async fn main() -> anyhow::Result<()> {
         page_size: args.page_size,
         prometheus_url: args.prometheus_url,
         monitoring_namespace: args.monitoring_namespace,
+        watch_namespace: args.watch_namespace,
     };
-    let ctx = Arc::new(controller::Context::new(client, metrics.clone(), config, shutdown.clone()));
+    let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone()));
 
     let http = tokio::spawn(server::serve(args.metrics_addr, server::router(metrics, ready.clone()), shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     info!(version = env!("CARGO_PKG_VERSION"), "phaseloop operator starting");
-    controller::run(ctx, ready).await;
+    if args.leader_election {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "phaseloop".into());
+        let identity = args.identity.unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+        let elector = Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, Timings::default());
+        lead(elector, ctx, ready, shutdown.clone()).await;
+    } else {
+        controller::run(ctx, ready).await;
+    }
     shutdown.cancel();
     http.await.context("HTTP server task")?.context("HTTP server")?;
     info!("phaseloop operator stopped");
     Ok(())
+}
+
+/// Stands by until this process wins the Lease, then runs the controllers until shutdown, and
+/// releases the Lease after they stopped. A standby is ready (it serves and waits); a leader that
+/// loses the Lease exits at once, so that nothing it still has in flight can write after another
+/// replica took over; Kubernetes restarts it as a standby.
+async fn lead(elector: Elector, ctx: Arc<controller::Context>, ready: Arc<AtomicBool>, shutdown: CancellationToken) {
+    let (leading, mut changes) = watch::channel(false);
+    let stop = CancellationToken::new();
+    let campaign = tokio::spawn(elector.run(leading, stop.clone()));
+    ready.store(true, Ordering::SeqCst);
+    info!("standing by for the leader Lease");
+    tokio::select! {
+        _ = shutdown.cancelled() => {
+            stop.cancel();
+            let _ = campaign.await;
+            return;
+        }
+        won = changes.wait_for(|l| *l) => if won.is_err() { return },
+    }
+    ready.store(false, Ordering::SeqCst);
+    tokio::spawn(async move {
+        if let Ok(lost) = changes.wait_for(|l| !*l).await {
+            drop(lost);
+            error!("lost the leader Lease; exiting so that only the new leader writes");
+            std::process::exit(1);
+        }
+    });
+    controller::run(ctx, ready).await;
+    stop.cancel();
+    let _ = campaign.await;
 }
 
 /// Cancels `token` on SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

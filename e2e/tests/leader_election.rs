@@ -1,0 +1,151 @@
+//! High availability: operator processes with leader election on one Lease. Only the leader
+//! reconciles (a standby's reconcile counter stays absent), a SIGKILLed leader is replaced, a
+//! SIGTERMed one hands over at once, and Releases keep going Live throughout. A binary of its own:
+//! it stops the suite's operator while it runs.
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::Api;
+use phaseloop::api::{Release, ReleasePhase};
+use phaseloop_e2e::*;
+use serde_json::json;
+use tokio::time::Instant;
+
+const WAIT: Duration = Duration::from_secs(90);
+const LEASE_NS: &str = "phaseloop-system";
+
+fn state() -> String {
+    std::env::var("E2E_STATE").expect("E2E_STATE (env.sh)")
+}
+
+fn run_operator(arg: &str) {
+    let script = repo_root().join("e2e/scripts/run-operator.sh");
+    assert!(Command::new("bash").arg(script).arg(arg).status().unwrap().success(), "run-operator.sh {arg}");
+}
+
+/// One operator process with leader election, as the chart runs it with two replicas.
+struct Operator {
+    name: &'static str,
+    port: u16,
+    child: Child,
+}
+
+impl Operator {
+    fn start(name: &'static str, port: u16) -> Self {
+        let log = std::fs::File::create(format!("{}/logs/operator-{name}.log", state())).unwrap();
+        let child = Command::new(repo_root().join("target/debug/phaseloop-operator"))
+            .env("KUBECONFIG", format!("{}/operator.kubeconfig", state()))
+            .env("PHASELOOP_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("PHASELOOP_PROMETHEUS_URL", prometheus_url())
+            .env("PHASELOOP_LEADER_ELECTION", "true")
+            .env("PHASELOOP_LEASE_NAMESPACE", LEASE_NS)
+            .env("POD_NAME", name)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        Operator { name, port, child }
+    }
+
+    async fn metrics(&self) -> Option<String> {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await.ok()?.text().await.ok()
+    }
+
+    /// Whether this process has run any reconcile.
+    async fn reconciled(&self) -> bool {
+        self.metrics().await.unwrap_or_default().lines().any(|l| l.starts_with("phaseloop_reconciles_total"))
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        eventually(&format!("{} ready", self.name), WAIT, || async {
+            reqwest::get(&url).await.ok()?.status().is_success().then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Restarts the suite's operator when the test ends, however it ends.
+struct RestoreSuiteOperator;
+
+impl Drop for RestoreSuiteOperator {
+    fn drop(&mut self) {
+        run_operator("start");
+    }
+}
+
+async fn holder_becomes(leases: &Api<Lease>, who: &str) -> Instant {
+    eventually(&format!("{who} holds the Lease"), WAIT, || async {
+        let lease = leases.get_opt("phaseloop-operator").await.ok()??;
+        (lease.spec?.holder_identity.as_deref() == Some(who)).then(Instant::now)
+    })
+    .await
+    .unwrap()
+}
+
+async fn goes_live(client: &kube::Client, ns: &str, version: &str) {
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": format!("ha-{version}"), "namespace": ns},
+        "spec": {"app": "ha", "version": version,
+                 "template": {"spec": {"containers": [{"name": "app", "image": format!("ha:{version}")}]}}}}));
+    let api: Api<Release> = Api::namespaced(client.clone(), ns);
+    wait_for(&api, &format!("ha-{version}"), WAIT, |r: Option<&Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(ReleasePhase::Live))
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn one_leader_writes_a_killed_leader_is_replaced_and_a_stopped_one_hands_over() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-ha").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NS);
+    run_operator("stop"); // a graceful stop: the suite's operator releases the Lease
+    let _restore = RestoreSuiteOperator;
+
+    let a = Operator::start("e2e-a", 18181);
+    holder_becomes(&leases, "e2e-a").await;
+    let b = Operator::start("e2e-b", 18182);
+    b.wait_ready().await; // a standby is ready: it serves and waits
+    goes_live(&client, &ns.name, "1").await;
+    assert!(a.reconciled().await, "the leader reconciles");
+    assert!(!b.reconciled().await, "the standby has not reconciled anything");
+
+    // The leader dies without a goodbye: the standby takes over once the Lease is stale.
+    a.signal("-KILL");
+    let killed = Instant::now();
+    let took_over = holder_becomes(&leases, "e2e-b").await;
+    println!("SIGKILL failover: {:.1}s", (took_over - killed).as_secs_f64());
+    goes_live(&client, &ns.name, "2").await;
+
+    // A graceful stop hands over at once: the leader stops reconciling, then releases the Lease.
+    let c = Operator::start("e2e-c", 18183);
+    c.wait_ready().await;
+    assert!(!c.reconciled().await);
+    b.signal("-TERM");
+    let stopped = Instant::now();
+    let handed_over = holder_becomes(&leases, "e2e-c").await;
+    println!("SIGTERM handover: {:.1}s", (handed_over - stopped).as_secs_f64());
+    goes_live(&client, &ns.name, "3").await;
+    let lease = leases.get("phaseloop-operator").await.unwrap().spec.unwrap();
+    assert!(lease.lease_transitions.unwrap_or(0) >= 2, "{lease:?}");
+    c.signal("-TERM");
+}

@@ -1,0 +1,243 @@
+//! Leader election on a coordination.k8s.io Lease, for multi-replica installs: only the leader runs
+//! the controllers.
+//!
+//! The algorithm is client-go's `leaderelection`: the holder renews `spec.renewTime` every
+//! `retry` period; a candidate takes over a Lease whose record has not changed for
+//! `leaseDurationSeconds` **as measured on its own clock since it last saw a change** (so clock
+//! skew between nodes does not matter). Every write is an update with the `resourceVersion` it
+//! read: a compare-and-swap, so two candidates can never both win.
+//!
+//! Fencing: a leader that has not renewed for `duration - 2 × retry` stops leading (the process
+//! exits, and Kubernetes restarts it as a candidate) before any other candidate can consider the
+//! Lease expired. On SIGTERM the leader stops its controllers, then releases the Lease (empty
+//! holder), so a standby takes over at its next retry.
+//!
+//! Hand-written (about 150 lines) rather than `kube-lease-manager` or `kube-leader-election`:
+//! the former keeps reporting leadership while its renewals fail (no fencing), the latter is
+//! not released for kube 5.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::{
+    api::coordination::v1::{Lease, LeaseSpec},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
+};
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Timings of the election.
+#[derive(Clone, Copy, Debug)]
+pub struct Timings {
+    /// How long a Lease is valid after its last renewal.
+    pub duration: Duration,
+    /// How often candidates try, and the leader renews.
+    pub retry: Duration,
+}
+
+impl Default for Timings {
+    /// A standby takes over a killed leader within `duration + retry` (≈ 12s).
+    fn default() -> Self {
+        Timings { duration: Duration::from_secs(10), retry: Duration::from_secs(2) }
+    }
+}
+
+/// What a candidate does with the Lease as it reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// No Lease yet: create it holding it.
+    Create,
+    /// It is ours: renew it.
+    Renew,
+    /// Free or expired: take it over.
+    TakeOver,
+    /// Someone else holds it.
+    Wait,
+}
+
+/// Decides the step for `me`, given the Lease and how long ago (on this clock) its record last
+/// changed.
+pub fn step(lease: Option<&LeaseSpec>, me: &str, unchanged_for: Duration) -> Step {
+    let Some(spec) = lease else { return Step::Create };
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    if holder == me {
+        return Step::Renew;
+    }
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(0).max(0) as u64);
+    if holder.is_empty() || unchanged_for >= duration { Step::TakeOver } else { Step::Wait }
+}
+
+/// One candidate for the Lease `namespace/name`.
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    timings: Timings,
+    /// The record last seen (holder, renew time) and when this process first saw it.
+    seen: Option<(String, Instant)>,
+}
+
+fn now() -> MicroTime {
+    MicroTime(jiff::Timestamp::now())
+}
+
+impl Elector {
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timings: Timings) -> Self {
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            identity: identity.to_string(),
+            timings,
+            seen: None,
+        }
+    }
+
+    fn mine(&self, acquire: Option<MicroTime>, transitions: i32) -> LeaseSpec {
+        LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.timings.duration.as_secs() as i32),
+            acquire_time: acquire,
+            renew_time: Some(now()),
+            lease_transitions: Some(transitions),
+            ..Default::default()
+        }
+    }
+
+    /// One round: returns whether this candidate holds the Lease now.
+    pub async fn try_acquire_or_renew(&mut self) -> Result<bool, kube::Error> {
+        let current = self.api.get_opt(&self.name).await?;
+        let spec = current.as_ref().and_then(|l| l.spec.clone());
+        let record = spec.as_ref().map(|s| format!("{:?}/{:?}", s.holder_identity, s.renew_time)).unwrap_or_default();
+        let since = match &self.seen {
+            Some((r, at)) if *r == record => *at,
+            _ => {
+                self.seen = Some((record, Instant::now()));
+                Instant::now()
+            }
+        };
+        let written = match (step(spec.as_ref(), &self.identity, since.elapsed()), current) {
+            (Step::Wait, _) => return Ok(false),
+            (Step::Create, _) => {
+                let lease = Lease {
+                    metadata: ObjectMeta { name: Some(self.name.clone()), ..Default::default() },
+                    spec: Some(self.mine(Some(now()), 0)),
+                };
+                self.api.create(&PostParams::default(), &lease).await.map(|_| ())
+            }
+            (step, Some(mut lease)) => {
+                let old = lease.spec.take().unwrap_or_default();
+                lease.spec = Some(if step == Step::Renew {
+                    LeaseSpec { renew_time: Some(now()), ..old }
+                } else {
+                    info!(previous = ?old.holder_identity, "taking over the leader Lease");
+                    self.mine(Some(now()), old.lease_transitions.unwrap_or(0) + 1)
+                });
+                // The resourceVersion read above makes this a compare-and-swap.
+                self.api.replace(&self.name, &PostParams::default(), &lease).await.map(|_| ())
+            }
+            (_, None) => return Ok(false),
+        };
+        match written {
+            Ok(()) => Ok(true),
+            // Someone else wrote first (a conflict) or created it (already exists): not ours.
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Gives the Lease up if this candidate holds it, so a standby takes over at once.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(&self.name).await? else { return Ok(()) };
+        let ours = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(self.identity.as_str());
+        if ours {
+            let old = lease.spec.take().unwrap_or_default();
+            lease.spec = Some(LeaseSpec {
+                holder_identity: None,
+                lease_duration_seconds: Some(1),
+                renew_time: Some(now()),
+                ..old
+            });
+            self.api.replace(&self.name, &PostParams::default(), &lease).await?;
+            info!("leader Lease released");
+        }
+        Ok(())
+    }
+
+    /// Campaigns until `stop`: `leading` turns true when the Lease is won, and false when a renewal
+    /// has failed for too long (fencing), after which this elector gives up for good.
+    pub async fn run(mut self, leading: watch::Sender<bool>, stop: CancellationToken) {
+        let fence_after = self.timings.duration.saturating_sub(self.timings.retry * 2);
+        let mut renewed: Option<Instant> = None;
+        loop {
+            // A round that hangs (a slow API server) must not postpone the fencing check.
+            let round = tokio::time::timeout(self.timings.retry, self.try_acquire_or_renew()).await;
+            match round.unwrap_or(Ok(false)) {
+                Ok(true) => {
+                    if renewed.is_none() {
+                        info!(identity = %self.identity, "became the leader");
+                        leading.send_replace(true);
+                    }
+                    renewed = Some(Instant::now());
+                }
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "leader election: the Lease could not be read or written"),
+            }
+            if let Some(at) = renewed
+                && at.elapsed() >= fence_after
+            {
+                warn!(identity = %self.identity, "leadership lost: the Lease was not renewed in time");
+                leading.send_replace(false);
+                return;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.timings.retry) => {}
+            }
+        }
+        if renewed.is_some()
+            && let Err(e) = self.release().await
+        {
+            warn!(error = %e, "could not release the leader Lease; it expires on its own");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held_by(holder: &str) -> LeaseSpec {
+        LeaseSpec { holder_identity: Some(holder.into()), lease_duration_seconds: Some(10), ..Default::default() }
+    }
+
+    #[test]
+    fn a_missing_lease_is_created_and_our_own_is_renewed() {
+        assert_eq!(step(None, "a", Duration::ZERO), Step::Create);
+        assert_eq!(step(Some(&held_by("a")), "a", Duration::from_secs(60)), Step::Renew);
+    }
+
+    #[test]
+    fn another_holder_is_waited_for_until_its_record_is_stale_on_our_clock() {
+        let b = held_by("b");
+        assert_eq!(step(Some(&b), "a", Duration::from_secs(9)), Step::Wait);
+        assert_eq!(step(Some(&b), "a", Duration::from_secs(10)), Step::TakeOver);
+    }
+
+    #[test]
+    fn a_released_lease_is_taken_at_once() {
+        let released = LeaseSpec { holder_identity: None, lease_duration_seconds: Some(1), ..Default::default() };
+        assert_eq!(step(Some(&released), "a", Duration::ZERO), Step::TakeOver);
+    }
+
+    #[test]
+    fn the_leader_fences_itself_before_a_standby_may_take_over() {
+        let t = Timings::default();
+        // A standby waits `duration` after the last renewal it saw; the leader stops after
+        // `duration - 2 × retry`, and checks once per `retry`: it is gone before.
+        assert!(t.duration.saturating_sub(t.retry * 2) + t.retry < t.duration);
+    }
+}
