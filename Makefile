@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 E2E := e2e/scripts
 
-.PHONY: help run test unit e2e bench lint fmt crds bins cluster-up cluster-down
+.PHONY: help run test unit e2e bench lint fmt crds deploy bins cluster-up cluster-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ fmt: ## Format the code
 
 crds: ## Regenerate crds/ and docs/api.md from the API types
 	$(CARGO) run -q -p phaseloop --bin crdgen -- crds docs/api.md
+
+deploy: bins ## Regenerate deploy/phaseloop.yaml (plain manifests) from the Helm chart
+	bash $(E2E)/render-deploy.sh
 
 bins: ## Build the pinned control-plane binaries into the cache (outside the repository)
 	bash $(E2E)/install-deps.sh && bash $(E2E)/build-e2e-bins.sh

@@ -12,6 +12,8 @@ bash "$S/build-e2e-bins.sh"
 # One build for the operator binary and the tests: the same feature set as `cargo test --workspace`
 # (dev-dependencies enable kube's `cel`), so nothing is compiled twice.
 cargo test --workspace --no-run
+# The release binary the Dockerfile ships: its build and size are checked (e2e/tests/packaging.rs).
+cargo build --release --bin phaseloop-operator
 
 # Start the cluster only when it is not up, and then stop it at the end.
 STARTED_CLUSTER=
@@ -41,6 +43,7 @@ for _ in $(seq 60); do
     >/dev/null 2>&1 && break
   sleep 1
 done
+bash "$S/install-chart.sh"
 bash "$S/run-operator.sh" start
 
 set +e

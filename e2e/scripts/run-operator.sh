@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the operator as a host process against the e2e cluster, in the background, and waits for
 # /readyz. Its PID goes to $E2E_STATE/pids/operator.pid (so stop-cluster.sh stops it too) and its
-# log to $E2E_STATE/logs/operator.log.
+# log to $E2E_STATE/logs/operator.log. With $E2E_STATE/operator.kubeconfig (install-chart.sh) it
+# authenticates as the chart's ServiceAccount, else with the admin kubeconfig.
 #   run-operator.sh [start|stop|crash]     (default: start; crash = SIGKILL, then start again)
 source "$(dirname "$0")/lib.sh"
 eval "$("$E2E_ROOT/scripts/env.sh")"
@@ -34,8 +35,14 @@ esac
 stop
 [ -x "$BIN" ] || die "$BIN missing: cargo build --bin phaseloop-operator"
 mkdir -p "$E2E_STATE/pids" "$E2E_STATE/logs"
-PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METRICS_PORT PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL \
-  RUST_LOG=${RUST_LOG:-info,kube=warn} nohup "$BIN" >>"$LOGFILE" 2>&1 &
+# As the Helm chart's ServiceAccount, with leader election on the chart's Lease namespace, when
+# install-chart.sh has installed it; else with the admin kubeconfig and no election.
+OPERATOR_KUBECONFIG=$E2E_STATE/operator.kubeconfig
+LEADER_ELECTION=true
+if [ ! -f "$OPERATOR_KUBECONFIG" ]; then OPERATOR_KUBECONFIG=$KUBECONFIG LEADER_ELECTION=false; fi
+KUBECONFIG=$OPERATOR_KUBECONFIG PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METRICS_PORT \
+  PHASELOOP_LEADER_ELECTION=$LEADER_ELECTION PHASELOOP_LEASE_NAMESPACE=phaseloop-system \
+  PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL RUST_LOG=${RUST_LOG:-info,kube=warn} nohup "$BIN" >>"$LOGFILE" 2>&1 &
 echo $! >"$PIDFILE"
 for _ in $(seq 120); do
   if curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/readyz" >/dev/null 2>&1; then

@@ -83,6 +83,11 @@ pub async fn scaling(client: &Client, run: &ScalingRun) -> anyhow::Result<Scalin
 
     let (mut up, mut down, mut overshoot) = (Vec::new(), Vec::new(), 0.0f64);
     for step in 0..run.steps {
+        // Decisions come once per interval: a step right after the settling below would always
+        // land at the same phase of that cycle. A spread offset (golden-ratio sequence) samples
+        // every phase evenly, as load changes arriving at random moments do.
+        let phase = (step as f64 * 0.618_033_988_7).fract();
+        tokio::time::sleep(run.interval.mul_f64(phase)).await;
         let rising = step % 2 == 0;
         let (value, want) = if rising { (HIGH, 6) } else { (LOW, 2) };
         let before = replicas().await;

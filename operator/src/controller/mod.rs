@@ -40,11 +40,14 @@ pub struct Config {
     pub prometheus_url: Option<String>,
     /// Namespace whose pods may reach isolated Environments (Prometheus scraping them).
     pub monitoring_namespace: String,
+    /// Single-namespace mode: only Releases of this namespace, no Environments (they are
+    /// cluster-scoped and own namespaces), for installs with a Role instead of a ClusterRole.
+    pub watch_namespace: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { page_size: 50, prometheus_url: None, monitoring_namespace: "monitoring".into() }
+        Config { page_size: 50, prometheus_url: None, monitoring_namespace: "monitoring".into(), watch_namespace: None }
     }
 }
 
@@ -124,10 +127,13 @@ impl Error {
 /// Runs both controllers until `ctx.shutdown` is cancelled. `ready` turns true once both have
 /// listed and cached their objects (the `/readyz` signal).
 pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
-    let environments = environment::controller(ctx.clone());
     let releases = release::controller(ctx.clone());
-    let (env_store, rel_store) = (environments.store(), releases.store());
-    ctx.metrics.register(Box::new(crate::metrics::StateCollector::new(rel_store.clone(), env_store.clone())));
+    let environments = ctx.config.watch_namespace.is_none().then(|| environment::controller(ctx.clone()));
+    let rel_store = releases.store();
+    let env_store = environments.as_ref().map(|c| c.store());
+    let empty = || reflector::store::<crate::api::Environment>().0;
+    let collector = crate::metrics::StateCollector::new(rel_store.clone(), env_store.clone().unwrap_or_else(empty));
+    ctx.metrics.register(Box::new(collector));
     let synced = ctx.clone();
     tokio::spawn(async move {
         // `Store::wait_until_ready` keeps only one waker (a oneshot underneath) and the controller's
@@ -135,8 +141,11 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
         // re-registers and sees the value once it is there.
         let tick = Duration::from_millis(200);
         loop {
-            let env_synced = tokio::time::timeout(tick, env_store.wait_until_ready()).await.is_ok_and(|r| r.is_ok());
             let rel_synced = tokio::time::timeout(tick, rel_store.wait_until_ready()).await.is_ok_and(|r| r.is_ok());
+            let env_synced = match &env_store {
+                Some(s) => tokio::time::timeout(tick, s.wait_until_ready()).await.is_ok_and(|r| r.is_ok()),
+                None => true,
+            };
             if env_synced && rel_synced {
                 synced.rebuild_dora(&rel_store.state());
                 ready.store(true, Ordering::SeqCst);
@@ -145,7 +154,12 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
             }
         }
     });
-    tokio::join!(environment::run(environments, ctx.clone()), release::run(releases, ctx.clone()));
+    let environments = async {
+        if let Some(c) = environments {
+            environment::run(c, ctx.clone()).await
+        }
+    };
+    tokio::join!(environments, release::run(releases, ctx.clone()));
     info!("controllers stopped");
 }
 

@@ -44,12 +44,13 @@ const ROLLOUT_REQUEUE: Duration = Duration::from_secs(5);
 pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     let client = ctx.client.clone();
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
-    let controller = Controller::new(Api::<Release>::all(client.clone()), wc.clone());
+    let scope = ctx.config.watch_namespace.as_deref();
+    let controller = Controller::new(scoped::<Release>(&client, scope), wc.clone());
     let store = controller.store();
     let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
     // HorizontalPodAutoscalers fill `ctx.autoscalers` and wake the Releases of the app they target.
     let rel_store = store.clone();
-    let autoscalers = watcher(Api::<HorizontalPodAutoscaler>::all(client.clone()), wc.clone()).default_backoff();
+    let autoscalers = watcher(scoped::<HorizontalPodAutoscaler>(&client, scope), wc.clone()).default_backoff();
     let autoscalers = match ctx.take_autoscalers_writer() {
         Some(writer) => autoscalers.reflect(writer).boxed(),
         None => autoscalers.boxed(),
@@ -65,7 +66,8 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
             .collect::<Vec<_>>()
     };
     let controller = controller.watches_stream(autoscalers.touched_objects(), targeted);
-    controller.owns(Api::<Deployment>::all(client.clone()), owned).watches(Api::<Release>::all(client), wc, move |r| {
+    let deployments = scoped::<Deployment>(&client, scope);
+    controller.owns(deployments, owned).watches(scoped::<Release>(&client, scope), wc, move |r| {
         let (ns, app) = (r.namespace(), r.spec.app.clone());
         store
             .state()
@@ -169,7 +171,22 @@ fn entry(r: &Release) -> Entry {
     Entry { name: r.name_any(), created: (created, r.name_any()), phase, approved }
 }
 
+/// All namespaces, or only the one of single-namespace mode.
+fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, Error> {
+    // Single-namespace mode cannot read the cluster-scoped Environments: there are none to see.
+    if ctx.config.watch_namespace.is_some() {
+        return Ok(None);
+    }
     // An Environment's namespace defaults to its name: one GET in the common case, a LIST otherwise.
     let envs: Api<Environment> = Api::all(ctx.client.clone());
     if let Some(env) = envs.get_opt(ns).await?.filter(|e| namespace_of(e) == ns) {
