@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 E2E := e2e/scripts
 
-.PHONY: help run test unit e2e bench lint fmt crds deploy bins cluster-up cluster-down
+.PHONY: help run test unit e2e bench lint deny fmt crds deploy bins cluster-up cluster-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -20,7 +20,7 @@ run: ## Run the operator; starts the local control plane first when no cluster i
 	  kubectl apply -f crds/ && $(CARGO) run --bin phaseloop-operator -p phaseloop; \
 	fi
 
-test: lint unit e2e ## Everything CI runs: lint, unit tests, end-to-end tests on a local control plane
+test: lint deny unit e2e ## Everything CI runs: lint, cargo-deny, unit tests, end-to-end tests on a local control plane
 
 unit: ## Unit and CRD tests (no cluster needed)
 	$(CARGO) test --workspace
@@ -34,6 +34,9 @@ bench: ## Benchmarks on a local control plane with a release build (not part of 
 lint: ## rustfmt and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+deny: ## cargo-deny: licenses, bans and sources of every dependency (deny.toml)
+	bash $(E2E)/cargo-deny.sh
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
