@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 E2E := e2e/scripts
 
-.PHONY: help run test unit e2e bench lint deny fmt crds deploy bins cluster-up cluster-down
+.PHONY: help run test unit e2e chaos bench lint deny fmt crds deploy bins cluster-up cluster-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ unit: ## Unit and CRD tests (no cluster needed)
 
 e2e: ## End-to-end tests against a local control plane started (and stopped) for them
 	bash $(E2E)/run-e2e.sh
+
+chaos: ## The crash campaign with many rounds (CHAOS_ROUNDS, default 20; make test runs 2)
+	E2E_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),20) E2E_TEST=crash_campaign bash $(E2E)/run-e2e.sh --nocapture
 
 bench: ## Benchmarks on a local control plane with a release build (not part of test; its smoke runs are)
 	bash $(E2E)/run-bench.sh $(BENCH)

@@ -82,3 +82,138 @@ mod tests {
         assert!(TemplateError::Unknown("pod".into()).to_string().contains("{{pod}}"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const KNOWN: [&str; 4] = ["app", "version", "namespace", "stableVersion"];
+
+    /// Values as the schemas allow them: DNS labels for the app and namespace, `[-A-Za-z0-9_.]`
+    /// for versions (the stable version may be empty: there is none yet).
+    fn schema_vars() -> impl Strategy<Value = [String; 4]> {
+        (
+            "[a-z]([-a-z0-9]{0,20}[a-z0-9])?",
+            "[A-Za-z0-9]([-A-Za-z0-9_.]{0,20}[A-Za-z0-9])?",
+            "[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?",
+            "([A-Za-z0-9]([-A-Za-z0-9_.]{0,20}[A-Za-z0-9])?)?",
+        )
+            .prop_map(|(a, v, n, s)| [a, v, n, s])
+    }
+
+    fn vars(v: &[String; 4]) -> Vars<'_> {
+        Vars { app: &v[0], version: &v[1], namespace: &v[2], stable_version: &v[3] }
+    }
+
+    fn value<'a>(vars: &'a Vars<'a>, name: &str) -> &'a str {
+        match name {
+            "app" => vars.app,
+            "version" => vars.version,
+            "namespace" => vars.namespace,
+            _ => vars.stable_version,
+        }
+    }
+
+    /// Hostile query text: braces in every arrangement, quotes, backslashes, unicode.
+    fn hostile_query() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("{{".to_string()),
+            Just("}}".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("\"".to_string()),
+            Just("\\".to_string()),
+            prop::sample::select(KNOWN.to_vec()).prop_map(str::to_string),
+            "[ \t\n]{0,3}",
+            "[a-zA-Z_=~!(),]{0,8}",
+            any::<char>().prop_map(String::from),
+        ];
+        prop_oneof![prop::collection::vec(piece, 0..24).prop_map(|p| p.concat()), any::<String>(),]
+    }
+
+    /// A piece of a well-formed template.
+    #[derive(Clone, Debug)]
+    enum Piece {
+        /// Text without braces (PromQL, quotes, backslashes, unicode).
+        Text(String),
+        /// `{{ name }}` with optional spaces inside the braces.
+        Placeholder { name: &'static str, left: usize, right: usize },
+        /// A label matcher around a placeholder: `{label="{{name}}"}`.
+        Matcher { label: String, name: &'static str },
+    }
+
+    fn piece() -> impl Strategy<Value = Piece> {
+        let name = prop::sample::select(KNOWN.to_vec());
+        prop_oneof![
+            "[^{}]{0,12}".prop_map(Piece::Text),
+            (name.clone(), 0..3usize, 0..3usize).prop_map(|(name, left, right)| Piece::Placeholder {
+                name,
+                left,
+                right
+            }),
+            ("[a-z_]{1,8}", name).prop_map(|(label, name)| Piece::Matcher { label, name }),
+        ]
+    }
+
+    /// The template text of `pieces`, and what it must render to with `vars`.
+    fn template(pieces: &[Piece], vars: &Vars<'_>) -> (String, String) {
+        let (mut query, mut rendered) = (String::new(), String::new());
+        for p in pieces {
+            match p {
+                Piece::Text(t) => {
+                    query.push_str(t);
+                    rendered.push_str(t);
+                }
+                Piece::Placeholder { name, left, right } => {
+                    query.push_str(&format!("{{{{{}{name}{}}}}}", " ".repeat(*left), " ".repeat(*right)));
+                    rendered.push_str(value(vars, name));
+                }
+                Piece::Matcher { label, name } => {
+                    query.push_str(&format!("{{{label}=\"{{{{{name}}}}}\"}}"));
+                    rendered.push_str(&format!("{{{label}=\"{}\"}}", value(vars, name)));
+                }
+            }
+        }
+        (query, rendered)
+    }
+
+    proptest! {
+        /// Whatever the query, `check` and `render` return (they never panic), and `check` accepts
+        /// exactly the queries `render` can render: validation does not depend on the values.
+        #[test]
+        fn check_and_render_never_panic_and_agree(query in hostile_query(), v in schema_vars()) {
+            prop_assert_eq!(check(&query), render(&query, &vars(&v)).map(|_| ()));
+            if let Err(TemplateError::Unknown(name)) = check(&query) {
+                prop_assert!(!KNOWN.contains(&name.trim()), "a known placeholder was refused: {:?}", name);
+            }
+        }
+
+        /// Values are put in as they are and never scanned for placeholders themselves, even hostile
+        /// ones: the schemas, not `render`, keep quotes and backslashes out of them.
+        #[test]
+        fn values_are_substituted_verbatim(pieces in prop::collection::vec(piece(), 0..12), raw in any::<[String; 4]>()) {
+            let v = vars(&raw);
+            let (query, expected) = template(&pieces, &v);
+            prop_assert_eq!(render(&query, &v), Ok(expected));
+        }
+
+        /// A template made only of known placeholders and brace-free text renders with schema-valid
+        /// values to a query with no placeholder left, no quote or backslash added, and rendering it
+        /// again changes nothing.
+        #[test]
+        fn known_placeholders_render_completely(pieces in prop::collection::vec(piece(), 0..12), v in schema_vars()) {
+            let v = vars(&v);
+            let (query, expected) = template(&pieces, &v);
+            prop_assert!(check(&query).is_ok(), "{:?} refused", query);
+            let out = render(&query, &v).unwrap();
+            prop_assert_eq!(&out, &expected);
+            prop_assert!(!out.contains("{{") && !out.contains("}}"), "{:?} left braces in {:?}", query, out);
+            for c in ['"', '\\'] {
+                prop_assert_eq!(out.matches(c).count(), query.matches(c).count(), "{:?} added {:?}", out, c);
+            }
+            prop_assert_eq!(render(&out, &v), Ok(out.clone()));
+        }
+    }
+}

@@ -11,7 +11,23 @@ pub type Duration = kube::core::Duration;
 
 /// Non-negative Go durations with explicit units: what [`Duration`] accepts minus signs and bare
 /// numbers. Kept in one place so the schema and the docs cannot disagree.
-pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$";
+///
+/// At most nine digits per number: [`Duration`]'s parser panics on overflow (it multiplies a
+/// `std::time::Duration` by a float), and a panic while decoding a watched object would take the
+/// operator down for everyone. With nine digits and the 32-character bound, the largest value is
+/// about 10^13 seconds, far from overflowing.
+pub const DURATION_PATTERN: &str = r"^([0-9]{1,9}(\.[0-9]{1,9})?(ns|us|µs|ms|s|m|h))+$";
+
+/// Parses a duration a person typed (the plugin's arguments) within the bounds the schema puts on
+/// stored ones: no sign, at most nine digits a number, at most 32 characters. [`Duration`]'s own
+/// parser panics on overflow and takes `-1h` for a negative duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let digit_runs_ok = s.split(|c: char| !c.is_ascii_digit()).all(|run| run.len() <= 9);
+    if s.is_empty() || s.len() > 32 || s.contains(['-', '+']) || !digit_runs_ok {
+        return Err(format!("{s:?} is not a duration like 90s, 30m or 1h30m (no sign, at most 9 digits a number)"));
+    }
+    s.parse().map_err(|e| format!("{s:?} is not a duration like 90s, 30m or 1h30m: {e:?}"))
+}
 
 /// DNS-1123 label: names of namespaces, Services and components.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
@@ -112,4 +128,27 @@ pub mod label {
     pub const MANAGER: &str = "phaseloop";
     pub const ENVIRONMENT: &str = "phaseloop.dev/environment";
     pub const TIER: &str = "phaseloop.dev/tier";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_durations_are_bounded_and_unsigned() {
+        assert_eq!(parse_duration("1h30m").map(std::time::Duration::from), Ok(std::time::Duration::from_secs(5400)));
+        for bad in ["-1h", "+1h", "", "99999999999999999999h", "1x", "1h-30m"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_largest_durations_the_schema_admits_parse_without_overflow() {
+        // 32 characters of the largest components the pattern allows.
+        for s in ["999999999.999999999h999999999h", "999999999h999999999h999999999h", "999999999.999999999ns"] {
+            assert!(s.len() <= 32);
+            let d: Duration = s.parse().unwrap();
+            assert!(std::time::Duration::from(d) > std::time::Duration::ZERO, "{s}");
+        }
+    }
 }

@@ -112,8 +112,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Env { command: EnvCommand::Extend { environment, duration } } => {
-            let by: kube::core::Duration =
-                duration.parse().map_err(|e| anyhow::anyhow!("bad duration {duration:?}: {e:?}"))?;
+            let by = phaseloop::api::parse_duration(&duration).map_err(anyhow::Error::msg)?;
             let envs: Api<Environment> = Api::all(client);
             let env = envs.get(&environment).await?;
             let Some(current) = env.status.and_then(|s| s.expires_at) else {

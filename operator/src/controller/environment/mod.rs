@@ -34,7 +34,35 @@ pub fn validate(name: &str, spec: &EnvironmentSpec) -> Vec<String> {
     if spec.promotion.as_ref().and_then(|p| p.from.as_deref()) == Some(name) {
         problems.push("spec.promotion.from names this Environment itself".to_string());
     }
+    // Quantities are int-or-string in the schema; the ResourceQuota and LimitRange would be
+    // refused later (with a 500 from server-side apply), so they are checked here.
+    let quota = spec.quota.as_ref();
+    let defaults = spec.defaults.as_ref();
+    let amounts = [
+        ("spec.quota.cpu", quota.and_then(|q| q.cpu.as_ref())),
+        ("spec.quota.memory", quota.and_then(|q| q.memory.as_ref())),
+        ("spec.defaults.requests.cpu", defaults.and_then(|d| d.requests.as_ref()).and_then(|r| r.cpu.as_ref())),
+        ("spec.defaults.requests.memory", defaults.and_then(|d| d.requests.as_ref()).and_then(|r| r.memory.as_ref())),
+        ("spec.defaults.limits.cpu", defaults.and_then(|d| d.limits.as_ref()).and_then(|r| r.cpu.as_ref())),
+        ("spec.defaults.limits.memory", defaults.and_then(|d| d.limits.as_ref()).and_then(|r| r.memory.as_ref())),
+    ];
+    for (path, value) in amounts {
+        if let Some(q) = value.filter(|q| !is_quantity(&q.0)) {
+            problems.push(format!("{path}: {:?} is not a quantity (e.g. 500m, 2, 4Gi)", q.0));
+        }
+    }
     problems
+}
+
+/// Kubernetes' quantity syntax: `^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$`, and not negative.
+pub fn is_quantity(s: &str) -> bool {
+    let number_end = s.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(s.len());
+    let (number, rest) = s.split_at(number_end);
+    let digits = number.trim_start_matches('+');
+    let number_ok = !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '.');
+    let suffix_end = rest.find(|c: char| !"eEinumkKMGTP".contains(c)).unwrap_or(rest.len());
+    let exponent = rest[suffix_end..].trim_start_matches(['+', '-']);
+    number_ok && digits.chars().any(|c| c.is_ascii_digit()) && exponent.chars().all(|c| c.is_ascii_digit())
 }
 
 /// The namespace an Environment owns.
@@ -215,6 +243,21 @@ pub fn desired_status(
         conditions::upsert(&mut base.conditions, c, generation, now);
     }
     base
+}
+
+#[cfg(test)]
+mod quantity_tests {
+    use super::is_quantity;
+
+    #[test]
+    fn quantities_as_kubernetes_parses_them() {
+        for ok in ["1", "500m", "2.5", "4Gi", "128Mi", "1e3", "0"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["lots", "", "-1", "1 Gi", "Gi", ".", "4GB"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]

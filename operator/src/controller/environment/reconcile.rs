@@ -86,7 +86,38 @@ fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).expect("now is representable")
 }
 
+/// A child the API server refuses (422 or 400: a quota of "lots", say) is bad input admission of the
+/// Environment could not see: reported in `Degraded` with the API server's words and an Event,
+/// instead of a silent retry loop.
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match reconcile_environment(env.clone(), ctx.clone()).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+            let api: Api<Environment> = Api::all(ctx.client.clone());
+            let mut status = env.status.clone().unwrap_or_default();
+            let why = format!("the API server refused an object built from this spec: {}", e.message);
+            let desired = crate::controller::conditions::Desired {
+                type_: crate::api::condition::DEGRADED,
+                status: true,
+                reason: reason::INVALID_SPEC,
+                message: why.clone(),
+            };
+            crate::controller::conditions::upsert(
+                &mut status.conditions,
+                desired,
+                env.metadata.generation,
+                &Time(now()),
+            );
+            if env.status.as_ref() != Some(&status) {
+                publish(&ctx, &*env, EventType::Warning, reason::INVALID_SPEC, why).await;
+            }
+            write_status(&api, &env, &ctx, status).await?;
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        other => other,
+    }
+}
+
+async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Environment> = Api::all(ctx.client.clone());
     if env.metadata.deletion_timestamp.is_some() {
         return cleanup(&api, &env, &ctx).await;

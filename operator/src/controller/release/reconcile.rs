@@ -11,7 +11,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{Controller, WatchStreamExt, controller::Action, reflector::ObjectRef, watcher},
+    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
 use serde_json::json;
 use tracing::info;
@@ -24,7 +24,7 @@ use super::{
     workload,
 };
 use crate::{
-    api::{ApprovalRecord, Environment, Release, ReleasePhase, ReleaseStatus, StrategyType, condition},
+    api::{ApprovalRecord, Environment, Release, ReleasePhase, ReleaseStatus, StrategyType, condition, reason},
     controller::{
         Context, Error, conditions, environment::namespace_of, publish_phase_change, status::FIELD_MANAGER,
         status::apply_status,
@@ -86,7 +86,29 @@ fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).expect("now is representable")
 }
 
+/// A child the API server refuses (422 or 400: a template it finds invalid, say) is bad input that
+/// admission of the Release could not see: reported in `Degraded` with the API server's words and
+/// an Event, instead of a silent retry loop. Nothing was changed by the refused write.
 async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
+    match reconcile_release(rel.clone(), ctx.clone()).await {
+        Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
+            let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+            let now_t = Time(now());
+            let mut status = rel.status.clone().unwrap_or_default();
+            let why = format!("the API server refused an object built from this spec: {}", e.message);
+            set(&mut status, condition::DEGRADED, true, reason::INVALID_SPEC, &why, &rel, &now_t);
+            status.message = Some(format!("invalid spec, nothing was changed: {why}"));
+            if rel.status.as_ref() != Some(&status) {
+                crate::controller::publish(&ctx, &*rel, EventType::Warning, reason::INVALID_SPEC, why).await;
+            }
+            write(&api, &rel, &ctx, status).await?;
+            Ok(Action::requeue(Duration::from_secs(300)))
+        }
+        other => other,
+    }
+}
+
+async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = rel.namespace().unwrap_or_default();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
     ctx.count_dora(&rel);
@@ -154,6 +176,12 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
     };
     write(&api, &rel, &ctx, status).await?;
     Ok(action.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// `at + by`, saturating: a window of 999999999h (which the schema admits) must not overflow.
+fn later(at: Timestamp, by: Duration) -> Timestamp {
+    let by = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
+    at.checked_add(by).unwrap_or(Timestamp::MAX)
 }
 
 /// The earlier of two wake-ups.
@@ -392,8 +420,7 @@ async fn drive(
             status.weight = Some(100);
             status.message = Some("Live".into());
             let window: Duration = rel.spec.strategy.revert_window.into();
-            status.revert_window_ends_at =
-                stable.map(|_| Time(now.0 + jiff::SignedDuration::try_from(window).unwrap_or_default()));
+            status.revert_window_ends_at = stable.map(|_| Time(later(now.0, window)));
             set(status, condition::AVAILABLE, true, "Live", "the app serves from this Release", rel, now);
             set(status, condition::PROGRESSING, false, "Complete", "the rollout is complete", rel, now);
             Some(Duration::from_millis(100))
