@@ -1,12 +1,13 @@
-//! Prometheus stopped while an app is autoscaled: the replicas hold, the condition says why, and
-//! scaling resumes when Prometheus is back. A test binary of its own, because it stops the
+//! Prometheus stopped while an app is autoscaled and another is analysed: the replicas hold, the
+//! analysis is inconclusive and the canary pauses (never fails or promotes blind), the conditions
+//! say why, and scaling resumes when Prometheus is back. A test binary of its own, because it stops the
 //! Prometheus every other test uses (test binaries run one after another).
 
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
-use phaseloop::api::{Release, condition};
+use phaseloop::api::{Release, ReleasePhase, condition};
 use phaseloop_e2e::*;
 use serde_json::json;
 
@@ -16,6 +17,14 @@ fn component(args: &[&str]) {
     let script = repo_root().join("e2e/scripts/component.sh");
     let status = std::process::Command::new("bash").arg(script).args(args).status().expect("bash runs");
     assert!(status.success(), "component.sh {args:?} failed");
+}
+
+async fn phase_becomes(api: &Api<Release>, name: &str, phase: ReleasePhase) -> Release {
+    wait_for(api, name, WAIT, move |r: Option<&Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
+    })
+    .await
+    .unwrap()
 }
 
 async fn scaling_reason_becomes(api: &Api<Release>, name: &str, reason: &'static str) -> Release {
@@ -51,6 +60,16 @@ async fn with_prometheus_down_the_replicas_hold_and_scaling_resumes_when_it_is_b
         }
     };
     eventually("web-1 at 3 replicas", WAIT, at(3)).await.unwrap();
+    // A second app, Live before the outage, whose next version is analysed during it.
+    let pay = |version: &str, strategy: serde_json::Value| {
+        json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+            "metadata": {"name": format!("pay-{version}"), "namespace": ns.name},
+            "spec": {"app": "pay", "version": version, "replicas": 2,
+                     "template": {"spec": {"containers": [{"name": "app", "image": format!("pay:{version}")}]}},
+                     "strategy": strategy}})
+    };
+    create(&pay("1", json!({})));
+    phase_becomes(&api, "pay-1", ReleasePhase::Live).await;
 
     component(&["stop", "prometheus"]);
     let r = scaling_reason_becomes(&api, "web-1", "MetricUnavailable").await;
@@ -66,7 +85,20 @@ async fn with_prometheus_down_the_replicas_hold_and_scaling_resumes_when_it_is_b
         .unwrap()
         .error_for_status()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // Analysis without Prometheus: inconclusive, never failed; past the limit the canary pauses for
+    // a person instead of rolling back (or promoting) blind.
+    let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "10m"}}]},
+        "analysis": {"interval": "2s", "metrics": [{"name": "errors", "max": 0.1, "inconclusiveLimit": 2,
+            "query": "sum(rate(http_errors_total{app=\"{{app}}\"}[1m]))"}]}});
+    create(&pay("2", canary));
+    let paused = phase_becomes(&api, "pay-2", ReleasePhase::Paused).await;
+    let status = paused.status.unwrap();
+    assert!(status.message.as_deref().unwrap_or_default().contains("inconclusive"), "{:?}", status.message);
+    let errors = &status.analysis[0];
+    assert_eq!((errors.failures, errors.last_result.as_deref()), (0, Some("Inconclusive")));
+    assert_eq!(api.get("pay-1").await.unwrap().status.unwrap().phase, Some(ReleasePhase::Live));
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(deployments.get("web-1").await.unwrap().spec.replicas, Some(3), "never scaled down blind");
     let failures = api.get("web-1").await.unwrap().status.unwrap().scaling.unwrap().consecutive_failures;
     assert!(failures >= 2, "{failures} failed reads recorded");

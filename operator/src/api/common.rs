@@ -5,9 +5,102 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 
 /// A Go-style duration such as `30s`, `5m`, `1h30m` (what `kubectl` and every Kubernetes API use).
 ///
-/// Parsing is done by `kube::core::Duration`, which follows Go's `time.ParseDuration`; admission
-/// only lets through the non-negative subset matched by [`DURATION_PATTERN`].
-pub type Duration = kube::core::Duration;
+/// Parsing is done by `kube::core::Duration`, which follows Go's `time.ParseDuration`, within the
+/// bounds of [`parse_duration`]; admission only lets through the subset matched by
+/// [`DURATION_PATTERN`]. Decoding never fails: a stored value out of those bounds (written under
+/// an older, looser schema) decodes as [`Duration::INVALID`], which validation reports for that
+/// object alone. A failing decode would fail the LIST of every object of the kind, and
+/// kube-core's parser would even panic on overflow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Duration(std::time::Duration);
+
+/// How [`Duration::INVALID`] serializes, and what validation looks for.
+pub const INVALID_DURATION: &str = "<invalid duration>";
+
+impl Duration {
+    /// A value that did not decode.
+    pub const INVALID: Duration = Duration(std::time::Duration::MAX);
+
+    pub fn is_invalid(self) -> bool {
+        self == Self::INVALID
+    }
+}
+
+impl From<std::time::Duration> for Duration {
+    fn from(d: std::time::Duration) -> Self {
+        Duration(d)
+    }
+}
+
+impl From<Duration> for std::time::Duration {
+    fn from(d: Duration) -> Self {
+        d.0
+    }
+}
+
+impl std::str::FromStr for Duration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s)
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_invalid() {
+            return f.write_str(INVALID_DURATION);
+        }
+        std::fmt::Display::fmt(&kube::core::Duration::from(self.0), f)
+    }
+}
+
+impl serde::Serialize for Duration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(parse_duration(&text).unwrap_or(Duration::INVALID))
+    }
+}
+
+impl schemars::JsonSchema for Duration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(g: &mut SchemaGenerator) -> Schema {
+        duration_schema(g)
+    }
+}
+
+/// Problems for every duration of `spec` that did not decode (see [`Duration`]).
+pub fn duration_problems<T: serde::Serialize>(spec: &T) -> Vec<String> {
+    let mut paths = Vec::new();
+    if let Ok(value) = serde_json::to_value(spec) {
+        invalid_durations(&value, "spec", &mut paths);
+    }
+    paths
+        .into_iter()
+        .map(|p| format!("{p}: not a duration within bounds (at most 9 digits a number, no sign)"))
+        .collect()
+}
+
+/// The paths in `value` (a spec as JSON) holding a duration that did not decode.
+pub fn invalid_durations(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) if s == INVALID_DURATION => out.push(path.to_string()),
+        serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| invalid_durations(v, &format!("{path}.{k}"), out)),
+        serde_json::Value::Array(a) => {
+            a.iter().enumerate().for_each(|(i, v)| invalid_durations(v, &format!("{path}[{i}]"), out))
+        }
+        _ => {}
+    }
+}
 
 /// Non-negative Go durations with explicit units: what [`Duration`] accepts minus signs and bare
 /// numbers. Kept in one place so the schema and the docs cannot disagree.
@@ -26,7 +119,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.is_empty() || s.len() > 32 || s.contains(['-', '+']) || !digit_runs_ok {
         return Err(format!("{s:?} is not a duration like 90s, 30m or 1h30m (no sign, at most 9 digits a number)"));
     }
-    s.parse().map_err(|e| format!("{s:?} is not a duration like 90s, 30m or 1h30m: {e:?}"))
+    let d: kube::core::Duration =
+        s.parse().map_err(|e| format!("{s:?} is not a duration like 90s, 30m or 1h30m: {e:?}"))?;
+    Ok(Duration(d.into()))
 }
 
 /// DNS-1123 label: names of namespaces, Services and components.
@@ -133,6 +228,18 @@ pub mod label {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_out_of_bounds_stored_duration_decodes_as_invalid_and_is_found() {
+        let d: Duration = serde_json::from_value(serde_json::json!("99999999999999999999h")).unwrap();
+        assert!(d.is_invalid());
+        let spec = serde_json::json!({"a": {"b": [INVALID_DURATION, "5m"]}, "c": "5m"});
+        let mut found = Vec::new();
+        invalid_durations(&spec, "spec", &mut found);
+        assert_eq!(found, ["spec.a.b[0]"]);
+        let ok: Duration = serde_json::from_value(serde_json::json!("1h30m")).unwrap();
+        assert_eq!(serde_json::to_value(ok).unwrap(), serde_json::json!("5400s"));
+    }
 
     #[test]
     fn typed_durations_are_bounded_and_unsigned() {

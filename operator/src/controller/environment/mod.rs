@@ -27,7 +27,7 @@ pub const EXTEND_ANNOTATION: &str = "phaseloop.dev/expires-at";
 
 /// Spec problems the API server cannot see: each message says what to change.
 pub fn validate(name: &str, spec: &EnvironmentSpec) -> Vec<String> {
-    let mut problems = Vec::new();
+    let mut problems = crate::api::duration_problems(spec);
     if spec.from.as_deref() == Some(name) {
         problems.push("spec.from names this Environment itself; branch from another Environment".to_string());
     }

@@ -38,7 +38,7 @@ pub const REVERT: &str = "phaseloop.dev/revert";
 /// Spec problems the API server cannot see: each message says what to change. `tier` is the tier
 /// of the namespace's Environment, when there is one.
 pub fn validate(spec: &ReleaseSpec, tier: Option<Tier>) -> Vec<String> {
-    let mut problems = Vec::new();
+    let mut problems = crate::api::duration_problems(spec);
     if tier == Some(Tier::Production) && spec.scaling.as_ref().is_some_and(|s| s.min_replicas == 0) {
         problems.push("scaling.minReplicas: 0 (scale to zero) is not allowed in a production Environment".into());
     }
@@ -184,5 +184,25 @@ mod tests {
         for tier in [None, Some(Tier::Staging), Some(Tier::Preview)] {
             assert!(!conditions::is_true(&desired_status(&r, tier, &now()).conditions, condition::DEGRADED));
         }
+    }
+
+    #[test]
+    fn a_stored_out_of_bounds_duration_degrades_that_release_and_decodes_with_the_others() {
+        // As a LIST returns them: one object written under a looser schema among good ones.
+        let mut bad = minimal();
+        bad["strategy"] = serde_json::json!({"revertWindow": "99999999999999999999h"});
+        let item = |name: &str, spec: serde_json::Value| {
+            serde_json::json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+                "metadata": {"name": name, "namespace": "prod", "generation": 1}, "spec": spec})
+        };
+        let list = serde_json::json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "ReleaseList",
+            "metadata": {}, "items": [item("good", minimal()), item("bad", bad)]});
+        let list: kube::core::ObjectList<Release> = serde_json::from_value(list).unwrap();
+        let [good, bad] = &list.items[..] else { panic!("two items") };
+        assert!(!conditions::is_true(&desired_status(good, None, &now()).conditions, condition::DEGRADED));
+        let s = desired_status(bad, None, &now());
+        let c = conditions::find(&s.conditions, condition::DEGRADED).unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", reason::INVALID_SPEC));
+        assert!(c.message.contains("spec.strategy.revertWindow"), "{}", c.message);
     }
 }
