@@ -10,6 +10,9 @@ PIDFILE=$E2E_STATE/pids/operator.pid
 LOGFILE=$E2E_STATE/logs/operator.log
 BIN=${PHASELOOP_OPERATOR_BIN:-$REPO_ROOT/target/debug/phaseloop-operator}
 
+# gone PID: waits until the process has exited (its port is free again).
+gone() { for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done; }
+
 stop() {
   [ -f "$PIDFILE" ] || return 0
   local pid; pid=$(cat "$PIDFILE")
@@ -18,6 +21,7 @@ stop() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
   fi
+  gone "$pid"
   rm -f "$PIDFILE"
 }
 
@@ -26,7 +30,10 @@ stop) stop; exit 0 ;;
 start) ;;
 crash)
   # No graceful shutdown: what a node failure or an OOM kill does.
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then kill -KILL "$(cat "$PIDFILE")"; fi
+  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
+    kill -KILL "$(cat "$PIDFILE")"
+    gone "$(cat "$PIDFILE")"
+  fi
   rm -f "$PIDFILE"
   ;;
 *) die "usage: $0 [start|stop|crash]" ;;
@@ -44,9 +51,12 @@ KUBECONFIG=$OPERATOR_KUBECONFIG PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METR
   PHASELOOP_LEADER_ELECTION=$LEADER_ELECTION PHASELOOP_LEASE_NAMESPACE=phaseloop-system \
   PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL RUST_LOG=${RUST_LOG:-info,kube=warn} nohup "$BIN" >>"$LOGFILE" 2>&1 &
 echo $! >"$PIDFILE"
+# Ready, and leading: a restart after a crash first waits out the killed process's Lease, and the
+# tests that follow expect an operator that reconciles.
 for _ in $(seq 120); do
-  if curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/readyz" >/dev/null 2>&1; then
-    log "operator ready (pid $(cat "$PIDFILE"), log $LOGFILE)"
+  if curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/readyz" >/dev/null 2>&1 &&
+    curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/metrics" 2>/dev/null | grep -q '^phaseloop_leader 1'; then
+    log "operator ready and leading (pid $(cat "$PIDFILE"), log $LOGFILE)"
     exit 0
   fi
   kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 30 "$LOGFILE" >&2; die "operator exited"; }

@@ -45,10 +45,10 @@ fn crash_and_restart() {
     assert!(ok.unwrap_or(false), "run-operator.sh crash");
 }
 
-/// Whether the running operator leads (a standby has run no reconcile).
+/// Whether the running operator leads.
 async fn leading() -> bool {
     let Ok(resp) = reqwest::get(format!("{}/metrics", operator_url())).await else { return false };
-    resp.text().await.unwrap_or_default().lines().any(|l| l.starts_with("phaseloop_reconciles_total"))
+    resp.text().await.unwrap_or_default().lines().any(|l| l == "phaseloop_leader 1")
 }
 
 /// Kills and restarts the operator 1–5 s after each restart has become the leader again (a

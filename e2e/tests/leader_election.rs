@@ -128,6 +128,7 @@ async fn one_leader_writes_a_killed_leader_is_replaced_and_a_stopped_one_hands_o
     goes_live(&client, &ns.name, "1").await;
     assert!(a.reconciled().await, "the leader reconciles");
     assert!(!b.reconciled().await, "the standby has not reconciled anything");
+    assert!(b.metrics().await.unwrap_or_default().contains("phaseloop_leader 0"));
 
     // The leader dies without a goodbye: the standby takes over once the Lease is stale.
     a.signal("-KILL");

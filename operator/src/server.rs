@@ -1,12 +1,9 @@
 //! HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves), `/readyz`
 //! (caches synced). axum is the HTTP server because it is the maintained, tokio-native choice.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
 };
 
 use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
@@ -41,8 +38,14 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 /// Serves until `shutdown` is cancelled.
-pub async fn serve(addr: SocketAddr, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// The listener is bound by the caller first, so that a taken address stops the process at once
+/// instead of leaving it running without its endpoints.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

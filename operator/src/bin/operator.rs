@@ -86,15 +86,19 @@ async fn main() -> anyhow::Result<()> {
     };
     let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone()));
 
-    let http = tokio::spawn(server::serve(args.metrics_addr, server::router(metrics, ready.clone()), shutdown.clone()));
+    let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (PHASELOOP_METRICS_ADDR)", args.metrics_addr))?;
+    let http = tokio::spawn(server::serve(listener, server::router(metrics.clone(), ready.clone()), shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     info!(version = env!("CARGO_PKG_VERSION"), "phaseloop operator starting");
     if args.leader_election {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "phaseloop".into());
         let identity = args.identity.unwrap_or_else(|| format!("{host}-{}", std::process::id()));
         let elector = Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, Timings::default());
-        lead(elector, ctx, ready, shutdown.clone()).await;
+        lead(elector, ctx, ready, metrics, shutdown.clone()).await;
     } else {
+        metrics.set_leader(true);
         controller::run(ctx, ready).await;
     }
     shutdown.cancel();
@@ -107,7 +111,13 @@ async fn main() -> anyhow::Result<()> {
 /// releases the Lease after they stopped. A standby is ready (it serves and waits); a leader that
 /// loses the Lease exits at once, so that nothing it still has in flight can write after another
 /// replica took over; Kubernetes restarts it as a standby.
-async fn lead(elector: Elector, ctx: Arc<controller::Context>, ready: Arc<AtomicBool>, shutdown: CancellationToken) {
+async fn lead(
+    elector: Elector,
+    ctx: Arc<controller::Context>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     let (leading, mut changes) = watch::channel(false);
     let stop = CancellationToken::new();
     let campaign = tokio::spawn(elector.run(leading, stop.clone()));
@@ -122,6 +132,7 @@ async fn lead(elector: Elector, ctx: Arc<controller::Context>, ready: Arc<Atomic
         won = changes.wait_for(|l| *l) => if won.is_err() { return },
     }
     ready.store(false, Ordering::SeqCst);
+    metrics.set_leader(true);
     tokio::spawn(async move {
         if let Ok(lost) = changes.wait_for(|l| !*l).await {
             drop(lost);

@@ -30,6 +30,7 @@ pub struct Metrics {
     dora_lead_time: HistogramVec,
     dora_time_to_restore: HistogramVec,
     environment_expirations: IntCounterVec,
+    leader: prometheus::IntGauge,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -102,8 +103,14 @@ impl Metrics {
         );
         let environment_expirations =
             counter("environment_expirations_total", "Environments deleted because their ttl was reached.", &["tier"]);
+        let leader = prometheus::IntGauge::new(
+            "leader",
+            "1 while this process runs the controllers (the leader, or the only one).",
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
+            leader,
             reconcile_duration,
             reconciles,
             reconcile_errors,
@@ -130,6 +137,7 @@ impl Metrics {
             Box::new(metrics.dora_lead_time.clone()),
             Box::new(metrics.dora_time_to_restore.clone()),
             Box::new(metrics.environment_expirations.clone()),
+            Box::new(metrics.leader.clone()),
         ];
         for c in collectors {
             metrics.register(c);
@@ -181,6 +189,11 @@ impl Metrics {
             Err(Empty | Ambiguous(_) | NotANumber(_)) => "empty",
         };
         self.prometheus_queries.with_label_values(&[purpose, label]).inc();
+    }
+
+    /// Whether this process runs the controllers.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(leading.into());
     }
 
     /// Counts an Environment deleted at the end of its ttl.
