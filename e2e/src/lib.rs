@@ -274,3 +274,16 @@ impl Load {
         .unwrap()
     }
 }
+
+/// Waits (watching, up to 3 minutes) until Release `name` is in `phase`.
+pub async fn wait_release_phase(
+    api: &Api<phaseloop::api::Release>,
+    name: &str,
+    phase: phaseloop::api::ReleasePhase,
+) -> phaseloop::api::Release {
+    wait_for(api, name, Duration::from_secs(180), move |r: Option<&phaseloop::api::Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{name} never {phase:?}: {e}"))
+}

@@ -84,14 +84,6 @@ fn release(ns: &str, version: &str, strategy: serde_json::Value, tests: bool) ->
         "metadata": {"name": format!("shop-{version}"), "namespace": ns}, "spec": spec})
 }
 
-async fn phase_becomes(api: &Api<Release>, name: &str, phase: ReleasePhase) {
-    wait_for(api, name, WAIT, move |r: Option<&Release>| {
-        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{name} never {phase:?}: {e}"));
-}
-
 /// What a round leaves behind, independent of names made unique per round.
 async fn final_state(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
     let mut state = BTreeMap::new();
@@ -120,18 +112,18 @@ async fn round(client: &kube::Client, n: u32) -> BTreeMap<String, String> {
         "metadata": {"name": env}, "spec": {"tier": "test", "ttl": "20s"}}));
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
     create(&release(&ns.name, "1", json!({}), false));
-    phase_becomes(&api, "shop-1", ReleasePhase::Live).await;
+    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
     let canary = json!({"type": "Canary",
         "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "3s"}}, {"setWeight": 50},
                              {"pause": {"duration": "3s"}}]},
         "analysis": {"interval": "2s", "metrics": [{"name": "up", "min": 0, "inconclusiveLimit": 100,
             "query": "count(up{job=\"phaseloop-operator\"}) or vector(1)"}]}});
     create(&release(&ns.name, "2", canary, true));
-    phase_becomes(&api, "shop-2", ReleasePhase::Live).await;
+    wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
     let revert = json!({"metadata": {"annotations": {"phaseloop.dev/revert": "chaos"}}});
     api.patch("shop-2", &PatchParams::default(), &Patch::Merge(&revert)).await.unwrap();
-    phase_becomes(&api, "shop-2", ReleasePhase::Reverted).await;
-    phase_becomes(&api, "shop-1", ReleasePhase::Live).await;
+    wait_release_phase(&api, "shop-2", ReleasePhase::Reverted).await;
+    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
     let envs: Api<Environment> = Api::all(client.clone());
     eventually(&format!("{env} expired"), WAIT, || async { envs.get_opt(&env).await.ok()?.is_none().then_some(()) })
         .await

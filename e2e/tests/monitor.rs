@@ -22,14 +22,6 @@ fn release(ns: &str, version: &str, strategy: Value) -> Value {
                  "strategy": strategy}})
 }
 
-async fn wait_phase(api: &Api<Release>, name: &str, phase: ReleasePhase) -> Release {
-    wait_for(api, name, WAIT, move |r: Option<&Release>| {
-        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
-    })
-    .await
-    .unwrap()
-}
-
 async fn annotate(api: &Api<Release>, name: &str, key: &str) {
     let patch = json!({"metadata": {"annotations": {key: "e2e"}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
@@ -65,22 +57,22 @@ async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
     let mut v1 = release(&ns.name, "1", json!({}));
     v1["metadata"]["annotations"] = json!({"phaseloop.dev/commit-time": committed.to_string()});
     create(&v1);
-    wait_phase(&api, "dora-1", ReleasePhase::Live).await;
+    wait_release_phase(&api, "dora-1", ReleasePhase::Live).await;
     // v2's canary is aborted: rolled back, a change failure.
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
     create(&release(&ns.name, "2", canary));
-    wait_phase(&api, "dora-2", ReleasePhase::Paused).await;
+    wait_release_phase(&api, "dora-2", ReleasePhase::Paused).await;
     annotate(&api, "dora-2", "phaseloop.dev/abort").await;
-    wait_phase(&api, "dora-2", ReleasePhase::RolledBack).await;
+    wait_release_phase(&api, "dora-2", ReleasePhase::RolledBack).await;
     // v3 goes Live: the app is restored.
     create(&release(&ns.name, "3", json!({})));
-    wait_phase(&api, "dora-3", ReleasePhase::Live).await;
+    wait_release_phase(&api, "dora-3", ReleasePhase::Live).await;
     // v4 goes Live and is reverted to v3: a success, then a change failure restored at once.
     create(&release(&ns.name, "4", json!({})));
-    wait_phase(&api, "dora-4", ReleasePhase::Live).await;
+    wait_release_phase(&api, "dora-4", ReleasePhase::Live).await;
     annotate(&api, "dora-4", "phaseloop.dev/revert").await;
-    wait_phase(&api, "dora-4", ReleasePhase::Reverted).await;
-    wait_phase(&api, "dora-3", ReleasePhase::Live).await;
+    wait_release_phase(&api, "dora-4", ReleasePhase::Reverted).await;
+    wait_release_phase(&api, "dora-3", ReleasePhase::Live).await;
 
     let sel = format!("namespace=\"{}\",app=\"dora\"", ns.name);
     let deployments = |result: &str| format!("sum(phaseloop_dora_deployments_total{{{sel},result=\"{result}\"}})");

@@ -29,14 +29,6 @@ fn scaled_release(ns: &str, app: &str, version: &str, scaling: Value, strategy: 
                  "scaling": spec_scaling, "strategy": strategy}})
 }
 
-async fn wait_phase(api: &Api<Release>, name: &str, phase: ReleasePhase) -> Release {
-    wait_for(api, name, WAIT, move |r: Option<&Release>| {
-        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
-    })
-    .await
-    .unwrap()
-}
-
 /// Waits until Deployment `name` asks for `want` replicas; returns when it did.
 async fn replicas_become(client: &kube::Client, ns: &str, name: &str, want: i32) -> tokio::time::Instant {
     let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -78,7 +70,7 @@ async fn a_load_step_scales_up_at_once_and_a_drop_scales_down_only_after_the_win
     let window = Duration::from_secs(20);
     let scaling = json!({"behavior": {"scaleDown": {"stabilizationWindow": "20s"}}});
     create(&scaled_release(&ns.name, "web", "1", scaling, json!({})));
-    wait_phase(&api, "web-1", ReleasePhase::Live).await;
+    wait_release_phase(&api, "web-1", ReleasePhase::Live).await;
     replicas_become(&client, &ns.name, "web-1", 1).await;
 
     // A step to 4.5 replicas' worth: ceil(450 / 100) = 5, within the default scale-up rate (+4).
@@ -148,11 +140,11 @@ async fn during_a_canary_the_total_follows_the_load_and_the_split_follows_the_we
     load.set(400.0).await;
     create(&scaled_release(&ns.name, "shop", "1", json!({}), json!({})));
     replicas_become(&client, &ns.name, "shop-1", 4).await;
-    wait_phase(&api, "shop-1", ReleasePhase::Live).await;
+    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
 
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}});
     create(&scaled_release(&ns.name, "shop", "2", json!({}), canary));
-    wait_phase(&api, "shop-2", ReleasePhase::Paused).await;
+    wait_release_phase(&api, "shop-2", ReleasePhase::Paused).await;
     replicas_become(&client, &ns.name, "shop-2", 1).await;
     replicas_become(&client, &ns.name, "shop-1", 3).await;
 
@@ -167,7 +159,7 @@ async fn during_a_canary_the_total_follows_the_load_and_the_split_follows_the_we
     // Promoted, the new version carries the whole autoscaled total.
     let promote = json!({"metadata": {"annotations": {"phaseloop.dev/promote": "true"}}});
     api.patch("shop-2", &PatchParams::default(), &Patch::Merge(&promote)).await.unwrap();
-    wait_phase(&api, "shop-2", ReleasePhase::Live).await;
+    wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
     replicas_become(&client, &ns.name, "shop-2", 8).await;
     load.clear().await;
 }

@@ -19,14 +19,6 @@ fn component(args: &[&str]) {
     assert!(status.success(), "component.sh {args:?} failed");
 }
 
-async fn phase_becomes(api: &Api<Release>, name: &str, phase: ReleasePhase) -> Release {
-    wait_for(api, name, WAIT, move |r: Option<&Release>| {
-        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phase))
-    })
-    .await
-    .unwrap()
-}
-
 async fn scaling_reason_becomes(api: &Api<Release>, name: &str, reason: &'static str) -> Release {
     wait_for(api, name, WAIT, move |r: Option<&Release>| {
         let conditions = r.and_then(|r| r.status.as_ref()).map(|s| s.conditions.as_slice()).unwrap_or_default();
@@ -69,7 +61,7 @@ async fn with_prometheus_down_the_replicas_hold_and_scaling_resumes_when_it_is_b
                      "strategy": strategy}})
     };
     create(&pay("1", json!({})));
-    phase_becomes(&api, "pay-1", ReleasePhase::Live).await;
+    wait_release_phase(&api, "pay-1", ReleasePhase::Live).await;
 
     component(&["stop", "prometheus"]);
     let r = scaling_reason_becomes(&api, "web-1", "MetricUnavailable").await;
@@ -91,7 +83,7 @@ async fn with_prometheus_down_the_replicas_hold_and_scaling_resumes_when_it_is_b
         "analysis": {"interval": "2s", "metrics": [{"name": "errors", "max": 0.1, "inconclusiveLimit": 2,
             "query": "sum(rate(http_errors_total{app=\"{{app}}\"}[1m]))"}]}});
     create(&pay("2", canary));
-    let paused = phase_becomes(&api, "pay-2", ReleasePhase::Paused).await;
+    let paused = wait_release_phase(&api, "pay-2", ReleasePhase::Paused).await;
     let status = paused.status.unwrap();
     assert!(status.message.as_deref().unwrap_or_default().contains("inconclusive"), "{:?}", status.message);
     let errors = &status.analysis[0];
