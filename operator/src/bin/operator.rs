@@ -36,6 +36,10 @@ struct Args {
     /// Page size of the initial LIST of each watch.
     #[arg(long, env = "PHASELOOP_PAGE_SIZE", default_value_t = 50)]
     page_size: u32,
+    /// Reconciles in flight at most, per controller: bounds the memory of a re-list, when every
+    /// object is reconciled at once.
+    #[arg(long, env = "PHASELOOP_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
     /// Single-namespace mode: reconcile only the Releases of this namespace, and no Environments
     /// (for installs with a namespaced Role; see docs/install.md).
     #[arg(long, env = "PHASELOOP_WATCH_NAMESPACE")]
@@ -74,8 +78,10 @@ async fn main() -> anyhow::Result<()> {
     }
 
     // Kubeconfig (KUBECONFIG or ~/.kube/config) outside a cluster, the service account inside.
-    let client = kube::Client::try_default().await.context("no usable Kubernetes configuration")?;
     let metrics = Arc::new(Metrics::new());
+    let kubeconfig = kube::Config::infer().await.context("no usable Kubernetes configuration")?;
+    let client = phaseloop::metrics::requests::counting_client(kubeconfig, metrics.clone())
+        .context("cannot build a Kubernetes client")?;
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
     let config = controller::Config {
@@ -83,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         prometheus_url: args.prometheus_url,
         monitoring_namespace: args.monitoring_namespace,
         watch_namespace: args.watch_namespace,
+        concurrency: args.concurrency,
     };
     let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone()));
 

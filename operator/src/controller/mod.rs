@@ -1,9 +1,12 @@
 //! Controllers, one module per resource, and what they share: context, errors, the run loop.
 
+pub mod children;
 pub mod conditions;
 pub mod environment;
 pub mod release;
 pub mod status;
+pub mod triggers;
+pub mod watch;
 
 use std::{
     future::Future,
@@ -43,11 +46,19 @@ pub struct Config {
     /// Single-namespace mode: only Releases of this namespace, no Environments (they are
     /// cluster-scoped and own namespaces), for installs with a Role instead of a ClusterRole.
     pub watch_namespace: Option<String>,
+    /// Reconciles in flight at most, per controller.
+    pub concurrency: u16,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { page_size: 50, prometheus_url: None, monitoring_namespace: "monitoring".into(), watch_namespace: None }
+        Config {
+            page_size: 50,
+            prometheus_url: None,
+            monitoring_namespace: "monitoring".into(),
+            watch_namespace: None,
+            concurrency: 16,
+        }
     }
 }
 
@@ -64,6 +75,14 @@ pub struct Context {
     pub autoscalers: reflector::Store<HorizontalPodAutoscaler>,
     /// Status writes the watch caches may not have delivered yet.
     pub written: status::Written,
+    /// Metadata caches of owned children, for applies that write only what changed.
+    pub children: children::Children,
+    /// Watch events not yet followed by a reconcile.
+    pub pending: triggers::Pending,
+    /// The Environment controller's cache (unset in single-namespace mode).
+    pub environments: std::sync::OnceLock<reflector::Store<crate::api::Environment>>,
+    /// The Release controller's cache.
+    pub releases: std::sync::OnceLock<reflector::Store<crate::api::Release>>,
     /// What the DORA metrics have counted.
     dora: std::sync::Mutex<crate::dora::Ledger>,
     autoscalers_writer: std::sync::Mutex<Option<Writer<HorizontalPodAutoscaler>>>,
@@ -80,7 +99,31 @@ impl Context {
         let autoscalers_writer = std::sync::Mutex::new(Some(writer));
         let written = status::Written::default();
         let dora = Default::default();
-        Context { client, recorder, metrics, config, shutdown, autoscalers, autoscalers_writer, written, dora }
+        use k8s_openapi::api::{apps::v1, batch::v1::Job, core::v1 as core, networking::v1::NetworkPolicy};
+        let children = children::Children::default()
+            .with::<v1::Deployment>()
+            .with::<v1::StatefulSet>()
+            .with::<Job>()
+            .with::<core::Service>()
+            .with::<core::Namespace>()
+            .with::<core::ResourceQuota>()
+            .with::<core::LimitRange>()
+            .with::<NetworkPolicy>();
+        Context {
+            client,
+            recorder,
+            metrics,
+            config,
+            shutdown,
+            autoscalers,
+            autoscalers_writer,
+            written,
+            dora,
+            children,
+            pending: Default::default(),
+            environments: Default::default(),
+            releases: Default::default(),
+        }
     }
 
     /// Counts the DORA facts of `rel` not counted yet.
@@ -180,6 +223,10 @@ where
                 let reconcile = reconcile.clone();
                 async move {
                     let obj = ctx.written.freshest(obj);
+                    let key = triggers::key(obj.meta().namespace.as_deref(), obj.meta().name.as_deref().unwrap_or(""));
+                    if let Some(waited) = ctx.pending.take(&key) {
+                        ctx.metrics.observe_watch_to_reconcile(name, waited);
+                    }
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;
                     ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));

@@ -3,6 +3,7 @@
 //! reasons, the namespace and app of a Release (one series set per app, not per version, pod or
 //! request), an Environment's name and tier. See docs/operations.md for the list.
 
+pub mod requests;
 mod state;
 
 use std::time::Duration;
@@ -31,6 +32,8 @@ pub struct Metrics {
     dora_time_to_restore: HistogramVec,
     environment_expirations: IntCounterVec,
     leader: prometheus::IntGauge,
+    api_requests: IntCounterVec,
+    watch_to_reconcile: HistogramVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -108,9 +111,22 @@ impl Metrics {
             "1 while this process runs the controllers (the leader, or the only one).",
         )
         .expect("valid metric");
+        let api_requests = counter(
+            "kube_requests_total",
+            "Requests to the Kubernetes API server by verb (get, list, watch, create, patch, update, delete) and resource.",
+            &["verb", "resource"],
+        );
+        let watch_to_reconcile = histogram(
+            "watch_to_reconcile_seconds",
+            "From a watch event that concerns an object to the start of its reconcile (queueing and debounce).",
+            &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+            &["controller"],
+        );
         let metrics = Metrics {
             registry,
             leader,
+            api_requests,
+            watch_to_reconcile,
             reconcile_duration,
             reconciles,
             reconcile_errors,
@@ -138,6 +154,10 @@ impl Metrics {
             Box::new(metrics.dora_time_to_restore.clone()),
             Box::new(metrics.environment_expirations.clone()),
             Box::new(metrics.leader.clone()),
+            Box::new(metrics.api_requests.clone()),
+            Box::new(metrics.watch_to_reconcile.clone()),
+            // Resident memory, CPU seconds, open files of this process (Linux).
+            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
             metrics.register(c);
@@ -220,6 +240,16 @@ impl Metrics {
         if let Some(reason) = error {
             self.reconcile_errors.with_label_values(&[controller, reason]).inc();
         }
+    }
+
+    /// Counts one request to the API server.
+    pub fn observe_request(&self, verb: &str, resource: &str) {
+        self.api_requests.with_label_values(&[verb, resource]).inc();
+    }
+
+    /// Records how long a watch event waited for the reconcile it triggered.
+    pub fn observe_watch_to_reconcile(&self, controller: &str, waited: Duration) {
+        self.watch_to_reconcile.with_label_values(&[controller]).observe(waited.as_secs_f64());
     }
 
     /// Text exposition of every metric.

@@ -2,12 +2,13 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, StatefulSet},
         batch::v1::Job,
-        core::v1::Namespace,
+        core::v1::{LimitRange, Namespace, ResourceQuota},
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::Time,
@@ -16,7 +17,13 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
     discovery::{ApiCapabilities, Scope, pinned_kind},
-    runtime::{Controller, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::EventType,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
@@ -34,7 +41,7 @@ use crate::{
         AppliedObject, BranchStatus, ComponentStatus, Environment, EnvironmentPhase, EnvironmentSpec,
         EnvironmentStatus, Release, annotation, label, reason,
     },
-    controller::{Context, Error, publish, publish_phase_change, status::FIELD_MANAGER, status::apply_status},
+    controller::{Context, Error, publish, publish_phase_change, status::FIELD_MANAGER, status::apply_status, watch},
 };
 
 /// Name of this controller in metrics and logs.
@@ -48,34 +55,48 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
     let client = ctx.client.clone();
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let owned = wc.clone().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
-    let controller = Controller::new(Api::<Environment>::all(client.clone()), wc.clone());
-    let store = controller.store();
-    // Namespaced children of a cluster-scoped owner: `owns` would look the owner up in the child's
-    // namespace and find nothing, so children map to their owner by hand.
-    controller
-        .owns(Api::<Namespace>::all(client.clone()), owned.clone())
-        .watches(Api::<Deployment>::all(client.clone()), owned.clone(), |d| owner_environment(d.meta()))
-        .watches(Api::<StatefulSet>::all(client.clone()), owned.clone(), |s| owner_environment(s.meta()))
-        .watches(Api::<Job>::all(client.clone()), owned, |j| owner_environment(j.meta()))
-        .watches(Api::<Release>::all(client), wc, move |rel| {
-            let ns = rel.namespace().unwrap_or_default();
-            store
-                .state()
-                .into_iter()
-                .filter(|e| namespace_of(e) == ns)
-                .map(|e| ObjectRef::from_obj(&*e))
-                .collect::<Vec<_>>()
-        })
-}
-
-/// The Environment that controls a child, from its owner references.
-fn owner_environment(child: &kube::api::ObjectMeta) -> Option<ObjectRef<Environment>> {
-    child
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == "Environment" && o.api_version.starts_with("phaseloop.dev/"))
-        .map(|o| ObjectRef::new(&o.name))
+    let (store, writer) = reflector::store();
+    let _ = ctx.environments.set(store.clone());
+    let environments = watch::objects(Api::<Environment>::all(client.clone()), wc.clone(), writer, ctx.clone());
+    let controller = Controller::for_stream(environments, store.clone()).with_config(watch::controller_config(&ctx));
+    // Children are namespaced, their owner cluster-scoped: they map to their owner by hand. All
+    // metadata-only, into the children caches.
+    let c = ctx.clone();
+    let owner = move |meta: &kube::api::ObjectMeta| {
+        let refs = watch::owner(meta, "Environment").map(|(name, _)| ObjectRef::new(&name)).into_iter().collect();
+        watch::marked(&c, refs)
+    };
+    macro_rules! children {
+        ($controller:expr, $($kind:ty),+) => {{
+            let mut controller = $controller;
+            $(
+                let stream = watch::metadata(
+                    Api::<watch::Meta<$kind>>::all(client.clone()),
+                    owned.clone(),
+                    ctx.children.take_writer::<$kind>(),
+                );
+                let mapper = owner.clone();
+                controller = controller.watches_stream(stream, move |o| mapper(&o.metadata));
+            )+
+            controller
+        }};
+    }
+    let controller =
+        children!(controller, Namespace, Deployment, StatefulSet, Job, ResourceQuota, LimitRange, NetworkPolicy);
+    // A Release's activity keeps its Environment awake and shows in `status.apps`: metadata
+    // (the namespace) is all the mapping needs.
+    let c = ctx.clone();
+    let releases = watch::metadata(Api::<watch::Meta<Release>>::all(client), wc, None);
+    controller.watches_stream(releases, move |rel| {
+        let ns = rel.metadata.namespace.unwrap_or_default();
+        let refs = store
+            .state()
+            .into_iter()
+            .filter(|e| namespace_of(e) == ns)
+            .map(|e| ObjectRef::from_obj(&*e))
+            .collect::<Vec<_>>();
+        watch::marked(&c, refs)
+    })
 }
 
 pub async fn run(controller: Controller<Environment>, ctx: Arc<Context>) {
@@ -166,7 +187,12 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     let ns = namespace_of(&env);
 
     let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
-    if let Some(existing) = ns_api.get_opt(&ns).await?
+    // Ours when the cache of phaseloop's namespaces has it with this Environment's label; anything
+    // else (a foreign namespace is not in that cache) is looked up.
+    let cached = ctx.children.get::<Namespace>(None, &ns).ok().flatten();
+    let ours = cached.is_some_and(|m| m.labels().get(label::ENVIRONMENT) == Some(&env.name_any()));
+    if !ours
+        && let Some(existing) = ns_api.get_opt(&ns).await?
         && existing.labels().get(label::ENVIRONMENT) != Some(&env.name_any())
     {
         let message = format!("namespace {ns} exists and is not managed by this Environment; it is left untouched");
@@ -174,7 +200,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
         write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
         return Ok(Action::requeue(PROVISIONING_REQUEUE * 3));
     }
-    apply(&ns_api, &desired::namespace(&env, &ns)).await?;
+    ctx.children.apply(&ns_api, desired::namespace(&env, &ns)).await?;
     apply_or_delete(&ctx, &ns, desired::QUOTA_NAME, spec.quota.as_ref().map(|q| desired::resource_quota(&env, &ns, q)))
         .await?;
     apply_or_delete(
@@ -190,7 +216,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
 
     // Sleep: decided before the infrastructure, which is applied at zero replicas while asleep.
     // One list of the namespace's Releases serves both the sleep clock and `status.apps`.
-    let releases = Api::<Release>::namespaced(ctx.client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let releases = releases_in(&ctx, &ns).await?;
     let last_activity = last_activity(&env, &releases, &base);
     let wake_requested = env.annotations().contains_key(annotation::WAKE);
     let decision = sleep::decide(
@@ -307,6 +333,23 @@ async fn resolve_parent(
     }
 }
 
+/// The Releases of `ns`: from the Release controller's cache once it is synced, else listed.
+async fn releases_in(ctx: &Context, ns: &str) -> Result<Vec<Release>, Error> {
+    if let Some(store) = ctx.releases.get()
+        && store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+    {
+        let mut releases: Vec<Release> = store
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns))
+            .map(|r| (*ctx.written.freshest(r)).clone())
+            .collect();
+        releases.sort_by_key(|r| r.name_any());
+        return Ok(releases);
+    }
+    Ok(Api::<Release>::namespaced(ctx.client.clone(), ns).list(&ListParams::default()).await?.items)
+}
+
 /// Server-side apply of a typed object under phaseloop's field manager.
 async fn apply<K>(api: &Api<K>, obj: &K) -> Result<K, Error>
 where
@@ -323,13 +366,17 @@ where
         + Clone
         + Serialize
         + DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     match desired {
-        Some(obj) => apply(&api, &obj).await.map(|_| ()),
-        None => delete_if_present(&api, name).await,
+        Some(obj) => ctx.children.apply(&api, obj).await.map(|_| ())?,
+        None => ctx.children.delete(&api, Some(ns), name).await?,
     }
+    Ok(())
 }
 
 async fn delete_if_present<K>(api: &Api<K>, name: &str) -> Result<(), Error>

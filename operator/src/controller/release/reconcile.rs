@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service},
@@ -11,7 +11,13 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::EventType,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
 use serde_json::json;
 use tracing::info;
@@ -27,7 +33,7 @@ use crate::{
     api::{ApprovalRecord, Environment, Release, ReleasePhase, ReleaseStatus, StrategyType, condition, reason},
     controller::{
         Context, Error, conditions, environment::namespace_of, publish_phase_change, status::FIELD_MANAGER,
-        status::apply_status,
+        status::apply_status, watch,
     },
 };
 
@@ -45,36 +51,69 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     let client = ctx.client.clone();
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let scope = ctx.config.watch_namespace.as_deref();
-    let controller = Controller::new(scoped::<Release>(&client, scope), wc.clone());
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let _ = ctx.releases.set(store.clone());
+    let releases = watch::objects(scoped::<Release>(&client, scope), wc.clone(), writer, ctx.clone());
+    let controller = Controller::for_stream(releases, store.clone()).with_config(watch::controller_config(&ctx));
     let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
     // HorizontalPodAutoscalers fill `ctx.autoscalers` and wake the Releases of the app they target.
     let rel_store = store.clone();
-    let autoscalers = watcher(scoped::<HorizontalPodAutoscaler>(&client, scope), wc.clone()).default_backoff();
+    let autoscalers =
+        watcher(scoped::<HorizontalPodAutoscaler>(&client, scope), wc.clone()).default_backoff().modify(watch::lean);
     let autoscalers = match ctx.take_autoscalers_writer() {
         Some(writer) => autoscalers.reflect(writer).boxed(),
         None => autoscalers.boxed(),
     };
+    let c = ctx.clone();
     let targeted = move |hpa: HorizontalPodAutoscaler| {
         let target = hpa.spec.scale_target_ref.name;
-        rel_store
+        let refs = rel_store
             .state()
             .into_iter()
             .filter(|r| r.namespace() == hpa.metadata.namespace)
             .filter(|r| workload::deployment_name(&r.spec.app, &r.spec.version) == target)
             .map(|r| ObjectRef::from_obj(&*r))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        watch::marked(&c, refs)
     };
     let controller = controller.watches_stream(autoscalers.touched_objects(), targeted);
-    let deployments = scoped::<Deployment>(&client, scope);
-    controller.owns(deployments, owned).watches(scoped::<Release>(&client, scope), wc, move |r| {
-        let (ns, app) = (r.namespace(), r.spec.app.clone());
-        store
+    // Owned Deployments and Services: metadata only, into the children caches.
+    let deployments = watch::metadata(
+        scoped::<watch::Meta<Deployment>>(&client, scope),
+        owned.clone(),
+        ctx.children.take_writer::<Deployment>(),
+    );
+    let services =
+        watch::metadata(scoped::<watch::Meta<Service>>(&client, scope), owned, ctx.children.take_writer::<Service>());
+    let c = ctx.clone();
+    let owner = move |meta: &kube::api::ObjectMeta| {
+        let refs = watch::owner(meta, "Release")
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns.unwrap_or_default()))
+            .into_iter()
+            .collect::<Vec<_>>();
+        watch::marked(&c, refs)
+    };
+    let owner2 = owner.clone();
+    let controller = controller
+        .watches_stream(deployments, move |d| owner(&d.metadata))
+        .watches_stream(services, move |s| owner2(&s.metadata));
+    // Every Release of an app re-runs when one of them changes (the queue is per app). Metadata
+    // suffices: the app of a changed Release is read from the cache; one that is gone from it
+    // (deleted) wakes its whole namespace.
+    let c = ctx.clone();
+    let siblings = watch::metadata(scoped::<watch::Meta<Release>>(&client, scope), wc, None);
+    controller.watches_stream(siblings, move |r| {
+        let ns = r.metadata.namespace.clone();
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let changed = store.get(&ObjectRef::new(&name).within(ns.as_deref().unwrap_or_default()));
+        let refs = store
             .state()
             .into_iter()
-            .filter(|o| o.namespace() == ns && o.spec.app == app && o.name_any() != r.name_any())
+            .filter(|o| o.namespace() == ns && o.name_any() != name)
+            .filter(|o| changed.as_ref().is_none_or(|c| c.spec.app == o.spec.app))
             .map(|o| ObjectRef::from_obj(&*o))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        watch::marked(&c, refs)
     })
 }
 
@@ -123,7 +162,7 @@ async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let siblings = api.list(&ListParams::default().fields(&format!("spec.app={}", rel.spec.app))).await?.items;
+    let siblings = siblings(&ctx, &rel);
     let entries: Vec<Entry> = siblings.iter().map(entry).collect();
     let roles = queue::roles(&entries);
     let me = siblings.iter().position(|s| s.name_any() == rel.name_any());
@@ -210,10 +249,32 @@ where
     }
 }
 
+/// The Releases of `rel`'s app in its namespace (itself included), from the cache, each as this
+/// process last wrote it when the cache has not caught up yet.
+fn siblings(ctx: &Context, rel: &Release) -> Vec<Release> {
+    let Some(store) = ctx.releases.get() else { return vec![rel.clone()] };
+    let ns = rel.namespace();
+    let mut siblings: Vec<Release> = store
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace() == ns && r.spec.app == rel.spec.app)
+        .map(|r| (*ctx.written.freshest(r)).clone())
+        .collect();
+    siblings.sort_by_key(|r| r.name_any());
+    siblings
+}
+
 async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, Error> {
     // Single-namespace mode cannot read the cluster-scoped Environments: there are none to see.
     if ctx.config.watch_namespace.is_some() {
         return Ok(None);
+    }
+    // From the Environment controller's cache once it is synced; before that (the first moments
+    // after a start) from the API server, since "no Environment" would change the gates.
+    if let Some(store) = ctx.environments.get()
+        && store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+    {
+        return Ok(store.find(|e| namespace_of(e) == ns).map(|e| (*ctx.written.freshest(e)).clone()));
     }
     // An Environment's namespace defaults to its name: one GET in the common case, a LIST otherwise.
     let envs: Api<Environment> = Api::all(ctx.client.clone());
@@ -340,7 +401,7 @@ async fn drive(
         Some(_) if blue_green => (total, total),
         Some(_) => split(total, weight),
     };
-    let live = apply_deployment(ctx, rel, candidate).await?;
+    let live = live_deployment(ctx, rel, candidate).await?;
     if rolling && stable.is_some() {
         // A rolling update: the previous version gives up one replica per candidate replica that is
         // available, so capacity never drops below the total.
@@ -731,18 +792,20 @@ async fn retire_previous(
         .filter(|s| s.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal))
         .collect();
     finished.sort_by_key(|s| std::cmp::Reverse(s.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second())));
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let ns = rel.namespace().unwrap_or_default();
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     for old in finished.iter().skip(HISTORY_LIMIT) {
         let name = workload::deployment_name(&old.spec.app, &old.spec.version);
-        match deployments.delete(&name, &Default::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
+        ctx.children.delete(&deployments, Some(&ns), &name).await?;
     }
     for old in finished.iter().take(HISTORY_LIMIT) {
+        // Kept ones go to zero: nothing to do when absent (deleted earlier) or already at zero.
         let name = workload::deployment_name(&old.spec.app, &old.spec.version);
-        if deployments.get_opt(&name).await?.and_then(|d| d.spec.replicas).unwrap_or(0) > 0 {
+        let exists = match ctx.children.get::<Deployment>(Some(&ns), &name) {
+            Ok(cached) => cached.is_some(),
+            Err(()) => deployments.get_opt(&name).await?.is_some(),
+        };
+        if exists {
             apply_deployment(ctx, old, 0).await?;
         }
     }
@@ -753,17 +816,26 @@ async fn retire_previous(
 /// would drop the fields it leaves out).
 /// A Deployment another autoscaler targets is left alone (the conflict is reported in
 /// `ScalingActive`): two owners of `replicas` would fight.
-async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Deployment, Error> {
+async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Option<Deployment>, Error> {
     let d = workload::deployment(rel, replicas);
     let ns = rel.namespace().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let name = d.metadata.name.clone().unwrap_or_default();
-    if operate::autoscaler_of(ctx, &ns, &name).is_some()
-        && let Some(live) = api.get_opt(&name).await?
-    {
-        return Ok(live);
+    if operate::autoscaler_of(ctx, &ns, &name).is_some() {
+        return Ok(api.get_opt(&name).await?);
     }
-    Ok(api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&d)).await?)
+    Ok(ctx.children.apply(&api, d).await?)
+}
+
+/// The Deployment of `rel` at `replicas`, as the API server has it now (applied when it differs).
+async fn live_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Deployment, Error> {
+    match apply_deployment(ctx, rel, replicas).await? {
+        Some(d) => Ok(d),
+        None => {
+            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+            Ok(api.get(&workload::deployment_name(&rel.spec.app, &rel.spec.version)).await?)
+        }
+    }
 }
 
 /// The Service `<app>` selecting `serving` (or every version while `both`), and for blue-green
@@ -772,13 +844,10 @@ async fn apply_services(ctx: &Context, rel: &Release, serving: &Release, both: b
     let Some(ports) = &rel.spec.service else { return Ok(()) };
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
     let selector = if both { workload::app_selector(&rel.spec.app) } else { workload::selector(serving) };
-    let main = workload::service(rel, &rel.spec.app, ports, selector);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&rel.spec.app, &params, &Patch::Apply(&main)).await?;
+    ctx.children.apply(&api, workload::service(rel, &rel.spec.app, ports, selector)).await?;
     if rel.spec.strategy.type_ == StrategyType::BlueGreen {
         let name = format!("{}-preview", rel.spec.app);
-        let preview = workload::service(rel, &name, ports, workload::selector(rel));
-        api.patch(&name, &params, &Patch::Apply(&preview)).await?;
+        ctx.children.apply(&api, workload::service(rel, &name, ports, workload::selector(rel))).await?;
     }
     Ok(())
 }

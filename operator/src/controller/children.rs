@@ -1,0 +1,256 @@
+//! Owned children: metadata-only caches of what phaseloop created, and applies that are skipped
+//! when the child already is what phaseloop would write.
+//!
+//! Every child phaseloop applies carries [`FINGERPRINT`], a hash of the object as phaseloop built
+//! it. The metadata caches hold that annotation (and the generation) of every child, so a
+//! reconcile that would write the same object again writes nothing: a resync of a thousand Live
+//! Releases costs no request, and a restart's re-list neither. The caches are fed by
+//! metadata-only watches (no spec, no status, no managed fields): a few hundred bytes a child.
+//!
+//! Drift: a spec change by someone else bumps the child's generation. The generation each apply
+//! returned is remembered, and a cached generation that differs forces the apply again. After a
+//! restart nothing is remembered yet, so a change made while phaseloop was down is corrected on
+//! the owner's next change; docs/performance.md says so.
+
+use std::{
+    any::{Any, TypeId},
+    collections::HashMap,
+    fmt::Debug,
+    sync::Mutex,
+};
+
+use futures::FutureExt;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    core::PartialObjectMeta,
+    runtime::reflector::{self, ObjectRef, Store, store::Writer},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::status::FIELD_MANAGER;
+
+/// Annotation with the hash of the object as phaseloop last applied it.
+pub const FINGERPRINT: &str = "phaseloop.dev/fingerprint";
+
+/// Metadata of `K` children, cached.
+pub type Meta<K> = PartialObjectMeta<K>;
+
+/// FNV-1a (64 bit) of the object's JSON, stable across builds and platforms: it is persisted in
+/// annotations, so a hash that changed with the compiler would re-apply everything after an
+/// upgrade. Not a security boundary; collisions only cost a skipped re-apply of an equal-hash object.
+pub fn fingerprint<K: Serialize>(obj: &K) -> String {
+    let json = serde_json::to_vec(obj).unwrap_or_default();
+    let hash =
+        json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
+    format!("{hash:016x}")
+}
+
+/// Sets [`FINGERPRINT`] on `obj`, computed without it. Returns the fingerprint.
+pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove(FINGERPRINT);
+    }
+    let fp = fingerprint(obj);
+    obj.annotations_mut().insert(FINGERPRINT.into(), fp.clone());
+    fp
+}
+
+/// The metadata caches and the generations phaseloop's applies produced.
+#[derive(Default)]
+pub struct Children {
+    /// `Store<Meta<K>>` by `TypeId` of `K`.
+    stores: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    /// `Writer<Meta<K>>` by `TypeId` of `K`, until the watch that fills the store takes it.
+    writers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
+    /// kind/namespace/name → generation returned by phaseloop's last apply.
+    applied: Mutex<HashMap<String, i64>>,
+}
+
+impl Children {
+    /// Adds a cache for `K` children.
+    pub fn with<K>(mut self) -> Self
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let (store, writer) = reflector::store::<Meta<K>>();
+        self.stores.insert(TypeId::of::<K>(), Box::new(store));
+        self.writers.get_mut().expect("not shared yet").insert(TypeId::of::<K>(), Box::new(writer));
+        self
+    }
+
+    /// The writer of the `K` cache, for the one watch that fills it.
+    pub fn take_writer<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(
+        &self,
+    ) -> Option<Writer<Meta<K>>> {
+        let mut writers = self.writers.lock().ok()?;
+        writers.remove(&TypeId::of::<K>())?.downcast::<Writer<Meta<K>>>().ok().map(|w| *w)
+    }
+
+    fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Store<Meta<K>>> {
+        let store = self.stores.get(&TypeId::of::<K>())?.downcast_ref::<Store<Meta<K>>>()?;
+        // Before the first list completes the cache is partial: it knows nothing.
+        store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()).then_some(store)
+    }
+
+    /// Whether the cached `K` named like `desired` carries `desired`'s fingerprint and was not
+    /// changed since phaseloop applied it. `false` when unsure (no cache, not synced, absent).
+    pub fn unchanged<K>(&self, desired: &K) -> bool
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let Some(fp) = desired.annotations().get(FINGERPRINT) else { return false };
+        let Some(store) = self.store::<K>() else { return false };
+        let mut key = ObjectRef::<Meta<K>>::new(&desired.name_any());
+        if let Some(ns) = desired.namespace() {
+            key = key.within(&ns);
+        }
+        let Some(cached) = store.get(&key) else { return false };
+        let remembered = self.applied.lock().ok().and_then(|a| a.get(&id(desired)).copied());
+        cached.annotations().get(FINGERPRINT) == Some(fp)
+            && remembered.is_none_or(|g| cached.metadata.generation.is_none_or(|c| c == g))
+    }
+
+    /// Whether the `K` named `name` in `namespace` is known not to exist (cache synced, no entry).
+    /// The caches hold phaseloop's children only (a label selector): "absent" means "none of ours".
+    pub fn absent<K>(&self, namespace: Option<&str>, name: &str) -> bool
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let Some(store) = self.store::<K>() else { return false };
+        let mut key = ObjectRef::<Meta<K>>::new(name);
+        if let Some(ns) = namespace {
+            key = key.within(ns);
+        }
+        store.get(&key).is_none()
+    }
+
+    /// The cached metadata of the `K` named `name` in `namespace`, when the cache is synced.
+    /// `Ok(None)`: known absent; `Err(())`: unknown.
+    #[allow(clippy::result_unit_err)]
+    pub fn get<K>(&self, namespace: Option<&str>, name: &str) -> Result<Option<std::sync::Arc<Meta<K>>>, ()>
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let store = self.store::<K>().ok_or(())?;
+        let mut key = ObjectRef::<Meta<K>>::new(name);
+        if let Some(ns) = namespace {
+            key = key.within(ns);
+        }
+        Ok(store.get(&key))
+    }
+
+    /// Remembers the generation an apply of phaseloop produced.
+    pub fn record<K: Resource<DynamicType = ()>>(&self, applied: &K) {
+        if let (Some(g), Ok(mut a)) = (applied.meta().generation, self.applied.lock()) {
+            a.insert(id(applied), g);
+        }
+    }
+
+    /// Forgets a deleted child.
+    pub fn forget<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) {
+        if let Ok(mut a) = self.applied.lock() {
+            a.remove(&format!("{}/{}/{name}", K::kind(&()), namespace.unwrap_or_default()));
+        }
+    }
+}
+
+impl Children {
+    /// Server-side apply of `obj`, stamped with its fingerprint, unless the cache shows the child
+    /// already is that object. Returns what the API server returned; `None` when skipped.
+    pub async fn apply<K>(&self, api: &Api<K>, mut obj: K) -> Result<Option<K>, kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        stamp(&mut obj);
+        if self.unchanged(&obj) {
+            return Ok(None);
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let applied = api.patch(&obj.name_any(), &params, &Patch::Apply(&obj)).await?;
+        self.record(&applied);
+        Ok(Some(applied))
+    }
+
+    /// Deletes the `K` named `name` unless the cache knows there is none of phaseloop's.
+    pub async fn delete<K>(&self, api: &Api<K>, namespace: Option<&str>, name: &str) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    {
+        if self.absent::<K>(namespace, name) {
+            return Ok(());
+        }
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        self.forget::<K>(namespace, name);
+        Ok(())
+    }
+}
+
+fn id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::watcher::Event;
+
+    fn deployment(replicas: i32) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-v1", "namespace": "shop", "labels": {"app": "web"}},
+            "spec": {"replicas": replicas, "selector": {}, "template": {}},
+        }))
+        .unwrap()
+    }
+
+    fn cached(d: &Deployment, generation: i64) -> Meta<Deployment> {
+        let mut meta = d.metadata.clone();
+        meta.generation = Some(generation);
+        Meta { types: None, metadata: meta, _phantom: Default::default() }
+    }
+
+    #[test]
+    fn fingerprints_are_stable_and_change_with_the_object() {
+        let (mut a, mut b) = (deployment(2), deployment(2));
+        assert_eq!(stamp(&mut a), stamp(&mut b));
+        // Stamping twice gives the same value: the annotation is not part of its own hash.
+        assert_eq!(stamp(&mut a.clone()), stamp(&mut a));
+        assert_ne!(stamp(&mut deployment(3)), stamp(&mut a));
+        // Pinned: the value is persisted in clusters, so it must not change between builds.
+        // FNV-1a 64 of `{"a":1}`, computed independently (Python).
+        assert_eq!(fingerprint(&serde_json::json!({"a": 1})), "9c3e82dd6fcae8b1");
+    }
+
+    #[test]
+    fn an_apply_is_skipped_only_when_the_synced_cache_has_the_same_unchanged_object() {
+        let children = Children::default().with::<Deployment>();
+        let mut desired = deployment(2);
+        stamp(&mut desired);
+        assert!(!children.unchanged(&desired), "not synced: unsure");
+        assert!(!children.absent::<Deployment>(Some("shop"), "web-v1"), "not synced: unsure");
+        let mut writer = children.take_writer::<Deployment>().unwrap();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        assert!(!children.unchanged(&desired), "absent");
+        assert!(children.absent::<Deployment>(Some("shop"), "web-v1"));
+
+        writer.apply_watcher_event(&Event::Apply(cached(&desired, 4)));
+        assert!(children.unchanged(&desired));
+        let mut scaled = deployment(3);
+        stamp(&mut scaled);
+        assert!(!children.unchanged(&scaled), "a different object");
+
+        // Our apply produced generation 4; someone else's spec change makes it 5.
+        let mut ours = desired.clone();
+        ours.metadata.generation = Some(4);
+        children.record(&ours);
+        assert!(children.unchanged(&desired));
+        writer.apply_watcher_event(&Event::Apply(cached(&desired, 5)));
+        assert!(!children.unchanged(&desired), "changed by someone else since our apply");
+    }
+}
