@@ -2,7 +2,8 @@
 # `make bench`: the benchmarks on the local control plane, with a release build of the operator
 # as a host process. Starts the cluster when it is not running (and stops it afterwards), like
 # run-e2e.sh. Results: stdout and target/bench/*.json.
-#   run-bench.sh [phaseloop-bench arguments]     default: every benchmark with its defaults
+#   run-bench.sh [phaseloop-bench arguments]     default: every benchmark (fleet, scaling) with its defaults
+# e.g. run-bench.sh fleet --size 100/1000 --size 300/3000
 source "$(dirname "$0")/lib.sh"
 S=$E2E_ROOT/scripts
 
@@ -26,8 +27,16 @@ for _ in $(seq 60); do
     >/dev/null 2>&1 && break
   sleep 1
 done
-PHASELOOP_OPERATOR_BIN=$REPO_ROOT/target/release/phaseloop-operator bash "$S/run-operator.sh" start
+# The release binary, also for the restarts the fleet benchmark makes.
+export PHASELOOP_OPERATOR_BIN=$REPO_ROOT/target/release/phaseloop-operator
+bash "$S/run-operator.sh" start
 
 log "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
-if [ $# -eq 0 ]; then set -- scaling; fi
-"$REPO_ROOT/target/release/phaseloop-bench" "$@" --out "$REPO_ROOT/target/bench/$1.json"
+log "command: make bench${*:+ BENCH=\"$*\"}"
+if [ $# -gt 0 ]; then
+  "$REPO_ROOT/target/release/phaseloop-bench" "$@" --out "$REPO_ROOT/target/bench/$1.json"
+else
+  for b in fleet scaling; do
+    "$REPO_ROOT/target/release/phaseloop-bench" "$b" --out "$REPO_ROOT/target/bench/$b.json"
+  done
+fi

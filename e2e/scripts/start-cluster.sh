@@ -275,6 +275,9 @@ else
   log "kwok: already running (pid $(running kwok))"
 fi
 kubectl apply -f "$E2E_ROOT/manifests/kwok-node.yaml" >/dev/null
+# `apply` leaves the status of an existing node alone (a subresource): its capacity is set here.
+CAPACITY=$(kubectl create --dry-run=client -o jsonpath='{.status}' -f "$E2E_ROOT/manifests/kwok-node.yaml")
+kubectl patch node kwok-node-0 --subresource=status --type=merge -p "{\"status\": $CAPACITY}" >/dev/null
 wait_healthy kwok kubectl wait --for=condition=Ready node/kwok-node-0 --timeout=5s
 
 # The pushgateway keeps pushed series in memory only: a restart starts clean.

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod fleet;
 
 use std::{fmt::Debug, path::PathBuf, process::Command, time::Duration};
 

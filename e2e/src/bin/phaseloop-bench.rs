@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use phaseloop_e2e::{
     bench::{self, ScalingRun},
     client,
+    fleet::{self, FleetReport, FleetRun},
 };
 
 #[derive(Parser)]
@@ -28,6 +29,19 @@ enum Bench {
         /// Load steps per interval (alternately up and down).
         #[arg(long, default_value_t = 8)]
         steps: usize,
+    },
+    /// N Environments and M Releases to Live, against the same objects applied directly; the
+    /// operator's memory, CPU, API requests, latencies and no-op writes.
+    Fleet {
+        /// Sizes to run, each `ENVIRONMENTS/RELEASES` (e.g. 100/1000).
+        #[arg(long = "size", default_values_t = ["10/100".to_string(), "100/1000".to_string()])]
+        sizes: Vec<String>,
+        /// Live Releases touched (a no-op change) to time watch-to-reconcile at full size.
+        #[arg(long, default_value_t = 100)]
+        touches: usize,
+        /// Per size: how long creation may take before the run fails.
+        #[arg(long, default_value_t = 1200)]
+        timeout_s: u64,
     },
 }
 
@@ -61,6 +75,25 @@ async fn main() -> anyhow::Result<()> {
             }
             serde_json::json!({"scaling": reports})
         }
+        Bench::Fleet { sizes, touches, timeout_s } => {
+            let mut reports = Vec::new();
+            for size in sizes {
+                let (n, m) =
+                    size.split_once('/').ok_or_else(|| anyhow::anyhow!("size {size}: ENVIRONMENTS/RELEASES"))?;
+                let run = FleetRun {
+                    environments: n.parse()?,
+                    releases: m.parse()?,
+                    restart: true,
+                    touches,
+                    timeout: Duration::from_secs(timeout_s),
+                };
+                println!("fleet {size}: running");
+                let r = fleet::fleet(&client, &run).await?;
+                print_fleet(&r);
+                reports.push(r);
+            }
+            serde_json::json!({"fleet": reports})
+        }
     };
     if let Some(out) = args.out {
         if let Some(dir) = out.parent() {
@@ -70,4 +103,34 @@ async fn main() -> anyhow::Result<()> {
         println!("results: {}", out.display());
     }
     Ok(())
+}
+
+fn print_fleet(r: &FleetReport) {
+    let objects = r.environments + r.releases;
+    println!("  {} Environments + {} Releases ({objects} objects)", r.environments, r.releases);
+    println!(
+        "  time to all Live      {:>8.1}s   baseline (direct apply) {:>6.1}s   ratio {:.2}",
+        r.phaseloop_s, r.baseline_s, r.overhead_ratio
+    );
+    println!(
+        "  operator RSS          idle {:.1} MiB, steady {:.1} MiB, peak in run {:.1} MiB, peak in re-list {:.1} MiB ({:.2}x steady)",
+        r.rss_idle_mib, r.rss_steady_mib, r.rss_peak_run_mib, r.rss_peak_relist_mib, r.relist_peak_over_steady
+    );
+    println!("  CPU                   {:.1}s in the run, {:.1} ms per object", r.cpu_s, r.cpu_ms_per_object);
+    println!(
+        "  API requests/object   {:.2} ({:.2} writes): {:?}",
+        r.requests_per_object, r.writes_per_object, r.requests_by_verb
+    );
+    for (c, q) in &r.reconcile_ms {
+        println!("  reconcile {c:<12} p50 {:.1} ms, p99 {:.1} ms ({} reconciles)", q.p50, q.p99, q.n);
+    }
+    let (w, t) = (&r.watch_to_reconcile_run_ms, &r.watch_to_reconcile_touch_ms);
+    println!(
+        "  watch→reconcile       run p50 {:.1} ms, p99 {:.1} ms; touches at size p50 {:.1} ms, p99 {:.1} ms",
+        w.p50, w.p99, t.p50, t.p99
+    );
+    println!(
+        "  no-op writes          touches {}, re-list {} ({} reconciles in {:.1}s)",
+        r.noop_touch_writes, r.noop_relist_writes, r.relist_reconciles, r.relist_s
+    );
 }

@@ -24,7 +24,10 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     core::PartialObjectMeta,
-    runtime::reflector::{self, ObjectRef, Store, store::Writer},
+    runtime::{
+        reflector::{self, ObjectRef, Store, store::Writer},
+        watcher,
+    },
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -85,6 +88,20 @@ impl Children {
     ) -> Option<Writer<Meta<K>>> {
         let mut writers = self.writers.lock().ok()?;
         writers.remove(&TypeId::of::<K>())?.downcast::<Writer<Meta<K>>>().ok().map(|w| *w)
+    }
+
+    /// Waits (up to 30s) until the `K` cache has completed its first list, when a watch fills it.
+    /// Reconciles start once the owner's cache is synced, which can be before the children's: an
+    /// apply decided on a partial cache would write what is already there.
+    pub async fn synced<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(&self) {
+        let filled = self.writers.lock().is_ok_and(|w| !w.contains_key(&TypeId::of::<K>()));
+        // Polled: `Store::wait_until_ready` wakes only one of several waiters.
+        for _ in 0..300 {
+            if !filled || self.store::<K>().is_some() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Store<Meta<K>>> {
@@ -163,6 +180,7 @@ impl Children {
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static,
     {
         stamp(&mut obj);
+        self.synced::<K>().await;
         if self.unchanged(&obj) {
             return Ok(None);
         }
@@ -177,6 +195,7 @@ impl Children {
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     {
+        self.synced::<K>().await;
         if self.absent::<K>(namespace, name) {
             return Ok(());
         }
@@ -187,6 +206,19 @@ impl Children {
         }
         self.forget::<K>(namespace, name);
         Ok(())
+    }
+}
+
+/// The metadata event of a full-object watch event, for a children cache fed by a full watch.
+pub fn metadata_event<K: Resource + Clone>(event: &watcher::Event<K>) -> watcher::Event<Meta<K>> {
+    use watcher::Event::*;
+    let meta = |o: &K| Meta { types: None, metadata: o.meta().clone(), _phantom: Default::default() };
+    match event {
+        Apply(o) => Apply(meta(o)),
+        Delete(o) => Delete(meta(o)),
+        Init => Init,
+        InitApply(o) => InitApply(meta(o)),
+        InitDone => InitDone,
     }
 }
 

@@ -81,6 +81,8 @@ pub struct Context {
     pub pending: triggers::Pending,
     /// The Environment controller's cache (unset in single-namespace mode).
     pub environments: std::sync::OnceLock<reflector::Store<crate::api::Environment>>,
+    /// Owned Deployments of Releases, without their pod templates (for their status).
+    pub deployments: std::sync::OnceLock<reflector::Store<k8s_openapi::api::apps::v1::Deployment>>,
     /// The Release controller's cache.
     pub releases: std::sync::OnceLock<reflector::Store<crate::api::Release>>,
     /// What the DORA metrics have counted.
@@ -123,6 +125,7 @@ impl Context {
             pending: Default::default(),
             environments: Default::default(),
             releases: Default::default(),
+            deployments: Default::default(),
         }
     }
 

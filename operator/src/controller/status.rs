@@ -94,7 +94,12 @@ impl Written {
     where
         K: Resource<DynamicType = ()> + Serialize,
     {
-        let (Some(replaced), Ok(object)) = (before.resource_version(), serde_json::to_value(after)) else { return };
+        // Without managed fields, as the caches hold objects: what is remembered is what matters.
+        let mut lean = serde_json::to_value(after).ok();
+        if let Some(meta) = lean.as_mut().and_then(|o| o.get_mut("metadata")).and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+        let (Some(replaced), Some(object)) = (before.resource_version(), lean) else { return };
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|_, e| e.at.elapsed() < REMEMBER);
             entries.insert(key(before), Entry { replaced, object, at: Instant::now() });

@@ -189,6 +189,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
     // Ours when the cache of phaseloop's namespaces has it with this Environment's label; anything
     // else (a foreign namespace is not in that cache) is looked up.
+    ctx.children.synced::<Namespace>().await;
     let cached = ctx.children.get::<Namespace>(None, &ns).ok().flatten();
     let ours = cached.is_some_and(|m| m.labels().get(label::ENVIRONMENT) == Some(&env.name_any()));
     if !ours

@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service},
@@ -77,12 +77,26 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
         watch::marked(&c, refs)
     };
     let controller = controller.watches_stream(autoscalers.touched_objects(), targeted);
-    // Owned Deployments and Services: metadata only, into the children caches.
-    let deployments = watch::metadata(
-        scoped::<watch::Meta<Deployment>>(&client, scope),
-        owned.clone(),
-        ctx.children.take_writer::<Deployment>(),
-    );
+    // Owned Deployments: their status is what rollouts wait for, so these are full objects, lean:
+    // without the pod template (the largest part, which phaseloop builds and never reads back)
+    // and managed fields. Their metadata also feeds the children cache. Services: metadata only.
+    let (deployment_store, deployment_writer) = reflector::store();
+    let _ = ctx.deployments.set(deployment_store);
+    let mut children_writer = ctx.children.take_writer::<Deployment>();
+    let deployments = watcher(scoped::<Deployment>(&client, scope), owned.clone())
+        .default_backoff()
+        .modify(|d| {
+            watch::lean(d);
+            d.spec.template = Default::default();
+        })
+        .map_ok(move |event| {
+            if let Some(w) = children_writer.as_mut() {
+                w.apply_watcher_event(&crate::controller::children::metadata_event(&event));
+            }
+            event
+        })
+        .reflect(deployment_writer)
+        .touched_objects();
     let services =
         watch::metadata(scoped::<watch::Meta<Service>>(&client, scope), owned, ctx.children.take_writer::<Service>());
     let c = ctx.clone();
@@ -801,6 +815,7 @@ async fn retire_previous(
     for old in finished.iter().take(HISTORY_LIMIT) {
         // Kept ones go to zero: nothing to do when absent (deleted earlier) or already at zero.
         let name = workload::deployment_name(&old.spec.app, &old.spec.version);
+        ctx.children.synced::<Deployment>().await;
         let exists = match ctx.children.get::<Deployment>(Some(&ns), &name) {
             Ok(cached) => cached.is_some(),
             Err(()) => deployments.get_opt(&name).await?.is_some(),
@@ -829,13 +844,17 @@ async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result
 
 /// The Deployment of `rel` at `replicas`, as the API server has it now (applied when it differs).
 async fn live_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Deployment, Error> {
-    match apply_deployment(ctx, rel, replicas).await? {
-        Some(d) => Ok(d),
-        None => {
-            let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-            Ok(api.get(&workload::deployment_name(&rel.spec.app, &rel.spec.version)).await?)
-        }
+    if let Some(d) = apply_deployment(ctx, rel, replicas).await? {
+        return Ok(d);
     }
+    // Unchanged: its status from the cache (as fresh as the watch, which is what woke this
+    // reconcile), else from the API server.
+    let ns = rel.namespace().unwrap_or_default();
+    let name = workload::deployment_name(&rel.spec.app, &rel.spec.version);
+    if let Some(d) = ctx.deployments.get().and_then(|s| s.get(&ObjectRef::new(&name).within(&ns))) {
+        return Ok((*d).clone());
+    }
+    Ok(Api::<Deployment>::namespaced(ctx.client.clone(), &ns).get(&name).await?)
 }
 
 /// The Service `<app>` selecting `serving` (or every version while `both`), and for blue-green
