@@ -21,13 +21,6 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-/// mimalloc instead of the system allocator: glibc's malloc keeps what a burst of work (a re-list,
-/// a thousand rollouts) freed in per-thread arenas, so the resident size stays at the peak; and
-/// musl's (the static container image) is slow. mimalloc returns freed pages to the OS shortly
-/// after; measured in docs/performance.md.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(version, about = "phaseloop: Environments and Releases for the Ops half of the DevOps loop")]
 struct Args {

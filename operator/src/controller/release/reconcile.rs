@@ -53,7 +53,9 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     let scope = ctx.config.watch_namespace.as_deref();
     let (store, writer) = reflector::store();
     let _ = ctx.releases.set(store.clone());
-    let releases = watch::objects(scoped::<Release>(&client, scope), wc.clone(), writer, ctx.clone());
+    let (changes, changed) = futures::channel::mpsc::unbounded::<Release>();
+    let releases = watch::objects(scoped::<Release>(&client, scope), wc.clone(), writer, ctx.clone())
+        .inspect_ok(move |r| drop(changes.unbounded_send(r.clone())));
     let controller = Controller::for_stream(releases, store.clone()).with_config(watch::controller_config(&ctx));
     let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
     // HorizontalPodAutoscalers fill `ctx.autoscalers` and wake the Releases of the app they target.
@@ -111,20 +113,15 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     let controller = controller
         .watches_stream(deployments, move |d| owner(&d.metadata))
         .watches_stream(services, move |s| owner2(&s.metadata));
-    // Every Release of an app re-runs when one of them changes (the queue is per app). Metadata
-    // suffices: the app of a changed Release is read from the cache; one that is gone from it
-    // (deleted) wakes its whole namespace.
+    // Every Release of an app re-runs when one of them changes (the queue is per app). The changes
+    // come from this controller's own watch, after its cache has taken them in: a sibling woken by
+    // a deletion no longer sees the deleted Release, and no second watch of Releases is needed.
     let c = ctx.clone();
-    let siblings = watch::metadata(scoped::<watch::Meta<Release>>(&client, scope), wc, None);
-    controller.watches_stream(siblings, move |r| {
-        let ns = r.metadata.namespace.clone();
-        let name = r.metadata.name.clone().unwrap_or_default();
-        let changed = store.get(&ObjectRef::new(&name).within(ns.as_deref().unwrap_or_default()));
+    controller.watches_stream(changed.map(Ok::<_, watcher::Error>), move |r: Release| {
         let refs = store
             .state()
             .into_iter()
-            .filter(|o| o.namespace() == ns && o.name_any() != name)
-            .filter(|o| changed.as_ref().is_none_or(|c| c.spec.app == o.spec.app))
+            .filter(|o| o.namespace() == r.namespace() && o.name_any() != r.name_any() && o.spec.app == r.spec.app)
             .map(|o| ObjectRef::from_obj(&*o))
             .collect::<Vec<_>>();
         watch::marked(&c, refs)
