@@ -54,8 +54,11 @@ echo $! >"$PIDFILE"
 # Ready, and leading: a restart after a crash first waits out the killed process's Lease, and the
 # tests that follow expect an operator that reconciles.
 for _ in $(seq 120); do
+  # The metrics are read whole before grep: `curl | grep -q` fails under pipefail once /metrics is
+  # larger than a pipe buffer (grep stops reading, curl gets SIGPIPE), as with a thousand apps.
   if curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/readyz" >/dev/null 2>&1 &&
-    curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/metrics" 2>/dev/null | grep -q '^phaseloop_leader 1'; then
+    METRICS=$(curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/metrics" 2>/dev/null) &&
+    grep -q '^phaseloop_leader 1' <<<"$METRICS"; then
     log "operator ready and leading (pid $(cat "$PIDFILE"), log $LOGFILE)"
     exit 0
   fi

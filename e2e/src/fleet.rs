@@ -91,6 +91,8 @@ pub struct FleetReport {
     pub noop_touch_writes: f64,
     /// Writes of the restarted operator while it reconciled everything again (must be 0).
     pub noop_relist_writes: f64,
+    /// Requests of the restarted operator during the re-list, by `verb resource`.
+    pub relist_requests: BTreeMap<String, f64>,
     pub relist_reconciles: f64,
 }
 
@@ -600,6 +602,7 @@ pub async fn fleet(client: &Client, run: &FleetRun) -> anyhow::Result<FleetRepor
         report.relist_peak_over_steady = report.rss_peak_relist_mib / report.rss_steady_mib;
         let after = op.scrape().await?;
         report.noop_relist_writes = writes(&after.requests_since(&Scrape::default()));
+        report.relist_requests = after.requests_by_resource_since(&Scrape::default());
         report.relist_reconciles = after.sum("phaseloop_reconciles_total", &[]);
     }
     progress("cleaning up");

@@ -133,4 +133,5 @@ fn print_fleet(r: &FleetReport) {
         "  no-op writes          touches {}, re-list {} ({} reconciles in {:.1}s)",
         r.noop_touch_writes, r.noop_relist_writes, r.relist_reconciles, r.relist_s
     );
+    println!("  re-list requests      {:?}", r.relist_requests);
 }

@@ -45,6 +45,9 @@ pub fn counting_client(
 ) -> Result<kube::Client, kube::Error> {
     let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         let (verb, resource) = classify(req.method(), req.uri().path(), req.uri().query());
+        if is_write(verb) {
+            tracing::debug!(verb, path = req.uri().path(), "write request");
+        }
         metrics.observe_request(verb, &resource);
         req
     });
