@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Resource,
-    api::{DeleteParams, PostParams},
+    api::PostParams,
     runtime::wait::{Condition, await_condition},
 };
 use serde::de::DeserializeOwned;
@@ -91,7 +91,6 @@ where
 /// A namespace for one test, deleted when dropped (best effort, in the background).
 pub struct TestNamespace {
     pub name: String,
-    client: Client,
 }
 
 impl TestNamespace {
@@ -103,18 +102,38 @@ impl TestNamespace {
         }))
         .unwrap();
         api.create(&PostParams::default(), &ns).await.expect("create test namespace");
-        TestNamespace { name, client: client.clone() }
+        TestNamespace { name }
     }
 }
 
+// Cleanup runs kubectl synchronously: a task spawned from `drop` at the end of a `#[tokio::test]`
+// is never polled (the test's runtime shuts down right after), and leftovers would keep the
+// operator busy during later test binaries.
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let api: Api<Namespace> = Api::all(self.client.clone());
-        let name = self.name.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { api.delete(&name, &DeleteParams::background()).await });
-        }
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
     }
+}
+
+/// Deletes what earlier test binaries left in the cluster (test namespaces, Environments) and
+/// waits until it is gone, for tests that measure the operator's activity cluster-wide.
+pub async fn delete_leftovers(client: &Client) -> anyhow::Result<()> {
+    use kube::{ResourceExt, api::ListParams};
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let envs: Api<phaseloop::api::Environment> = Api::all(client.clone());
+    let labelled = ListParams::default().labels("phaseloop.dev/e2e=true");
+    for e in envs.list(&ListParams::default()).await?.items {
+        drop(EnvironmentGuard::new(&e.name_any()));
+    }
+    for n in namespaces.list(&labelled).await?.items {
+        drop(TestNamespace { name: n.name_any() });
+    }
+    eventually("earlier tests' namespaces and Environments deleted", Duration::from_secs(300), || async {
+        let envs = envs.list(&ListParams::default()).await.ok()?.items.len();
+        let namespaces = namespaces.list(&labelled).await.ok()?.items.len();
+        (envs + namespaces == 0).then_some(())
+    })
+    .await
 }
 
 /// A short suffix unique enough for names in one test run.
@@ -169,26 +188,19 @@ where
 /// test does not leave namespaces behind.
 pub struct EnvironmentGuard {
     pub name: String,
-    client: Client,
 }
 
 impl EnvironmentGuard {
-    pub fn new(client: &Client, name: &str) -> Self {
-        EnvironmentGuard { name: name.to_string(), client: client.clone() }
+    pub fn new(name: &str) -> Self {
+        EnvironmentGuard { name: name.to_string() }
     }
 }
 
 impl Drop for EnvironmentGuard {
     fn drop(&mut self) {
-        let api: Api<phaseloop::api::Environment> = Api::all(self.client.clone());
-        let name = self.name.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let allow = serde_json::json!({"metadata": {"annotations": {"phaseloop.dev/allow-delete": "true"}}});
-                let _ = api.patch(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&allow)).await;
-                let _ = api.delete(&name, &DeleteParams::background()).await;
-            });
-        }
+        // Production Environments are deleted only with the annotation.
+        let _ = kubectl(&["annotate", "environment", &self.name, "phaseloop.dev/allow-delete=true", "--overwrite"]);
+        let _ = kubectl(&["delete", "environment", &self.name, "--wait=false", "--ignore-not-found"]);
     }
 }
 

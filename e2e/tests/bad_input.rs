@@ -270,7 +270,7 @@ async fn bad_input_is_refused_or_reported_and_nothing_serving_is_touched() {
             && let Some(name) = &name
         {
             // Also for cases expected to be rejected: if one is accepted, it is still cleaned up.
-            guards.push(EnvironmentGuard::new(&client, name));
+            guards.push(EnvironmentGuard::new(name));
         }
         let out = kubectl_stdin(&["create", "-f", "-"], &manifest);
         let file = case.file.clone();

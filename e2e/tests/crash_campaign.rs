@@ -107,7 +107,7 @@ async fn final_state(client: &kube::Client, ns: &str) -> BTreeMap<String, String
 async fn round(client: &kube::Client, n: u32) -> BTreeMap<String, String> {
     let ns = TestNamespace::new(client, &format!("chaos-{n}")).await;
     let env = format!("chaos-ttl-{n}-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(client, &env);
+    let _guard = EnvironmentGuard::new(&env);
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": env}, "spec": {"tier": "test", "ttl": "20s"}}));
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);

@@ -72,7 +72,7 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("staging-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&environment(
         &name,
         json!({
@@ -137,7 +137,7 @@ async fn a_test_environment_with_a_20s_ttl_disappears_with_its_namespace() {
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("ttl-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&environment(&name, json!({"tier": "test", "ttl": "20s"})));
     let env = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     let created = env.metadata.creation_timestamp.unwrap().0;
@@ -155,7 +155,7 @@ async fn the_expiry_can_be_extended_by_annotation() {
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("extend-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&environment(&name, json!({"tier": "preview", "ttl": "1h"})));
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     let later = "2099-01-01T00:00:00Z";
@@ -175,8 +175,8 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
     let envs: Api<Environment> = Api::all(client.clone());
     let parent = format!("parent-{}", unique_suffix());
     let branch = format!("branch-{}", unique_suffix());
-    let _g1 = EnvironmentGuard::new(&client, &parent);
-    let _g2 = EnvironmentGuard::new(&client, &branch);
+    let _g1 = EnvironmentGuard::new(&parent);
+    let _g2 = EnvironmentGuard::new(&branch);
     create(&environment(
         &parent,
         json!({"tier": "staging", "quota": {"pods": 50}, "infrastructure": [database_component()]}),
@@ -241,7 +241,7 @@ async fn a_bad_component_is_refused_while_the_good_ones_become_ready() {
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("mixed-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&environment(
         &name,
         json!({"infrastructure": [
@@ -286,7 +286,7 @@ async fn deleting_a_production_environment_needs_the_annotation() {
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("prod-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&environment(&name, json!({"tier": "production"})));
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
     let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
@@ -307,7 +307,7 @@ async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("sleepy-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&environment(
         &name,
         json!({"tier": "development", "sleepAfter": "15s",

@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(120);
 async fn the_shop_example_provisions_its_environments_and_starts_its_releases() {
     let client = client().await;
     let guards: Vec<EnvironmentGuard> =
-        ["shop-pr-1234", "shop-production", "shop-staging"].iter().map(|n| EnvironmentGuard::new(&client, n)).collect();
+        ["shop-pr-1234", "shop-production", "shop-staging"].iter().map(|n| EnvironmentGuard::new(n)).collect();
     let dir = repo_root().join("deploy/examples/shop");
     // Environments first: the Releases' namespaces are theirs.
     let out = kubectl(&["apply", "-f", &dir.join("00-environments.yaml").to_string_lossy()]);

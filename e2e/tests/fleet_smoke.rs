@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use phaseloop_e2e::{
-    client,
+    client, delete_leftovers,
     fleet::{self, FleetRun},
 };
 
@@ -13,6 +13,8 @@ use phaseloop_e2e::{
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_fleet_benchmark_measures_and_a_no_op_resync_writes_nothing() {
     let client = client().await;
+    // Objects left by earlier test binaries would be reconciled, and written, while it measures.
+    delete_leftovers(&client).await.unwrap();
     let run = FleetRun { environments: 2, releases: 6, restart: true, touches: 6, timeout: Duration::from_secs(300) };
     let r = fleet::fleet(&client, &run).await.unwrap();
     println!("{}", serde_json::to_string_pretty(&r).unwrap());

@@ -186,7 +186,7 @@ async fn without_load_a_non_production_app_scales_to_zero_and_back() {
 async fn scale_to_zero_in_production_is_refused_and_nothing_is_deployed() {
     let client = client().await;
     let name = format!("prod-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": name}, "spec": {"tier": "production"}}));
     let envs: Api<Environment> = Api::all(client.clone());
@@ -251,7 +251,7 @@ async fn a_foreign_hpa_on_the_app_is_reported_and_its_replicas_are_left_alone() 
 async fn a_sleeping_environment_holds_the_app_at_zero_and_wakes_to_the_autoscaled_total() {
     let client = client().await;
     let name = format!("sleepy-scale-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": name}, "spec": {"tier": "development", "sleepAfter": "20s"}}));
     let envs: Api<Environment> = Api::all(client.clone());

@@ -256,8 +256,8 @@ async fn promotion_waits_for_the_version_to_soak_upstream_and_a_freeze_holds_rol
     let client = client().await;
     let staging = format!("stg-{}", unique_suffix());
     let prod = format!("prd-{}", unique_suffix());
-    let _g1 = EnvironmentGuard::new(&client, &staging);
-    let _g2 = EnvironmentGuard::new(&client, &prod);
+    let _g1 = EnvironmentGuard::new(&staging);
+    let _g2 = EnvironmentGuard::new(&prod);
     let env = |name: &str, spec: Value| json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment", "metadata": {"name": name}, "spec": spec});
     create(&env(&staging, json!({"tier": "staging"})));
     create(&env(&prod, json!({"tier": "production", "promotion": {"from": staging, "soak": "5s"}})));
@@ -333,7 +333,7 @@ async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart
 async fn tests_run_in_an_ephemeral_branch_of_the_environment_which_is_deleted_afterwards() {
     let client = client().await;
     let name = format!("dev-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&client, &name);
+    let _guard = EnvironmentGuard::new(&name);
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment", "metadata": {"name": name},
         "spec": {"infrastructure": [{"name": "db", "objects": [
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "db-config"}, "data": {"DB": "x"}}]}]}}));

@@ -1,6 +1,7 @@
 //! Writing status: server-side apply with phaseloop's one field manager, and only on change.
 
 use std::{
+    any::Any,
     collections::HashMap,
     fmt::Debug,
     sync::{Arc, Mutex},
@@ -28,7 +29,7 @@ pub async fn apply_status<K, S>(
     desired: &S,
 ) -> Result<bool, kube::Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
     S: Serialize + PartialEq,
 {
     if current == Some(desired) {
@@ -41,7 +42,7 @@ where
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let after = api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?;
-    written.record(obj, &after);
+    written.record(obj, after);
     Ok(true)
 }
 
@@ -51,7 +52,8 @@ where
 /// otherwise see the object as it was before the write and act on that again: decide a scaling
 /// step twice, publish a phase Event twice, count a deployment twice. Only resourceVersion
 /// equality is used (resourceVersions are opaque): a cached object still at the version our write
-/// replaced is stale, and our written object stands in for it.
+/// replaced is stale, and our written object stands in for it. An entry lives until the watch
+/// delivers a newer version (`acknowledged`), so in a quiet fleet it holds nothing.
 #[derive(Default)]
 pub struct Written {
     entries: Mutex<HashMap<String, Entry>>,
@@ -59,11 +61,13 @@ pub struct Written {
 
 struct Entry {
     replaced: String,
-    object: serde_json::Value,
+    /// An `Arc<K>` of the kind in the key.
+    object: Arc<dyn Any + Send + Sync>,
     at: Instant,
 }
 
-/// How long a write is remembered at most (a watch event arrives long before).
+/// How long a write is remembered at most, should its watch event never come (a watch that
+/// restarted and re-listed, say): a watch event arrives long before.
 const REMEMBER: Duration = Duration::from_secs(120);
 
 fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
@@ -74,13 +78,13 @@ impl Written {
     /// `obj`, or this process's later write of it when the cache has not caught up yet.
     pub fn freshest<K>(&self, obj: Arc<K>) -> Arc<K>
     where
-        K: Resource<DynamicType = ()> + DeserializeOwned,
+        K: Resource<DynamicType = ()> + Send + Sync + 'static,
     {
         let Ok(mut entries) = self.entries.lock() else { return obj };
         let k = key(&*obj);
         match entries.get(&k) {
             Some(e) if obj.resource_version().as_deref() == Some(e.replaced.as_str()) => {
-                serde_json::from_value(e.object.clone()).map(Arc::new).unwrap_or(obj)
+                e.object.clone().downcast::<K>().unwrap_or(obj)
             }
             Some(_) => {
                 entries.remove(&k);
@@ -90,20 +94,34 @@ impl Written {
         }
     }
 
-    fn record<K>(&self, before: &K, after: &K)
-    where
-        K: Resource<DynamicType = ()> + Serialize,
-    {
-        // Without managed fields, as the caches hold objects: what is remembered is what matters.
-        let mut lean = serde_json::to_value(after).ok();
-        if let Some(meta) = lean.as_mut().and_then(|o| o.get_mut("metadata")).and_then(|m| m.as_object_mut()) {
-            meta.remove("managedFields");
+    /// The watch delivered `obj`: a write it supersedes is forgotten.
+    pub fn acknowledged<K: Resource<DynamicType = ()>>(&self, obj: &K) {
+        let Ok(mut entries) = self.entries.lock() else { return };
+        if entries.is_empty() {
+            return;
         }
-        let (Some(replaced), Some(object)) = (before.resource_version(), lean) else { return };
+        let k = key(obj);
+        if entries.get(&k).is_some_and(|e| obj.resource_version().as_deref() != Some(e.replaced.as_str())) {
+            entries.remove(&k);
+        }
+    }
+
+    fn record<K>(&self, before: &K, mut after: K)
+    where
+        K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    {
+        // Lean, as the caches hold objects: what is remembered is what matters.
+        super::watch::lean(&mut after);
+        let Some(replaced) = before.resource_version() else { return };
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|_, e| e.at.elapsed() < REMEMBER);
-            entries.insert(key(before), Entry { replaced, object, at: Instant::now() });
+            entries.insert(key(before), Entry { replaced, object: Arc::new(after), at: Instant::now() });
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or_default()
     }
 }
 
@@ -131,13 +149,26 @@ mod tests {
     fn a_cached_object_older_than_our_write_is_replaced_by_what_we_wrote() {
         let written = Written::default();
         let before = release("10", ReleasePhase::Progressing);
-        written.record(&before, &release("11", ReleasePhase::Live));
+        written.record(&before, release("11", ReleasePhase::Live));
         let seen = written.freshest(Arc::new(before.clone()));
         assert_eq!((seen.resource_version().as_deref(), phase(&seen)), (Some("11"), Some(ReleasePhase::Live)));
         // Once the cache has caught up (or someone else wrote since), the cached object is used and
         // the entry forgotten.
         let later = release("12", ReleasePhase::Live);
         assert_eq!(written.freshest(Arc::new(later)).resource_version().as_deref(), Some("12"));
+        assert_eq!(written.freshest(Arc::new(before)).resource_version().as_deref(), Some("10"));
+    }
+
+    #[test]
+    fn the_watch_delivering_a_newer_version_forgets_the_write() {
+        let written = Written::default();
+        let before = release("10", ReleasePhase::Progressing);
+        written.record(&before, release("11", ReleasePhase::Live));
+        // The old version again (a re-list that raced the write) keeps it.
+        written.acknowledged(&before);
+        assert_eq!(written.len(), 1);
+        written.acknowledged(&release("11", ReleasePhase::Live));
+        assert_eq!(written.len(), 0);
         assert_eq!(written.freshest(Arc::new(before)).resource_version().as_deref(), Some("10"));
     }
 }

@@ -29,7 +29,8 @@ pub fn lean<K: Resource>(obj: &mut K) {
     }
 }
 
-/// Full objects of `K` into the controller's cache, each event stamped as pending for the object.
+/// Full objects of `K` into the controller's cache, each event stamped as pending for the object
+/// and acknowledging this process's status write it carries.
 pub fn objects<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -39,12 +40,10 @@ pub fn objects<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
-    watcher(api, config)
-        .default_backoff()
-        .modify(lean)
-        .reflect(writer)
-        .touched_objects()
-        .inspect_ok(move |o| ctx.pending.mark(triggers::key(o.namespace().as_deref(), &o.name_any())))
+    watcher(api, config).default_backoff().modify(lean).reflect(writer).touched_objects().inspect_ok(move |o| {
+        ctx.written.acknowledged(o);
+        ctx.pending.mark(triggers::key(o.namespace().as_deref(), &o.name_any()))
+    })
 }
 
 /// Metadata of `K` (into a children cache when `writer` is given), lean. An `Api` of
