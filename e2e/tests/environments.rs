@@ -116,10 +116,23 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
     let db_now: Deployment = Api::namespaced(client.clone(), &name).get("postgres").await.unwrap();
     assert_eq!(db_now.resource_version(), db_version, "an unchanged component was rewritten");
 
+    // Someone else's edit of a component is undone at the Environment's next reconcile (a
+    // ConfigMap has no generation: the edit shows as a new resourceVersion).
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
+    let edit = json!({"data": {"DB_NAME": "edited"}});
+    configmaps.patch("db-config", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    let poke = json!({"metadata": {"annotations": {"e2e/poke": "2"}}});
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    eventually("the edited component restored", Duration::from_secs(30), || async {
+        let data = configmaps.get("db-config").await.ok()?.data?;
+        (data.get("DB_NAME").map(String::as_str) == Some("shop")).then_some(())
+    })
+    .await
+    .unwrap();
+
     // Removing a component deletes its objects.
     let patch = json!({"spec": {"infrastructure": []}});
     envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
     wait_gone(&configmaps, "db-config").await;
     wait_gone(&Api::<Deployment>::namespaced(client.clone(), &name), "postgres").await;
 

@@ -11,6 +11,9 @@
 //! returned is remembered, and a cached generation that differs forces the apply again. After a
 //! restart nothing is remembered yet, so a change made while phaseloop was down is corrected on
 //! the owner's next change; docs/performance.md says so.
+//!
+//! Infrastructure components, of any kind, have no cache: they are read back (a GET, not a write)
+//! and compared the same way.
 
 use std::{
     any::{Any, TypeId},
@@ -22,7 +25,7 @@ use std::{
 use futures::FutureExt;
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams},
     core::PartialObjectMeta,
     runtime::{
         reflector::{self, ObjectRef, Store, store::Writer},
@@ -68,6 +71,9 @@ pub struct Children {
     writers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// kind/namespace/name → generation returned by phaseloop's last apply.
     applied: Mutex<HashMap<String, i64>>,
+    /// The same for infrastructure components: the generation, or for kinds without one
+    /// (ConfigMaps, Secrets) the resourceVersion, so that their edits are undone too.
+    applied_components: Mutex<HashMap<String, String>>,
 }
 
 impl Children {
@@ -126,6 +132,22 @@ impl Children {
         let remembered = self.applied.lock().ok().and_then(|a| a.get(&id(desired)).copied());
         cached.annotations().get(FINGERPRINT) == Some(fp)
             && remembered.is_none_or(|g| cached.metadata.generation.is_none_or(|c| c == g))
+    }
+
+    /// [`Self::unchanged`] for an object of a kind without a cache (an infrastructure component),
+    /// read back as `current`; `desired` is stamped.
+    pub fn unchanged_dynamic(&self, desired: &DynamicObject, kind: &str, current: &DynamicObject) -> bool {
+        let Some(fp) = desired.annotations().get(FINGERPRINT) else { return false };
+        let remembered = self.applied_components.lock().ok().and_then(|a| a.get(&dynamic_id(desired, kind)).cloned());
+        current.annotations().get(FINGERPRINT) == Some(fp)
+            && remembered.is_none_or(|v| version(&current.metadata).as_ref() == Some(&v))
+    }
+
+    /// [`Self::record`] for an object of a kind without a cache.
+    pub fn record_dynamic(&self, applied: &DynamicObject, kind: &str) {
+        if let (Some(v), Ok(mut a)) = (version(&applied.metadata), self.applied_components.lock()) {
+            a.insert(dynamic_id(applied, kind), v);
+        }
     }
 
     /// Whether the `K` named `name` in `namespace` is known not to exist (cache synced, no entry).
@@ -226,6 +248,16 @@ fn id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
+/// What changes when someone else edits an object: its generation, or for kinds without one its
+/// resourceVersion (which status writes change too: they then cost one more apply).
+fn version(meta: &ObjectMeta) -> Option<String> {
+    meta.generation.map(|g| format!("generation {g}")).or_else(|| meta.resource_version.clone())
+}
+
+fn dynamic_id(obj: &DynamicObject, kind: &str) -> String {
+    format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +316,32 @@ mod tests {
         assert!(children.unchanged(&desired));
         writer.apply_watcher_event(&Event::Apply(cached(&desired, 5)));
         assert!(!children.unchanged(&desired), "changed by someone else since our apply");
+    }
+
+    #[test]
+    fn a_component_is_reapplied_when_changed_by_someone_else_since_our_apply() {
+        let children = Children::default();
+        let object = |data: &str, rv: &str| -> DynamicObject {
+            serde_json::from_value(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "db-config", "namespace": "pr-1", "resourceVersion": rv}, "data": {"k": data}}))
+            .unwrap()
+        };
+        let mut desired = object("v", "");
+        stamp(&mut desired);
+        let mut ours = desired.clone();
+        ours.metadata.resource_version = Some("7".into());
+        assert!(!children.unchanged_dynamic(&desired, "ConfigMap", &object("v", "7")), "not ours: no fingerprint");
+        // After a restart nothing is remembered: the fingerprint decides.
+        assert!(children.unchanged_dynamic(&desired, "ConfigMap", &ours));
+        children.record_dynamic(&ours, "ConfigMap");
+        assert!(children.unchanged_dynamic(&desired, "ConfigMap", &ours));
+        // A ConfigMap has no generation: an edit shows as another resourceVersion.
+        let mut edited = ours.clone();
+        edited.data["data"]["k"] = "edited".into();
+        edited.metadata.resource_version = Some("8".into());
+        assert!(!children.unchanged_dynamic(&desired, "ConfigMap", &edited));
+        let mut changed = object("w", "");
+        stamp(&mut changed);
+        assert!(!children.unchanged_dynamic(&changed, "ConfigMap", &ours), "a different desired object");
     }
 }

@@ -2,7 +2,6 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::FutureExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
@@ -41,7 +40,9 @@ use crate::{
         AppliedObject, BranchStatus, ComponentStatus, Environment, EnvironmentPhase, EnvironmentSpec,
         EnvironmentStatus, Release, annotation, label, reason,
     },
-    controller::{Context, Error, publish, publish_phase_change, status::FIELD_MANAGER, status::apply_status, watch},
+    controller::{
+        Context, Error, children, publish, publish_phase_change, status::FIELD_MANAGER, status::apply_status, watch,
+    },
 };
 
 /// Name of this controller in metrics and logs.
@@ -336,9 +337,7 @@ async fn resolve_parent(
 
 /// The Releases of `ns`: from the Release controller's cache once it is synced, else listed.
 async fn releases_in(ctx: &Context, ns: &str) -> Result<Vec<Release>, Error> {
-    if let Some(store) = ctx.releases.get()
-        && store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
-    {
+    if let Some(store) = crate::controller::synced_store(&ctx.releases).await {
         let mut releases: Vec<Release> = store
             .state()
             .into_iter()
@@ -490,12 +489,22 @@ async fn apply_component(
         }
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
         let name = p.object.metadata.name.clone().unwrap_or_default();
-        let live = match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&p.object)).await {
-            Ok(live) => live,
-            Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                return Ok(Err(format!("{} {name} rejected by the API server: {}", p.gvk.kind, e.message)));
-            }
-            Err(e) => return Err(e.into()),
+        // Read back first: an object that already is what phaseloop applied is not written again
+        // (a read failing for any reason just means applying, which reports the problem).
+        children::stamp(&mut p.object);
+        let current = api.get_opt(&name).await.ok().flatten();
+        let live = match current {
+            Some(live) if ctx.children.unchanged_dynamic(&p.object, &p.gvk.kind, &live) => live,
+            _ => match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&p.object)).await {
+                Ok(live) => {
+                    ctx.children.record_dynamic(&live, &p.gvk.kind);
+                    live
+                }
+                Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
+                    return Ok(Err(format!("{} {name} rejected by the API server: {}", p.gvk.kind, e.message)));
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
         applied.push(p.applied());
         match infrastructure::readiness(&p.gvk.kind, &live) {

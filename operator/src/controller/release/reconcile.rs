@@ -2,7 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{FutureExt, StreamExt, TryStreamExt};
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service},
@@ -42,7 +42,8 @@ const HISTORY_LIMIT: usize = 3;
 /// When to look again (`None`: on the next change only).
 type Next = Option<Duration>;
 
-/// While a rollout is in flight, look again at least this often (Deployment watches usually come first).
+/// How often waits that no watch event ends are looked at again (tests running, an upstream
+/// Environment); a rollout looks again at least every 12 of these.
 const ROLLOUT_REQUEUE: Duration = Duration::from_secs(5);
 
 /// The Release controller, ready to run: it also watches the Deployments Releases own and
@@ -280,11 +281,9 @@ async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, 
     if ctx.config.watch_namespace.is_some() {
         return Ok(None);
     }
-    // From the Environment controller's cache once it is synced; before that (the first moments
-    // after a start) from the API server, since "no Environment" would change the gates.
-    if let Some(store) = ctx.environments.get()
-        && store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
-    {
+    // From the Environment controller's cache once it is synced (awaited after a start); from the
+    // API server if it is not, since "no Environment" would change the gates.
+    if let Some(store) = crate::controller::synced_store(&ctx.environments).await {
         return Ok(store.find(|e| namespace_of(e) == ns).map(|e| (*ctx.written.freshest(e)).clone()));
     }
     // An Environment's namespace defaults to its name: one GET in the common case, a LIST otherwise.
@@ -467,8 +466,8 @@ async fn drive(
             );
             status.message = Some(format!("step {}/{}: weight {weight}%", step + 1, plan.len()));
             let analysis = rel.spec.strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
-            let wait = wait.map(|w| w + Duration::from_secs(1)).unwrap_or(ROLLOUT_REQUEUE);
-            Some(analysis.map_or(wait, |a| wait.min(a)).min(ROLLOUT_REQUEUE * 12))
+            let elapsed = Duration::try_from(now.0.duration_since(started)).unwrap_or_default();
+            Some(rollout::recheck_after(wait, deadline.saturating_sub(elapsed), analysis, ROLLOUT_REQUEUE * 12))
         }
         Decision::Pause { reason, .. } => {
             enter(status, ReleasePhase::Paused, now);

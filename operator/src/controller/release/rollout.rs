@@ -116,6 +116,20 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
     }
 }
 
+/// When to look again at a held step: after its timed `wait`; or, waiting for pods, at the
+/// progress deadline, since the Deployment's watch events wake the Release as its pods come up
+/// (polling every few seconds instead was most of the reconciles of a large rollout). Never later
+/// than the next analysis measurement or `cap`.
+pub fn recheck_after(
+    wait: Option<Duration>,
+    deadline_left: Duration,
+    analysis: Option<Duration>,
+    cap: Duration,
+) -> Duration {
+    let wait = wait.unwrap_or(deadline_left) + Duration::from_secs(1);
+    analysis.map_or(wait, |a| wait.min(a)).min(cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +194,15 @@ mod tests {
         assert_eq!(decide(&p, &at(0, 0, 5)), Decision::Hold { weight: 25, wait: None });
         let ready = Observed { candidate_ready: true, ..at(0, 0, 5) };
         assert_eq!(decide(&p, &ready), Decision::Advance { step: 1 });
+    }
+
+    #[test]
+    fn waiting_for_pods_rechecks_at_the_progress_deadline_not_by_polling() {
+        let (s, cap) = (Duration::from_secs, Duration::from_secs(60));
+        assert_eq!(recheck_after(None, s(600), None, cap), cap);
+        assert_eq!(recheck_after(None, s(20), None, cap), s(21));
+        assert_eq!(recheck_after(None, s(600), Some(s(10)), cap), s(10), "analysis measures on time");
+        assert_eq!(recheck_after(Some(s(40)), s(600), None, cap), s(41), "a timed pause ends on time");
     }
 
     #[test]
