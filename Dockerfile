@@ -24,6 +24,8 @@ WORKDIR /src
 # (e2e is a workspace member, so its manifest and sources must be present for cargo to load the
 # workspace, even though only the operator is built).
 COPY Cargo.toml Cargo.lock ./
+# Build-time settings: the jemalloc options compiled into the operator.
+COPY .cargo/ .cargo/
 COPY operator/ operator/
 COPY e2e/ e2e/
 

@@ -67,6 +67,11 @@ enum LogFormat {
     Json,
 }
 
+// jemalloc, configured in .cargo/config.toml to give memory back after a burst; see
+// docs/performance.md for why (glibc kept what a creation burst had used).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();

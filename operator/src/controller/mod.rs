@@ -62,6 +62,9 @@ impl Default for Config {
     }
 }
 
+/// A Release that changed: its name and namespace.
+pub type ReleaseChange = kube::core::PartialObjectMeta<crate::api::Release>;
+
 /// What every reconcile gets.
 pub struct Context {
     pub client: Client,
@@ -87,6 +90,12 @@ pub struct Context {
     pub releases: std::sync::OnceLock<reflector::Store<crate::api::Release>>,
     /// What the DORA metrics have counted.
     dora: std::sync::Mutex<crate::dora::Ledger>,
+    /// Releases the Release controller's watch delivered, after its cache took them in, for the
+    /// Environment controller (whose status and sleep follow its Releases). A second watch of
+    /// Releases would cost memory and could deliver a change before the cache the Environment
+    /// reconcile reads has it. Absent in single-namespace mode (no Environment controller).
+    release_changes: Option<futures::channel::mpsc::UnboundedSender<ReleaseChange>>,
+    release_changes_rx: std::sync::Mutex<Option<futures::channel::mpsc::UnboundedReceiver<ReleaseChange>>>,
     autoscalers_writer: std::sync::Mutex<Option<Writer<HorizontalPodAutoscaler>>>,
 }
 
@@ -102,6 +111,13 @@ impl Context {
         let written = status::Written::default();
         let dora = Default::default();
         use k8s_openapi::api::{apps::v1, batch::v1::Job, core::v1 as core, networking::v1::NetworkPolicy};
+        let (release_changes, release_changes_rx) = match config.watch_namespace {
+            None => {
+                let (tx, rx) = futures::channel::mpsc::unbounded();
+                (Some(tx), Some(rx))
+            }
+            Some(_) => (None, None),
+        };
         let children = children::Children::default()
             .with::<v1::Deployment>()
             .with::<v1::StatefulSet>()
@@ -126,7 +142,26 @@ impl Context {
             environments: Default::default(),
             releases: Default::default(),
             deployments: Default::default(),
+            release_changes,
+            release_changes_rx: std::sync::Mutex::new(release_changes_rx),
         }
+    }
+
+    /// Tells the Environment controller that a Release changed (see `release_changes`).
+    pub(crate) fn release_changed(&self, rel: &crate::api::Release) {
+        if let Some(tx) = &self.release_changes {
+            let metadata = kube::api::ObjectMeta {
+                name: rel.metadata.name.clone(),
+                namespace: rel.metadata.namespace.clone(),
+                ..Default::default()
+            };
+            let _ = tx.unbounded_send(ReleaseChange { types: None, metadata, _phantom: Default::default() });
+        }
+    }
+
+    /// The Releases changed, for the one controller that follows them.
+    pub(crate) fn take_release_changes(&self) -> Option<futures::channel::mpsc::UnboundedReceiver<ReleaseChange>> {
+        self.release_changes_rx.lock().ok().and_then(|mut r| r.take())
     }
 
     /// Counts the DORA facts of `rel` not counted yet.

@@ -2,6 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
@@ -84,11 +85,12 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
     }
     let controller =
         children!(controller, Namespace, Deployment, StatefulSet, Job, ResourceQuota, LimitRange, NetworkPolicy);
-    // A Release's activity keeps its Environment awake and shows in `status.apps`: metadata
-    // (the namespace) is all the mapping needs.
+    // A Release's activity keeps its Environment awake and shows in `status.apps`. The changes
+    // come from the Release controller's watch once its cache (which this reconcile reads) has
+    // them; the namespace is all the mapping needs.
+    let Some(releases) = ctx.take_release_changes() else { return controller };
     let c = ctx.clone();
-    let releases = watch::metadata(Api::<watch::Meta<Release>>::all(client), wc, None);
-    controller.watches_stream(releases, move |rel| {
+    controller.watches_stream(releases.map(Ok::<_, watcher::Error>), move |rel| {
         let ns = rel.metadata.namespace.unwrap_or_default();
         let refs = store
             .state()

@@ -55,8 +55,12 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     let (store, writer) = reflector::store();
     let _ = ctx.releases.set(store.clone());
     let (changes, changed) = futures::channel::mpsc::unbounded::<Release>();
-    let releases = watch::objects(scoped::<Release>(&client, scope), wc.clone(), writer, ctx.clone())
-        .inspect_ok(move |r| drop(changes.unbounded_send(r.clone())));
+    let c = ctx.clone();
+    let releases =
+        watch::objects(scoped::<Release>(&client, scope), wc.clone(), writer, ctx.clone()).inspect_ok(move |r| {
+            c.release_changed(r);
+            drop(changes.unbounded_send(r.clone()))
+        });
     let controller = Controller::for_stream(releases, store.clone()).with_config(watch::controller_config(&ctx));
     let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
     // HorizontalPodAutoscalers fill `ctx.autoscalers` and wake the Releases of the app they target.
