@@ -22,7 +22,6 @@ use std::{
     sync::Mutex,
 };
 
-use futures::FutureExt;
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams},
@@ -101,19 +100,16 @@ impl Children {
     /// apply decided on a partial cache would write what is already there.
     pub async fn synced<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(&self) {
         let filled = self.writers.lock().is_ok_and(|w| !w.contains_key(&TypeId::of::<K>()));
-        // Polled: `Store::wait_until_ready` wakes only one of several waiters.
-        for _ in 0..300 {
-            if !filled || self.store::<K>().is_some() {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let store = self.stores.get(&TypeId::of::<K>()).and_then(|s| s.downcast_ref::<Store<Meta<K>>>());
+        if let (true, Some(store)) = (filled, store) {
+            super::wait_synced(store).await;
         }
     }
 
     fn store<K: Resource<DynamicType = ()> + Clone + 'static>(&self) -> Option<&Store<Meta<K>>> {
         let store = self.stores.get(&TypeId::of::<K>())?.downcast_ref::<Store<Meta<K>>>()?;
         // Before the first list completes the cache is partial: it knows nothing.
-        store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()).then_some(store)
+        super::is_synced(store).then_some(store)
     }
 
     /// Whether the cached `K` named like `desired` carries `desired`'s fingerprint and was not
@@ -138,7 +134,7 @@ impl Children {
     /// read back as `current`; `desired` is stamped.
     pub fn unchanged_dynamic(&self, desired: &DynamicObject, kind: &str, current: &DynamicObject) -> bool {
         let Some(fp) = desired.annotations().get(FINGERPRINT) else { return false };
-        let remembered = self.applied_components.lock().ok().and_then(|a| a.get(&dynamic_id(desired, kind)).cloned());
+        let remembered = self.applied_components.lock().ok().and_then(|a| a.get(&id_of(kind, desired)).cloned());
         current.annotations().get(FINGERPRINT) == Some(fp)
             && remembered.is_none_or(|v| version(&current.metadata).as_ref() == Some(&v))
     }
@@ -146,7 +142,7 @@ impl Children {
     /// [`Self::record`] for an object of a kind without a cache.
     pub fn record_dynamic(&self, applied: &DynamicObject, kind: &str) {
         if let (Some(v), Ok(mut a)) = (version(&applied.metadata), self.applied_components.lock()) {
-            a.insert(dynamic_id(applied, kind), v);
+            a.insert(id_of(kind, applied), v);
         }
     }
 
@@ -245,17 +241,18 @@ pub fn metadata_event<K: Resource + Clone>(event: &watcher::Event<K>) -> watcher
 }
 
 fn id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!("{}/{}/{}", K::kind(&()), obj.namespace().unwrap_or_default(), obj.name_any())
+    id_of(&K::kind(&()), obj)
+}
+
+/// kind/namespace/name, the key of what phaseloop's applies produced.
+fn id_of(kind: &str, obj: &impl Resource) -> String {
+    format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 /// What changes when someone else edits an object: its generation, or for kinds without one its
 /// resourceVersion (which status writes change too: they then cost one more apply).
 fn version(meta: &ObjectMeta) -> Option<String> {
     meta.generation.map(|g| format!("generation {g}")).or_else(|| meta.resource_version.clone())
-}
-
-fn dynamic_id(obj: &DynamicObject, kind: &str) -> String {
-    format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 #[cfg(test)]

@@ -205,24 +205,41 @@ impl Error {
     }
 }
 
-/// The cache in `cell` once it has completed its first list, polled every 100ms for up to 30s
-/// (`Store::wait_until_ready` wakes only one waiter). `None` when no watch fills it (a
-/// single-namespace operator has no Environment cache) or it is not ready in time: callers then
-/// ask the API server. Waiting is what keeps a restart's re-list from costing a LIST per
-/// reconcile while the other controller's cache is still filling.
+/// Whether `store` has completed its first list, now.
+pub fn is_synced<K: Resource + Clone + 'static>(store: &reflector::Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt;
+    store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok())
+}
+
+/// Waits until `store` has completed its first list, polled every 100ms for up to 30s
+/// (`Store::wait_until_ready` wakes only one of several waiters, and the controller's own runner
+/// is one). Returns whether it has.
+pub async fn wait_synced<K: Resource + Clone + 'static>(store: &reflector::Store<K>) -> bool
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    for _ in 0..300 {
+        if is_synced(store) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// The cache in `cell` once it has completed its first list ([`wait_synced`]). `None` when no
+/// watch fills it (a single-namespace operator has no Environment cache) or it is not ready in
+/// time: callers then ask the API server. Waiting is what keeps a restart's re-list from costing a
+/// LIST per reconcile while the other controller's cache is still filling.
 pub async fn synced_store<K>(cell: &std::sync::OnceLock<reflector::Store<K>>) -> Option<&reflector::Store<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    use futures::FutureExt;
     let store = cell.get()?;
-    for _ in 0..300 {
-        if store.wait_until_ready().now_or_never().is_some_and(|r| r.is_ok()) {
-            return Some(store);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
+    wait_synced(store).await.then_some(store)
 }
 
 /// Runs both controllers until `ctx.shutdown` is cancelled. `ready` turns true once both have
