@@ -27,15 +27,39 @@ async fn annotate(api: &Api<Release>, name: &str, key: &str) {
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
 }
 
-/// The single value of an instant query, once Prometheus returns `want` (within 1e-6).
+/// The single value of an instant query, once Prometheus returns one that `want` accepts. On a
+/// timeout the panic names the last answer and the health of the operator's scrape target, so a
+/// failure says whether the value was wrong or missing.
 async fn prom_value_becomes(query: &str, want: impl Fn(f64) -> bool) -> f64 {
-    eventually(&format!("{query} in Prometheus"), WAIT, || async {
-        let result = prom_query(query).await.ok()?;
-        let v = result.first()?["value"][1].as_str()?.parse::<f64>().ok()?;
+    let last = std::sync::Mutex::new(String::from("no answer"));
+    let found = eventually(&format!("{query} in Prometheus"), WAIT, || async {
+        let result = prom_query(query).await;
+        *last.lock().unwrap() = format!("{result:?}");
+        let v = result.ok()?.first()?["value"][1].as_str()?.parse::<f64>().ok()?;
         want(v).then_some(v)
     })
-    .await
-    .unwrap()
+    .await;
+    match found {
+        Ok(v) => v,
+        Err(e) => {
+            let target = operator_target().await;
+            panic!("{e}; last answer: {}; operator target: {target}", last.lock().unwrap())
+        }
+    }
+}
+
+/// Prometheus's view of its scrapes of the operator: health, last error, duration.
+async fn operator_target() -> String {
+    let targets: Value = match reqwest::get(format!("{}/api/v1/targets", prometheus_url())).await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(e) => return e.to_string(),
+    };
+    let active = targets["data"]["activeTargets"].as_array().cloned().unwrap_or_default();
+    let op = active.iter().find(|t| t["labels"]["job"] == "phaseloop-operator");
+    op.map(|t| {
+        format!("health {} lastError {:?} lastScrapeDuration {}", t["health"], t["lastError"], t["lastScrapeDuration"])
+    })
+    .unwrap_or_else(|| "not found".into())
 }
 
 /// The operator's `phaseloop_dora_*` lines about namespace `ns`.
@@ -52,8 +76,10 @@ async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
     let ns = TestNamespace::new(&client, "e2e-dora").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
 
-    // v1 goes Live, its commit ten minutes before the Release.
-    let committed = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(600);
+    // v1 goes Live, its commit ten minutes before the Release. In whole seconds, as phase times
+    // are (metav1.Time): a commit at 12:00:00.6 and Live at 12:10:00.9, recorded as 12:10:00,
+    // would be a lead time of 599.4s, and v1 often goes Live within the second it was created.
+    let committed = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 600).unwrap();
     let mut v1 = release(&ns.name, "1", json!({}));
     v1["metadata"]["annotations"] = json!({"phaseloop.dev/commit-time": committed.to_string()});
     create(&v1);
