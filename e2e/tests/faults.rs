@@ -1,10 +1,12 @@
-//! Faults around the operator: the API server restarted in the middle of a rollout, and a slow
-//! API server (every byte to and from it delayed by a proxy). The rollouts finish as they would
-//! have. Prometheus going away is `prometheus_outage.rs`. A binary of its own: it stops the API
-//! server and replaces the suite's operator for a while.
+//! Faults around the operator: the API server restarted in the middle of a rollout, a slow API
+//! server (every byte to and from it delayed by a proxy), and children edited while the operator
+//! is down. The rollouts finish as they would have, and the edits are undone when it starts.
+//! Prometheus going away is `prometheus_outage.rs`. A binary of its own: it stops the API server
+//! and replaces the suite's operator for a while.
 
 use std::{process::Command, time::Duration};
 
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::Service};
 use kube::Api;
 use phaseloop::api::{Release, ReleasePhase};
 use phaseloop_e2e::*;
@@ -152,10 +154,78 @@ async fn slow_api_server() {
     let _ = operator.wait();
 }
 
-/// One test, so that the two faults never overlap.
+/// The image, the replicas and the Service's selector of a Live app, read back.
+async fn serving(client: &kube::Client, ns: &str) -> (String, i32, String) {
+    let d: Deployment = Api::namespaced(client.clone(), ns).get("web-1").await.unwrap();
+    let spec = d.spec;
+    let image = spec.template.spec.unwrap().containers[0].image.clone().unwrap_or_default();
+    let svc: Service = Api::namespaced(client.clone(), ns).get("web").await.unwrap();
+    let selector = svc.spec.unwrap().selector.unwrap_or_default();
+    (image, spec.replicas.unwrap_or(0), selector.get("app.kubernetes.io/version").cloned().unwrap_or_default())
+}
+
+/// Someone changes a Live app's Deployment and Service while the operator is down; its first
+/// reconcile after the start undoes that, though the Release did not change. A Service has no
+/// generation: its edits are seen in its managed fields, also while the operator runs.
+async fn edits_while_the_operator_is_down() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-drift").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": "web-1", "namespace": ns.name},
+        "spec": {"app": "web", "version": "1", "replicas": 2,
+                 "template": {"spec": {"containers": [{"name": "app", "image": "web:1"}]}},
+                 "service": {"ports": [{"port": 80, "targetPort": 8080}]}}}));
+    phase_becomes(&api, "web-1", ReleasePhase::Live).await;
+    let applied = ("web:1".to_string(), 2, "1".to_string());
+    assert_eq!(serving(&client, &ns.name).await, applied);
+    let generation = api.get("web-1").await.unwrap().metadata.generation;
+
+    script("run-operator.sh", &["stop"]);
+    let _restore = RestoreSuiteOperator;
+    let n = ns.name.as_str();
+    for edit in [
+        vec!["set", "image", "deployment/web-1", "app=web:tampered", "-n", n],
+        vec!["scale", "deployment/web-1", "--replicas=5", "-n", n],
+        vec!["patch", "service", "web", "-n", n, "-p", r#"{"spec":{"selector":{"app.kubernetes.io/version":"0"}}}"#],
+    ] {
+        let out = kubectl(&edit);
+        assert!(out.ok, "kubectl {edit:?}: {}", out.stderr);
+    }
+    assert_eq!(serving(&client, n).await, ("web:tampered".to_string(), 5, "0".to_string()));
+
+    script("run-operator.sh", &["start"]);
+    let restored = eventually("the edits undone after the start", WAIT, || async {
+        let now = serving(&client, n).await;
+        (now == applied).then_some(now)
+    })
+    .await;
+    assert!(restored.is_ok(), "{restored:?}: now {:?}", serving(&client, n).await);
+    assert_eq!(api.get("web-1").await.unwrap().metadata.generation, generation, "the Release itself unchanged");
+
+    // While it runs: the Service's edit is undone at the reconcile its watch event triggers.
+    let out = kubectl(&[
+        "patch",
+        "service",
+        "web",
+        "-n",
+        n,
+        "-p",
+        r#"{"spec":{"selector":{"app.kubernetes.io/version":"0"}}}"#,
+    ]);
+    assert!(out.ok, "{}", out.stderr);
+    eventually("the Service's selector restored", WAIT, || async {
+        (serving(&client, n).await == applied).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+/// One test, so that the faults never overlap.
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn rollouts_finish_through_an_api_server_restart_and_a_slow_api_server() {
     api_server_restart_mid_rollout().await;
     slow_api_server().await;
+    edits_while_the_operator_is_down().await;
 }

@@ -5,12 +5,17 @@
 //! it. The metadata caches hold that annotation (and the generation) of every child, so a
 //! reconcile that would write the same object again writes nothing: a resync of a thousand Live
 //! Releases costs no request, and a restart's re-list neither. The caches are fed by
-//! metadata-only watches (no spec, no status, no managed fields): a few hundred bytes a child.
+//! metadata-only watches (no spec, no status, of the managed fields only other managers' field
+//! names): a few hundred bytes a child.
 //!
-//! Drift: a spec change by someone else bumps the child's generation. The generation each apply
-//! returned is remembered, and a cached generation that differs forces the apply again. After a
-//! restart nothing is remembered yet, so a change made while phaseloop was down is corrected on
-//! the owner's next change; docs/performance.md says so.
+//! Drift: what someone else changes in a child is undone at the owner's next reconcile, which
+//! the child's watch event triggers. Two signals, both in the metadata the caches hold:
+//! - the version phaseloop's last apply produced (the generation, or for kinds without one the
+//!   resourceVersion), remembered per child: a different cached generation means a spec change;
+//! - the managed fields: another field manager owning fields outside `metadata` and `status`
+//!   (a `kubectl edit`, `kubectl set image`, `kubectl scale`). This one needs no memory, so a
+//!   change made while phaseloop was down is undone at the first reconcile after its start; the
+//!   caches keep only such entries, and of each only its top-level field names ([`lean_fields`]).
 //!
 //! Infrastructure components, of any kind, have no cache: they are read back (a GET, not a write)
 //! and compared the same way.
@@ -22,6 +27,7 @@ use std::{
     sync::Mutex,
 };
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams},
@@ -45,10 +51,7 @@ pub type Meta<K> = PartialObjectMeta<K>;
 /// annotations, so a hash that changed with the compiler would re-apply everything after an
 /// upgrade. Not a security boundary; collisions only cost a skipped re-apply of an equal-hash object.
 pub fn fingerprint<K: Serialize>(obj: &K) -> String {
-    let json = serde_json::to_vec(obj).unwrap_or_default();
-    let hash =
-        json.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3));
-    format!("{hash:016x}")
+    format!("{:016x}", fnv1a(&serde_json::to_vec(obj).unwrap_or_default()))
 }
 
 /// Sets [`FINGERPRINT`] on `obj`, computed without it. Returns the fingerprint.
@@ -68,11 +71,10 @@ pub struct Children {
     stores: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     /// `Writer<Meta<K>>` by `TypeId` of `K`, until the watch that fills the store takes it.
     writers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
-    /// kind/namespace/name → generation returned by phaseloop's last apply.
-    applied: Mutex<HashMap<String, i64>>,
-    /// The same for infrastructure components: the generation, or for kinds without one
-    /// (ConfigMaps, Secrets) the resourceVersion, so that their edits are undone too.
-    applied_components: Mutex<HashMap<String, String>>,
+    /// kind/namespace/name → version returned by phaseloop's last apply.
+    applied: Mutex<HashMap<String, Version>>,
+    /// The same for infrastructure components (which have no cache).
+    applied_components: Mutex<HashMap<String, Version>>,
 }
 
 impl Children {
@@ -112,31 +114,27 @@ impl Children {
         super::is_synced(store).then_some(store)
     }
 
-    /// Whether the cached `K` named like `desired` carries `desired`'s fingerprint and was not
-    /// changed since phaseloop applied it. `false` when unsure (no cache, not synced, absent).
+    /// Whether the cached `K` named like `desired` still is what phaseloop applied as `desired`
+    /// (see [`still_applied`]). `false` when unsure (no cache, not synced, absent).
     pub fn unchanged<K>(&self, desired: &K) -> bool
     where
         K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
-        let Some(fp) = desired.annotations().get(FINGERPRINT) else { return false };
         let Some(store) = self.store::<K>() else { return false };
         let mut key = ObjectRef::<Meta<K>>::new(&desired.name_any());
         if let Some(ns) = desired.namespace() {
             key = key.within(&ns);
         }
         let Some(cached) = store.get(&key) else { return false };
-        let remembered = self.applied.lock().ok().and_then(|a| a.get(&id(desired)).copied());
-        cached.annotations().get(FINGERPRINT) == Some(fp)
-            && remembered.is_none_or(|g| cached.metadata.generation.is_none_or(|c| c == g))
+        let remembered = self.applied.lock().ok().and_then(|a| a.get(&id(desired)).cloned());
+        still_applied(desired.meta(), &cached.metadata, remembered.as_ref())
     }
 
     /// [`Self::unchanged`] for an object of a kind without a cache (an infrastructure component),
     /// read back as `current`; `desired` is stamped.
     pub fn unchanged_dynamic(&self, desired: &DynamicObject, kind: &str, current: &DynamicObject) -> bool {
-        let Some(fp) = desired.annotations().get(FINGERPRINT) else { return false };
         let remembered = self.applied_components.lock().ok().and_then(|a| a.get(&id_of(kind, desired)).cloned());
-        current.annotations().get(FINGERPRINT) == Some(fp)
-            && remembered.is_none_or(|v| version(&current.metadata).as_ref() == Some(&v))
+        still_applied(&desired.metadata, &current.metadata, remembered.as_ref())
     }
 
     /// [`Self::record`] for an object of a kind without a cache.
@@ -175,10 +173,10 @@ impl Children {
         Ok(store.get(&key))
     }
 
-    /// Remembers the generation an apply of phaseloop produced.
+    /// Remembers the version an apply of phaseloop produced.
     pub fn record<K: Resource<DynamicType = ()>>(&self, applied: &K) {
-        if let (Some(g), Ok(mut a)) = (applied.meta().generation, self.applied.lock()) {
-            a.insert(id(applied), g);
+        if let (Some(v), Ok(mut a)) = (version(applied.meta()), self.applied.lock()) {
+            a.insert(id(applied), v);
         }
     }
 
@@ -249,10 +247,73 @@ fn id_of(kind: &str, obj: &impl Resource) -> String {
     format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
-/// What changes when someone else edits an object: its generation, or for kinds without one its
-/// resourceVersion (which status writes change too: they then cost one more apply).
-fn version(meta: &ObjectMeta) -> Option<String> {
-    meta.generation.map(|g| format!("generation {g}")).or_else(|| meta.resource_version.clone())
+/// What phaseloop's apply of an object produced: its generation, or for kinds without one
+/// (Services, ConfigMaps, ResourceQuotas) its resourceVersion, which status writes move too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Version {
+    Generation(i64),
+    Resource(String),
+}
+
+fn version(meta: &ObjectMeta) -> Option<Version> {
+    meta.generation.map(Version::Generation).or_else(|| meta.resource_version.clone().map(Version::Resource))
+}
+
+/// Whether `current` still is what phaseloop applied as `desired` (both stamped), given the
+/// version phaseloop's last apply produced, when this process remembers it.
+fn still_applied(desired: &ObjectMeta, current: &ObjectMeta, remembered: Option<&Version>) -> bool {
+    let fingerprint = |m: &ObjectMeta| m.annotations.as_ref().and_then(|a| a.get(FINGERPRINT)).cloned();
+    if fingerprint(desired).is_none() || fingerprint(desired) != fingerprint(current) {
+        return false;
+    }
+    match (remembered, version(current)) {
+        (Some(ours), Some(now)) if *ours == now => true,
+        // The spec changed since our apply.
+        (Some(Version::Generation(_)), _) => false,
+        // Nothing remembered (a restart), or a resourceVersion that moved (a status write, or an
+        // edit): another manager's fields tell.
+        _ => !changed_by_others(current),
+    }
+}
+
+/// Whether a field manager other than phaseloop owns fields of `meta`'s object outside
+/// `metadata` and `status` (status writers, like the Deployment controller, do not count).
+pub fn changed_by_others(meta: &ObjectMeta) -> bool {
+    meta.managed_fields.iter().flatten().any(foreign)
+}
+
+fn foreign(e: &ManagedFieldsEntry) -> bool {
+    e.manager.as_deref() != Some(FIELD_MANAGER)
+        && e.subresource.as_deref() != Some("status")
+        && e.fields_v1
+            .as_ref()
+            .and_then(|f| f.0.as_object())
+            .is_some_and(|f| f.keys().any(|k| k != "f:metadata" && k != "f:status"))
+}
+
+/// The managed fields a cache keeps of a child: the entries [`changed_by_others`] counts, each
+/// reduced to its manager, subresource and top-level field names (a few bytes instead of the
+/// kilobytes of the full field sets).
+pub fn lean_fields(meta: &mut ObjectMeta) {
+    let kept: Vec<_> = (meta.managed_fields.take().into_iter().flatten())
+        .filter(foreign)
+        .map(|e| ManagedFieldsEntry {
+            manager: e.manager,
+            subresource: e.subresource,
+            fields_v1: e.fields_v1.map(|f| {
+                let tops = f.0.as_object().map(|o| o.keys().map(|k| (k.clone(), serde_json::json!({}))).collect());
+                FieldsV1(serde_json::Value::Object(tops.unwrap_or_default()))
+            }),
+            ..Default::default()
+        })
+        .collect();
+    meta.managed_fields = (!kept.is_empty()).then_some(kept);
+}
+
+/// FNV-1a (64 bit): small and stable across builds and platforms, for values that are persisted
+/// or must not change between runs.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 #[cfg(test)]
@@ -260,6 +321,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::apps::v1::Deployment;
     use kube::runtime::watcher::Event;
+    use serde_json::json;
 
     fn deployment(replicas: i32) -> Deployment {
         serde_json::from_value(serde_json::json!({
@@ -328,17 +390,92 @@ mod tests {
         let mut ours = desired.clone();
         ours.metadata.resource_version = Some("7".into());
         assert!(!children.unchanged_dynamic(&desired, "ConfigMap", &object("v", "7")), "not ours: no fingerprint");
-        // After a restart nothing is remembered: the fingerprint decides.
+        // After a restart nothing is remembered: the fingerprint and the managed fields decide.
         assert!(children.unchanged_dynamic(&desired, "ConfigMap", &ours));
         children.record_dynamic(&ours, "ConfigMap");
         assert!(children.unchanged_dynamic(&desired, "ConfigMap", &ours));
-        // A ConfigMap has no generation: an edit shows as another resourceVersion.
+        // A ConfigMap has no generation: an edit shows as another resourceVersion, and as the
+        // editor's fields.
         let mut edited = ours.clone();
         edited.data["data"]["k"] = "edited".into();
         edited.metadata.resource_version = Some("8".into());
+        edited.metadata.managed_fields = Some(vec![entry("kubectl-edit", None, json!({"f:data": {"f:k": {}}}))]);
         assert!(!children.unchanged_dynamic(&desired, "ConfigMap", &edited));
+        // Another resourceVersion alone (a label added by someone) is not drift.
+        let mut labelled = ours.clone();
+        labelled.metadata.resource_version = Some("9".into());
+        labelled.metadata.managed_fields =
+            Some(vec![entry("kubectl-label", None, json!({"f:metadata": {"f:labels": {"f:team": {}}}}))]);
+        assert!(children.unchanged_dynamic(&desired, "ConfigMap", &labelled));
         let mut changed = object("w", "");
         stamp(&mut changed);
         assert!(!children.unchanged_dynamic(&changed, "ConfigMap", &ours), "a different desired object");
+    }
+
+    fn entry(manager: &str, subresource: Option<&str>, fields: serde_json::Value) -> ManagedFieldsEntry {
+        ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some("Update".into()),
+            subresource: subresource.map(str::to_string),
+            fields_v1: Some(FieldsV1(fields)),
+            time: None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn after_a_restart_a_child_changed_by_another_manager_is_applied_again() {
+        let children = Children::default().with::<Deployment>();
+        let mut writer = children.take_writer::<Deployment>().unwrap();
+        writer.apply_watcher_event(&Event::Init);
+        writer.apply_watcher_event(&Event::InitDone);
+        let mut desired = deployment(2);
+        stamp(&mut desired);
+        // What the watch delivers, lean as the caches keep it.
+        let deliver = |writer: &mut Writer<Meta<Deployment>>, entries: Vec<ManagedFieldsEntry>| {
+            let mut meta = cached(&desired, 7);
+            meta.metadata.managed_fields = Some(entries);
+            crate::controller::watch::lean(&mut meta);
+            writer.apply_watcher_event(&Event::Apply(meta));
+        };
+        let ours = entry(FIELD_MANAGER, None, json!({"f:metadata": {}, "f:spec": {"f:replicas": {}}}));
+        let controller_status =
+            entry("kube-controller-manager", Some("status"), json!({"f:status": {"f:replicas": {}}}));
+        let revision = entry("kube-controller-manager", None, json!({"f:metadata": {"f:annotations": {}}}));
+        deliver(&mut writer, vec![ours.clone(), controller_status.clone(), revision.clone()]);
+        assert!(children.unchanged(&desired), "only phaseloop and status writers: nothing to undo");
+
+        let set_image = entry("kubectl-set", None, json!({"f:spec": {"f:template": {"f:spec": {}}}}));
+        deliver(&mut writer, vec![ours.clone(), controller_status, set_image]);
+        assert!(!children.unchanged(&desired), "kubectl set image while phaseloop was down");
+        let scaled = entry("kubectl", Some("scale"), json!({"f:spec": {"f:replicas": {}}}));
+        deliver(&mut writer, vec![ours, scaled]);
+        assert!(!children.unchanged(&desired), "kubectl scale");
+    }
+
+    #[test]
+    fn caches_keep_only_the_names_of_what_other_managers_own() {
+        let mut d = deployment(2);
+        stamp(&mut d);
+        let big =
+            json!({"f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {"f:image": {}}}}}}});
+        d.metadata.managed_fields = Some(vec![
+            entry(FIELD_MANAGER, None, json!({"f:spec": {"f:replicas": {}}})),
+            entry("kube-controller-manager", Some("status"), json!({"f:status": {}})),
+            entry("kubectl-edit", None, big),
+        ]);
+        crate::controller::watch::lean(&mut d);
+        assert_eq!(
+            d.metadata.managed_fields,
+            Some(vec![ManagedFieldsEntry {
+                manager: Some("kubectl-edit".into()),
+                fields_v1: Some(FieldsV1(json!({"f:spec": {}}))),
+                ..Default::default()
+            }])
+        );
+        let mut plain = deployment(2);
+        plain.metadata.managed_fields = Some(vec![entry("kubectl-edit", None, json!({"f:spec": {}}))]);
+        crate::controller::watch::lean(&mut plain);
+        assert_eq!(plain.metadata.managed_fields, None, "not a child of phaseloop: nothing kept");
     }
 }

@@ -4,6 +4,7 @@ pub mod children;
 pub mod conditions;
 pub mod environment;
 pub mod release;
+pub mod retry;
 pub mod status;
 pub mod triggers;
 pub mod watch;
@@ -82,6 +83,8 @@ pub struct Context {
     pub children: children::Children,
     /// Watch events not yet followed by a reconcile.
     pub pending: triggers::Pending,
+    /// Consecutive failures per object, for the backoff of their retries.
+    pub retries: retry::Retries,
     /// The Environment controller's cache (unset in single-namespace mode).
     pub environments: std::sync::OnceLock<reflector::Store<crate::api::Environment>>,
     /// Owned Deployments of Releases, without their pod templates (for their status).
@@ -139,6 +142,7 @@ impl Context {
             dora,
             children,
             pending: Default::default(),
+            retries: Default::default(),
             environments: Default::default(),
             releases: Default::default(),
             deployments: Default::default(),
@@ -305,12 +309,17 @@ where
                     let started = Instant::now();
                     let result = reconcile(obj, ctx.clone()).await;
                     ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
+                    if result.is_ok() {
+                        ctx.retries.succeeded(&key);
+                    }
                     result
                 }
             },
-            move |_obj, err: &Error, _ctx| {
-                warn!(controller = name, error = %err, "reconcile failed; retrying");
-                Action::requeue(Duration::from_secs(5))
+            move |obj, err: &Error, ctx| {
+                let key = triggers::key(obj.meta().namespace.as_deref(), obj.meta().name.as_deref().unwrap_or(""));
+                let action = ctx.retries.failed(&key, err);
+                warn!(controller = name, object = %key, error = %err, next = ?action, "reconcile failed");
+                action
             },
             ctx,
         )

@@ -20,10 +20,16 @@ pub use super::children::Meta;
 use super::{Context, triggers};
 
 /// Drops what phaseloop never reads and a cache would otherwise keep: managed fields (often the
-/// largest part of an object's metadata) and the last-applied annotation of `kubectl apply`.
+/// largest part of an object's metadata) and the last-applied annotation of `kubectl apply`. Of
+/// phaseloop's children (stamped with a fingerprint) it keeps the bare names of what other field
+/// managers changed: the drift signal of `children::changed_by_others`.
 pub fn lean<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
-    meta.managed_fields = None;
+    let child = meta.annotations.as_ref().is_some_and(|a| a.contains_key(super::children::FINGERPRINT));
+    match child {
+        true => super::children::lean_fields(meta),
+        false => meta.managed_fields = None,
+    }
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
