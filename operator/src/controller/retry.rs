@@ -1,6 +1,6 @@
 //! When a failed reconcile runs again: per object, backing off exponentially while it keeps
-//! failing, so that a broken object (or a namespace being deleted) costs a few requests an hour
-//! rather than one every few seconds, while a one-off conflict is retried within a second.
+//! failing, so that a broken object costs a request every two minutes rather than one every few
+//! seconds, while a one-off conflict is retried within a second.
 //! A watch event about the object still wakes it at once: the backoff only spaces out retries
 //! that nothing asked for.
 
