@@ -117,7 +117,8 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
     assert_eq!(db_now.resource_version(), db_version, "an unchanged component was rewritten");
 
     // Someone else's edit of a component is undone at the Environment's next reconcile (a
-    // ConfigMap has no generation: the edit shows as a new resourceVersion).
+    // ConfigMap has no generation: the edit shows as a new resourceVersion and as the editor's
+    // managed fields).
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &name);
     let edit = json!({"data": {"DB_NAME": "edited"}});
     configmaps.patch("db-config", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();

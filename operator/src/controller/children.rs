@@ -71,10 +71,9 @@ pub struct Children {
     stores: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
     /// `Writer<Meta<K>>` by `TypeId` of `K`, until the watch that fills the store takes it.
     writers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
-    /// kind/namespace/name → version returned by phaseloop's last apply.
+    /// kind/namespace/name → version returned by phaseloop's last apply, of cached children and
+    /// of infrastructure components alike (the key names the object, whichever path applied it).
     applied: Mutex<HashMap<String, Version>>,
-    /// The same for infrastructure components (which have no cache).
-    applied_components: Mutex<HashMap<String, Version>>,
 }
 
 impl Children {
@@ -126,21 +125,27 @@ impl Children {
             key = key.within(&ns);
         }
         let Some(cached) = store.get(&key) else { return false };
-        let remembered = self.applied.lock().ok().and_then(|a| a.get(&id(desired)).cloned());
-        still_applied(desired.meta(), &cached.metadata, remembered.as_ref())
+        still_applied(desired.meta(), &cached.metadata, self.remembered(&id(desired)).as_ref())
     }
 
     /// [`Self::unchanged`] for an object of a kind without a cache (an infrastructure component),
     /// read back as `current`; `desired` is stamped.
     pub fn unchanged_dynamic(&self, desired: &DynamicObject, kind: &str, current: &DynamicObject) -> bool {
-        let remembered = self.applied_components.lock().ok().and_then(|a| a.get(&id_of(kind, desired)).cloned());
-        still_applied(&desired.metadata, &current.metadata, remembered.as_ref())
+        still_applied(&desired.metadata, &current.metadata, self.remembered(&id_of(kind, desired)).as_ref())
     }
 
     /// [`Self::record`] for an object of a kind without a cache.
     pub fn record_dynamic(&self, applied: &DynamicObject, kind: &str) {
-        if let (Some(v), Ok(mut a)) = (version(&applied.metadata), self.applied_components.lock()) {
-            a.insert(id_of(kind, applied), v);
+        self.remember(id_of(kind, applied), &applied.metadata);
+    }
+
+    fn remembered(&self, id: &str) -> Option<Version> {
+        self.applied.lock().ok()?.get(id).cloned()
+    }
+
+    fn remember(&self, id: String, applied: &ObjectMeta) {
+        if let (Some(v), Ok(mut a)) = (version(applied), self.applied.lock()) {
+            a.insert(id, v);
         }
     }
 
@@ -175,15 +180,13 @@ impl Children {
 
     /// Remembers the version an apply of phaseloop produced.
     pub fn record<K: Resource<DynamicType = ()>>(&self, applied: &K) {
-        if let (Some(v), Ok(mut a)) = (version(applied.meta()), self.applied.lock()) {
-            a.insert(id(applied), v);
-        }
+        self.remember(id(applied), applied.meta());
     }
 
     /// Forgets a deleted child.
     pub fn forget<K: Resource<DynamicType = ()>>(&self, namespace: Option<&str>, name: &str) {
         if let Ok(mut a) = self.applied.lock() {
-            a.remove(&format!("{}/{}/{name}", K::kind(&()), namespace.unwrap_or_default()));
+            a.remove(&id_parts(&K::kind(&()), namespace, name));
         }
     }
 }
@@ -244,7 +247,11 @@ fn id<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 
 /// kind/namespace/name, the key of what phaseloop's applies produced.
 fn id_of(kind: &str, obj: &impl Resource) -> String {
-    format!("{kind}/{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+    id_parts(kind, obj.meta().namespace.as_deref(), &obj.name_any())
+}
+
+fn id_parts(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{kind}/{}/{name}", namespace.unwrap_or_default())
 }
 
 /// What phaseloop's apply of an object produced: its generation, or for kinds without one
@@ -262,12 +269,13 @@ fn version(meta: &ObjectMeta) -> Option<Version> {
 /// Whether `current` still is what phaseloop applied as `desired` (both stamped), given the
 /// version phaseloop's last apply produced, when this process remembers it.
 fn still_applied(desired: &ObjectMeta, current: &ObjectMeta, remembered: Option<&Version>) -> bool {
-    let fingerprint = |m: &ObjectMeta| m.annotations.as_ref().and_then(|a| a.get(FINGERPRINT)).cloned();
-    if fingerprint(desired).is_none() || fingerprint(desired) != fingerprint(current) {
+    let fingerprint = |m: &ObjectMeta| m.annotations.as_ref().and_then(|a| a.get(FINGERPRINT).cloned());
+    let Some(ours) = fingerprint(desired) else { return false };
+    if fingerprint(current).as_ref() != Some(&ours) {
         return false;
     }
     match (remembered, version(current)) {
-        (Some(ours), Some(now)) if *ours == now => true,
+        (Some(applied), Some(now)) if *applied == now => true,
         // The spec changed since our apply.
         (Some(Version::Generation(_)), _) => false,
         // Nothing remembered (a restart), or a resourceVersion that moved (a status write, or an

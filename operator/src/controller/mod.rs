@@ -302,7 +302,7 @@ where
                 let reconcile = reconcile.clone();
                 async move {
                     let obj = ctx.written.freshest(obj);
-                    let key = triggers::key(obj.meta().namespace.as_deref(), obj.meta().name.as_deref().unwrap_or(""));
+                    let key = triggers::key_of(&*obj);
                     if let Some(waited) = ctx.pending.take(&key) {
                         ctx.metrics.observe_watch_to_reconcile(name, waited);
                     }
@@ -316,7 +316,7 @@ where
                 }
             },
             move |obj, err: &Error, ctx| {
-                let key = triggers::key(obj.meta().namespace.as_deref(), obj.meta().name.as_deref().unwrap_or(""));
+                let key = triggers::key_of(&*obj);
                 let action = ctx.retries.failed(&key, err);
                 warn!(controller = name, object = %key, error = %err, next = ?action, "reconcile failed");
                 action

@@ -33,6 +33,12 @@ pub fn key(namespace: Option<&str>, name: &str) -> String {
     format!("{}/{name}", namespace.unwrap_or_default())
 }
 
+/// [`key`] of `obj`.
+pub fn key_of(obj: &impl kube::Resource) -> String {
+    let meta = obj.meta();
+    key(meta.namespace.as_deref(), meta.name.as_deref().unwrap_or_default())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::{fmt::Debug, sync::Arc};
 
 use futures::{Stream, StreamExt, TryStreamExt, stream::BoxStream};
 use kube::{
-    Api, Resource, ResourceExt,
+    Api, Resource,
     runtime::{
         WatchStreamExt,
         reflector::{ObjectRef, store::Writer},
@@ -25,10 +25,10 @@ use super::{Context, triggers};
 /// managers changed: the drift signal of `children::changed_by_others`.
 pub fn lean<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
-    let child = meta.annotations.as_ref().is_some_and(|a| a.contains_key(super::children::FINGERPRINT));
-    match child {
-        true => super::children::lean_fields(meta),
-        false => meta.managed_fields = None,
+    if meta.annotations.as_ref().is_some_and(|a| a.contains_key(super::children::FINGERPRINT)) {
+        super::children::lean_fields(meta);
+    } else {
+        meta.managed_fields = None;
     }
     if let Some(a) = meta.annotations.as_mut() {
         a.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -48,7 +48,7 @@ where
 {
     watcher(api, config).default_backoff().modify(lean).reflect(writer).touched_objects().inspect_ok(move |o| {
         ctx.written.acknowledged(o);
-        ctx.pending.mark(triggers::key(o.namespace().as_deref(), &o.name_any()))
+        ctx.pending.mark(triggers::key_of(o))
     })
 }
 
