@@ -213,6 +213,8 @@ ensure etcd "$E2E_ETCD_PORT" check_etcd "$ETCD_BIN/etcd" \
 # use public IP 127.0.0.1 with endpoint reconciler": Endpoints may not hold 127.0.0.0/8), and the
 # `kubernetes` Service's ClusterIP is fake here anyway.
 # Node,RBAC as in real clusters, so the operator's RBAC and `kubectl auth can-i` mean something.
+# The audit log (manifests/audit-policy.yaml) records the requests of ServiceAccounts outside
+# kube-system: the operator's, counted per process by the tests and benchmarks.
 ensure kube-apiserver "$E2E_APISERVER_PORT" check_apiserver "$K8S_BIN/kube-apiserver" \
   --etcd-servers="http://127.0.0.1:$E2E_ETCD_PORT" \
   --bind-address=127.0.0.1 --secure-port="$E2E_APISERVER_PORT" \
@@ -224,6 +226,8 @@ ensure kube-apiserver "$E2E_APISERVER_PORT" check_apiserver "$K8S_BIN/kube-apise
   --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range=10.96.0.0/16 \
   --authorization-mode=Node,RBAC \
+  --audit-policy-file="$E2E_ROOT/manifests/audit-policy.yaml" --audit-log-path="$(log_file audit)" \
+  --audit-log-format=json --audit-log-maxsize=200 --audit-log-maxbackup=2 \
   --allow-privileged=true --profiling=false --v=1
 
 # Controllers the tests rely on: Deployment/ReplicaSet, Job, garbage collector, namespace
