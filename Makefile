@@ -28,8 +28,9 @@ unit: ## Unit and CRD tests (no cluster needed)
 e2e: ## End-to-end tests against a local control plane started (and stopped) for them
 	bash $(E2E)/run-e2e.sh
 
-chaos: ## The crash campaign with many rounds (CHAOS_ROUNDS, default 20; make test runs 2)
-	E2E_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),20) E2E_TEST=crash_campaign bash $(E2E)/run-e2e.sh --nocapture
+chaos: ## The crash campaign: CHAOS_ROUNDS rounds (default 20; make test runs 2), or until CHAOS_KILLS kills
+	E2E_CHAOS_ROUNDS=$(or $(CHAOS_ROUNDS),20) E2E_CHAOS_KILLS=$(or $(CHAOS_KILLS),0) E2E_TEST=crash_campaign \
+	  bash $(E2E)/run-e2e.sh --nocapture
 
 bench: ## Benchmarks on a local control plane with a release build (not part of test; its smoke runs are)
 	bash $(E2E)/run-bench.sh $(BENCH)

@@ -256,10 +256,29 @@ ensure kube-scheduler "$E2E_SCHEDULER_PORT" check_scheduler "$K8S_BIN/kube-sched
   --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics --authentication-skip-lookup \
   --leader-elect=false --profiling=false --v=1
 
-# kwok fakes the kubelet of nodes annotated kwok.x-k8s.io/node=fake, with the stages of
-# e2e/manifests/kwok-stages.yaml. HOME is pointed into the state dir because kwok also loads
-# ~/.kwok/kwok.yaml when present, which would make the cluster depend on the user's files.
+# kwok fakes the kubelet of nodes annotated kwok.x-k8s.io/node=fake. Its stages: kwok's own node
+# stages and pod-delete, read from the pinned kwok module (the Go module cache has it since kwok
+# was built from it), and this project's pod stages (e2e/manifests/kwok-stages.yaml: delayed
+# readiness, never-ready pods, failing Jobs). HOME is pointed into the state dir because kwok also
+# loads ~/.kwok/kwok.yaml when present, which would make the cluster depend on the user's files.
 # Without --server-address / --node-port it opens no port. Pod IPs come from a fake range.
+kwok_stages() {
+  local dir out=$E2E_STATE/kwok-stages.yaml
+  dir=$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') ||
+    die "cannot find the kwok $KWOK_VERSION module (go mod download)"
+  {
+    echo "# Assembled by start-cluster.sh: kwok $KWOK_VERSION's stages, then e2e/manifests/kwok-stages.yaml."
+    for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+      pod/fast/pod-delete.yaml; do
+      [ -s "$dir/kustomize/stage/$f" ] || die "kwok module has no kustomize/stage/$f"
+      echo "---"
+      grep -v '^---$' "$dir/kustomize/stage/$f"
+    done
+    cat "$E2E_ROOT/manifests/kwok-stages.yaml"
+  } >"$out.tmp"
+  mv "$out.tmp" "$out"
+}
 mkdir -p "$E2E_STATE/kwok-home"
 if ! running kwok >/dev/null; then
   rm -f "$(pid_file kwok)" "$E2E_STATE/pids/kwok.exe"
@@ -267,8 +286,9 @@ if ! running kwok >/dev/null; then
   # node Lease expires (~40s on a warm start). No kwok runs now, so that Lease is stale: drop it.
   kubectl delete lease kwok-node-0 -n kube-node-lease --ignore-not-found >/dev/null
   echo "=== $(date -Is) starting kwok" >>"$(log_file kwok)"
+  kwok_stages
   HOME=$E2E_STATE/kwok-home setsid "$KWOK_BIN/kwok" \
-    --kubeconfig="$KUBECONFIG_FILE" --config="$E2E_ROOT/manifests/kwok-stages.yaml" \
+    --kubeconfig="$KUBECONFIG_FILE" --config="$E2E_STATE/kwok-stages.yaml" \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --cidr=10.244.0.0/16 --node-lease-duration-seconds=40 \
     </dev/null >>"$(log_file kwok)" 2>&1 &

@@ -310,7 +310,7 @@ fn baseline_objects(j: usize, environments: usize) -> anyhow::Result<(Deployment
     rel.metadata.uid = Some("00000000-0000-0000-0000-000000000000".into());
     let mut d = workload::deployment(&rel, 1);
     let ports = rel.spec.service.as_ref().context("the release has a service")?;
-    let mut s = workload::service(&rel, &rel.spec.app, ports, workload::selector(&rel));
+    let mut s = workload::service(&[&rel], &rel.spec.app, ports, workload::selector(&rel));
     for meta in [&mut d.metadata, &mut s.metadata] {
         meta.owner_references = None;
         let labels = meta.labels.get_or_insert_with(Default::default);

@@ -5,6 +5,10 @@
 
 pub mod bench;
 pub mod fleet;
+pub mod objects;
+pub mod traffic;
+
+pub use objects::*;
 
 use std::{fmt::Debug, path::PathBuf, process::Command, time::Duration};
 
@@ -299,4 +303,47 @@ pub async fn wait_release_phase(
     })
     .await
     .unwrap_or_else(|e| panic!("{name} never {phase:?}: {e}"))
+}
+
+/// Waits until the operator has reconciled the object at `resource_version` or later (its
+/// `/debug/reconciles` report), so a "nothing happened" check is made after the operator looked,
+/// not after a fixed sleep. `controller` is `release` or `environment`; `namespace` is `None` for
+/// an Environment. resourceVersions are opaque to clients; this test helper relies on the local
+/// etcd's being increasing integers to accept a later one.
+pub async fn reconciled(controller: &str, namespace: Option<&str>, name: &str, resource_version: &str) {
+    let want: u64 = resource_version.parse().expect("etcd resourceVersions are integers here");
+    let mut url = format!("{}/debug/reconciles?controller={controller}&name={name}", operator_url());
+    if let Some(ns) = namespace {
+        url += &format!("&namespace={ns}");
+    }
+    let what = format!("the operator reconciling {controller} {name} at resourceVersion {want} or later");
+    eventually(&what, Duration::from_secs(60), || async {
+        let report: serde_json::Value = reqwest::get(&url).await.ok()?.error_for_status().ok()?.json().await.ok()?;
+        let seen = report["resourceVersions"].as_array()?.iter().filter_map(|v| v.as_str()?.parse::<u64>().ok());
+        (seen.max()? >= want).then_some(())
+    })
+    .await
+    .unwrap()
+}
+
+/// How many reconciles of the object the operator has finished (0 before the first).
+pub async fn reconcile_count(controller: &str, namespace: Option<&str>, name: &str) -> u64 {
+    let mut url = format!("{}/debug/reconciles?controller={controller}&name={name}", operator_url());
+    if let Some(ns) = namespace {
+        url += &format!("&namespace={ns}");
+    }
+    let Ok(response) = reqwest::get(&url).await else { return 0 };
+    let report: serde_json::Value = response.json().await.unwrap_or_default();
+    report["count"].as_u64().unwrap_or(0)
+}
+
+/// Waits until the operator has finished `more` reconciles of the object beyond `since` (a
+/// [`reconcile_count`]): evidence that it looked again, for checks that something did *not* change.
+pub async fn reconciled_again(controller: &str, namespace: Option<&str>, name: &str, since: u64, more: u64) {
+    let what = format!("{more} more reconciles of {controller} {name}");
+    eventually(&what, Duration::from_secs(90), || async {
+        (reconcile_count(controller, namespace, name).await >= since + more).then_some(())
+    })
+    .await
+    .unwrap()
 }

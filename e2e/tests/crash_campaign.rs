@@ -136,6 +136,8 @@ async fn round(client: &kube::Client, n: u32) -> BTreeMap<String, String> {
 async fn random_operator_crashes_change_nothing_about_the_outcome() {
     let client = client().await;
     let rounds: u32 = std::env::var("E2E_CHAOS_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
+    // Or as many rounds as it takes to reach this many kills (`make chaos CHAOS_KILLS=1000`).
+    let kill_target: u32 = std::env::var("E2E_CHAOS_KILLS").ok().and_then(|r| r.parse().ok()).unwrap_or(0);
     let seed = std::env::var("E2E_CHAOS_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
     });
@@ -146,15 +148,24 @@ async fn random_operator_crashes_change_nothing_about_the_outcome() {
     println!("undisturbed: {reference:#?}");
     assert_eq!(reference.get("jobs").map(|j| j.split(',').count()), Some(1), "one test Job");
 
-    for n in 1..=rounds {
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    let mut n = 0;
+    while n < rounds || total < kill_target {
+        n += 1;
         let stop = Arc::new(AtomicBool::new(false));
         let kills = killer(rng.clone(), stop.clone());
         let state = round(&client, n).await;
         stop.store(true, Ordering::SeqCst);
         let kills = kills.await.unwrap();
-        println!("round {n}: {kills} SIGKILLs");
+        total += kills;
+        println!("round {n}: {kills} SIGKILLs ({total} in all, {:.0}s)", started.elapsed().as_secs_f64());
         assert_eq!(state, reference, "round {n} ({kills} kills, seed {seed}) ended differently");
     }
+    println!(
+        "FIGURE crash campaign: {n} rounds, {total} SIGKILLs, every round as the reference, {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     // Nothing orphaned anywhere: every phaseloop-managed object left belongs to a live owner.
     let leftovers = objects_labelled(&client, "app.kubernetes.io/managed-by=phaseloop").await;
     let chaos: Vec<&String> = leftovers.iter().filter(|o| o.contains(" chaos-ttl-")).collect();

@@ -111,7 +111,7 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
         .await
         .unwrap();
     let db_version = db.resource_version();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    reconciled("environment", None, &name, &poked.resource_version().unwrap()).await;
     assert_eq!(envs.get(&name).await.unwrap().resource_version(), poked.resource_version(), "status rewritten");
     let db_now: Deployment = Api::namespaced(client.clone(), &name).get("postgres").await.unwrap();
     assert_eq!(db_now.resource_version(), db_version, "an unchanged component was rewritten");
@@ -241,12 +241,142 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
     })
     .await
     .unwrap();
-    // Poke the branch so it reconciles, then check it still has only the snapshot.
+    // Poke the branch so it reconciles, then check, once it has, that it still has only the snapshot.
     let poke = json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
-    envs.patch(&branch, &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let poked = envs.patch(&branch, &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    reconciled("environment", None, &branch, &poked.resource_version().unwrap()).await;
     let branch_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &branch);
     assert!(branch_cms.get_opt("cache-config").await.unwrap().is_none(), "the branch followed its parent");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_branch_with_follow_parent_follows_its_parents_changes_and_new_live_versions() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let parent = format!("lead-{}", unique_suffix());
+    let branch = format!("{parent}-follow");
+    let _g1 = EnvironmentGuard::new(&parent);
+    let _g2 = EnvironmentGuard::new(&branch);
+    create(&environment(&parent, json!({"tier": "staging"})));
+    wait_phase(&envs, &parent, EnvironmentPhase::Ready).await;
+    let parent_releases: Api<phaseloop::api::Release> = Api::namespaced(client.clone(), &parent);
+    create(&release(&parent, "shop", "1", 1, json!({})));
+    wait_release_phase(&parent_releases, "shop-1", phaseloop::api::ReleasePhase::Live).await;
+    create(&environment(&branch, json!({"tier": "preview", "from": parent, "followParent": true})));
+    wait_phase(&envs, &branch, EnvironmentPhase::Ready).await;
+    let branch_releases: Api<phaseloop::api::Release> = Api::namespaced(client.clone(), &branch);
+    wait_release_phase(&branch_releases, "shop-1", phaseloop::api::ReleasePhase::Live).await;
+
+    // A change of the parent's spec reaches the branch without anything touching the branch.
+    let cache = json!({"name": "cache", "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cache-config"}}]});
+    envs.patch(&parent, &PatchParams::default(), &Patch::Merge(&json!({"spec": {"infrastructure": [cache]}})))
+        .await
+        .unwrap();
+    let branch_cms: Api<ConfigMap> = Api::namespaced(client.clone(), &branch);
+    eventually("cache-config in the following branch", WAIT, || async {
+        branch_cms.get_opt("cache-config").await.ok().flatten()
+    })
+    .await
+    .unwrap();
+    // And so does the parent's next Live version.
+    create(&release(&parent, "shop", "2", 1, json!({})));
+    wait_release_phase(&parent_releases, "shop-2", phaseloop::api::ReleasePhase::Live).await;
+    wait_release_phase(&branch_releases, "shop-2", phaseloop::api::ReleasePhase::Live).await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_branching_cycle_is_reported_and_touches_neither_namespace() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let (x, y) = (format!("cx-{}", unique_suffix()), format!("cy-{}", unique_suffix()));
+    let (_g1, _g2) = (EnvironmentGuard::new(&x), EnvironmentGuard::new(&y));
+    create(&environment(&x, json!({"from": y})));
+    create(&environment(&y, json!({"from": x})));
+    for (me, other) in [(&x, &y), (&y, &x)] {
+        let e = wait_for(&envs, me, WAIT, |e: Option<&Environment>| {
+            e.and_then(|e| e.status.as_ref())
+                .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Degraded" && c.reason == "ParentCycle"))
+        })
+        .await
+        .unwrap();
+        let status = e.status.unwrap();
+        assert_eq!(status.phase, Some(EnvironmentPhase::Failed));
+        let c = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+        assert!(c.message.contains(other.as_str()), "{}", c.message);
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for name in [&x, &y] {
+        assert!(namespaces.get_opt(name).await.unwrap().is_none(), "namespace {name} was created");
+    }
+    // Kubernetes' own view: `kubectl wait` on the Ready condition of a healthy Environment works.
+    let ok = format!("ok-{}", unique_suffix());
+    let _g3 = EnvironmentGuard::new(&ok);
+    create(&environment(&ok, json!({})));
+    let out = kubectl(&["wait", &format!("env/{ok}"), "--for=condition=Ready", "--timeout=90s"]);
+    assert!(out.ok, "{}", out.stderr);
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_expiry_only_moves_later() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("short-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&name);
+    create(&environment(&name, json!({"tier": "preview", "ttl": "1h"})));
+    let e = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let first = e.status.unwrap().expires_at.unwrap().0;
+    let out = kubectl(&["phaseloop", "env", "extend", &name, "2h"]);
+    assert!(out.ok, "{}", out.stderr);
+    let extended = wait_for(&envs, &name, WAIT, move |e: Option<&Environment>| {
+        e.and_then(|e| e.status.as_ref()?.expires_at.as_ref()).is_some_and(|t| t.0 > first)
+    })
+    .await
+    .unwrap()
+    .status
+    .unwrap()
+    .expires_at
+    .unwrap()
+    .0;
+    // An earlier time in the annotation (or none at all) does not bring it back.
+    let earlier = first.checked_sub(jiff::SignedDuration::from_mins(30)).unwrap();
+    for value in [Value::String(earlier.to_string()), Value::Null] {
+        let patch = json!({"metadata": {"annotations": {"phaseloop.dev/expires-at": value}}});
+        let changed = envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        reconciled("environment", None, &name, &changed.resource_version().unwrap()).await;
+        let now = envs.get(&name).await.unwrap().status.unwrap().expires_at.unwrap().0;
+        assert_eq!(now, extended, "the expiry moved earlier");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn production_cannot_be_downgraded_nor_its_namespace_deleted_directly() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("prod-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&name);
+    create(&environment(&name, json!({"tier": "production"})));
+    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    // Downgrading the tier (to delete it, or give it a ttl) is refused at admission.
+    for patch in [json!({"spec": {"tier": "development"}}), json!({"spec": {"tier": "development", "ttl": "1s"}})] {
+        let err = envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+        assert!(err.to_string().contains("tier production cannot be changed"), "{err}");
+    }
+    // Its namespace cannot be deleted directly, nor unlabelled to get round that.
+    let out = kubectl(&["delete", "namespace", &name, "--wait=false"]);
+    assert!(!out.ok && out.stderr.contains("belongs to a production Environment"), "{}", out.stderr);
+    let out = kubectl(&["label", "namespace", &name, "phaseloop.dev/tier-"]);
+    assert!(!out.ok && out.stderr.contains("cannot be changed"), "{}", out.stderr);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    assert!(namespaces.get(&name).await.unwrap().metadata.deletion_timestamp.is_none());
+    // With the annotation on the Environment, its deletion takes the namespace with it.
+    kubectl(&["annotate", "environment", &name, "phaseloop.dev/allow-delete=true"]);
+    let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_gone(&namespaces, &name).await;
 }
 
 #[tokio::test]

@@ -144,7 +144,7 @@ async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    reconciled("release", Some(&ns.name), "shop-1", &patched.resource_version().unwrap()).await;
     let after = api.get("shop-1").await.unwrap();
     assert_eq!(after.resource_version(), patched.resource_version(), "the operator wrote on a no-op reconcile");
 }

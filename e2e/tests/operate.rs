@@ -154,7 +154,7 @@ async fn during_a_canary_the_total_follows_the_load_and_the_split_follows_the_we
     replicas_become(&client, &ns.name, "shop-1", 6).await;
     let status = api.get("shop-2").await.unwrap().status.unwrap();
     assert_eq!(status.scaling.unwrap().desired_replicas, Some(8));
-    assert_eq!((status.weight, status.candidate_replicas, status.stable_replicas), (Some(25), Some(2), Some(6)));
+    assert_eq!((status.step_weight, status.candidate_replicas, status.stable_replicas), (Some(25), Some(2), Some(6)));
 
     // Promoted, the new version carries the whole autoscaled total.
     let promote = json!({"metadata": {"annotations": {"phaseloop.dev/promote": "true"}}});
@@ -236,7 +236,9 @@ async fn a_foreign_hpa_on_the_app_is_reported_and_its_replicas_are_left_alone() 
     let out = kubectl(&["scale", "deployment/web-1", "-n", &ns.name, "--replicas=7"]);
     assert!(out.ok, "{}", out.stderr);
     load.set(100.0).await;
-    tokio::time::sleep(Duration::from_secs(8)).await; // four decision intervals
+    // Evidence the operator looked again, several times, after the change (not a fixed sleep).
+    let since = reconcile_count("release", Some(&ns.name), "web-1").await;
+    reconciled_again("release", Some(&ns.name), "web-1", since, 3).await;
     assert_eq!(replicas(&client, &ns.name, "web-1").await, Some(7));
 
     // Without the HPA, phaseloop takes the replicas back and follows the load.
@@ -270,7 +272,10 @@ async fn a_sleeping_environment_holds_the_app_at_zero_and_wakes_to_the_autoscale
     replicas_become(&client, &name, "web-1", 0).await;
     let r = scaling_active_becomes(&api, "web-1", "EnvironmentAsleep").await;
     assert_eq!(r.status.unwrap().scaling.unwrap().desired_replicas, Some(3), "the total is remembered");
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Once the operator has looked at the Release again, the app is still at zero.
+    let poke = json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
+    let poked = api.patch("web-1", &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    reconciled("release", Some(&name), "web-1", &poked.metadata.resource_version.unwrap()).await;
     assert_eq!(replicas(&client, &name, "web-1").await, Some(0), "the autoscaler does not wake the app");
 
     let wake = json!({"metadata": {"annotations": {"phaseloop.dev/wake": "now"}}});

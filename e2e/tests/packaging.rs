@@ -97,6 +97,17 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
     assert!(of_kind(&single, "Role").iter().any(|r| r["metadata"]["namespace"].as_str() == Some("shop")));
     let env = of_kind(&single, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"].clone();
     assert!(env.as_sequence().unwrap().iter().any(|e| e["name"].as_str() == Some("PHASELOOP_WATCH_NAMESPACE")));
+    // The operator watches one namespace: two are refused, even with the values schema skipped,
+    // rather than granting a Role in a namespace nothing reconciles.
+    for extra in [&[][..], &["--skip-schema-validation"][..]] {
+        let mut args = vec!["template", "x", "charts/phaseloop", "--set", "rbac.scope=namespace"];
+        args.extend(["--set", "rbac.namespaces={shop,cart}"]);
+        args.extend(extra);
+        let out = std::process::Command::new("helm").args(&args).current_dir(repo_root()).output().unwrap();
+        assert!(!out.status.success(), "two namespaces were accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("maxItems") || err.contains("exactly one namespace"), "{err}");
+    }
 
     // Monitoring extras come from deploy/monitoring (one source of truth).
     let extras = render(&["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboard.enabled=true"]);

@@ -9,14 +9,21 @@
 //!
 //! Fencing: a leader that has not renewed for `duration - 2 × retry` stops leading (the process
 //! exits, and Kubernetes restarts it as a candidate) before any other candidate can consider the
-//! Lease expired. On SIGTERM the leader stops its controllers, then releases the Lease (empty
+//! Lease expired; and until it exits, its client sends no write past that time ([`Fence`]), so a
+//! leader that was frozen (not just cut off) writes nothing when it resumes. On SIGTERM the leader stops its controllers, then releases the Lease (empty
 //! holder), so a standby takes over at its next retry.
 //!
 //! Hand-written (about 150 lines) rather than `kube-lease-manager` or `kube-leader-election`:
 //! the former keeps reporting leadership while its renewals fail (no fencing), the latter is
 //! not released for kube 5.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -43,6 +50,65 @@ impl Default for Timings {
     /// A standby takes over a killed leader within `duration + retry` (≈ 12s).
     fn default() -> Self {
         Timings { duration: Duration::from_secs(10), retry: Duration::from_secs(2) }
+    }
+}
+
+/// The write fence of a process under leader election: writes to the API server are allowed only
+/// while this process's lease is certainly still its own on its own clock, that is until
+/// `duration - 2 × retry` after the start of its last successful renewal (a standby takes over no
+/// sooner than `duration` after it saw that renewal). Checked by the client for every write request
+/// before it is sent, so a leader frozen past its lease (a stopped VM, `SIGSTOP`, a long GC pause)
+/// writes nothing when it resumes: its requests fail at once and the elector fences the process.
+/// Lease writes of a candidate that does not lead are let through: they are compare-and-swap.
+#[derive(Debug)]
+pub struct Fence {
+    elected: bool,
+    leading: AtomicBool,
+    valid_until: Mutex<Option<Instant>>,
+}
+
+impl Fence {
+    /// No leader election: every write is allowed.
+    pub fn open() -> Arc<Self> {
+        Arc::new(Fence { elected: false, leading: AtomicBool::new(false), valid_until: Mutex::new(None) })
+    }
+
+    /// Under leader election: closed until the Lease is won.
+    pub fn elected() -> Arc<Self> {
+        Arc::new(Fence { elected: true, leading: AtomicBool::new(false), valid_until: Mutex::new(None) })
+    }
+
+    /// Whether a write may be sent now; `lease` for a write to the leader Lease itself.
+    pub fn allows(&self, lease: bool) -> bool {
+        if !self.elected {
+            return true;
+        }
+        let leading = self.leading.load(Ordering::SeqCst);
+        if lease && !leading {
+            return true;
+        }
+        leading && self.valid_until.lock().ok().and_then(|v| *v).is_some_and(|until| Instant::now() < until)
+    }
+
+    /// Whether bytes may be written to the API server now: always for a standby (it only reads and
+    /// campaigns), while its Lease is certainly held for a leader, never once it lost it.
+    pub fn allows_bytes(&self) -> bool {
+        !self.elected || !self.leading.load(Ordering::SeqCst) || self.allows(false)
+    }
+
+    /// A renewal started at `sent` succeeded: writes are allowed until `sent + valid_for`.
+    fn renewed(&self, sent: Instant, valid_for: Duration) {
+        if let Ok(mut v) = self.valid_until.lock() {
+            *v = Some(sent + valid_for);
+        }
+        self.leading.store(true, Ordering::SeqCst);
+    }
+
+    /// Leadership is over: nothing may be written any more.
+    fn close(&self) {
+        if let Ok(mut v) = self.valid_until.lock() {
+            *v = None;
+        }
     }
 }
 
@@ -79,6 +145,7 @@ pub struct Elector {
     timings: Timings,
     /// The record last seen (holder, renew time) and when this process first saw it.
     seen: Option<(String, Instant)>,
+    fence: Arc<Fence>,
 }
 
 fn now() -> MicroTime {
@@ -86,13 +153,22 @@ fn now() -> MicroTime {
 }
 
 impl Elector {
-    pub fn new(client: Client, namespace: &str, name: &str, identity: &str, timings: Timings) -> Self {
+    /// `fence` is the one the client checks its writes against ([`Fence::elected`]).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        timings: Timings,
+        fence: Arc<Fence>,
+    ) -> Self {
         Elector {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
             identity: identity.to_string(),
             timings,
             seen: None,
+            fence,
         }
     }
 
@@ -174,14 +250,17 @@ impl Elector {
         let mut renewed: Option<Instant> = None;
         loop {
             // A round that hangs (a slow API server) must not postpone the fencing check.
+            let sent = Instant::now();
             let round = tokio::time::timeout(self.timings.retry, self.try_acquire_or_renew()).await;
             match round.unwrap_or(Ok(false)) {
                 Ok(true) => {
+                    // Measured from when the round started: the API server saw the renewal later.
+                    self.fence.renewed(sent, fence_after);
                     if renewed.is_none() {
                         info!(identity = %self.identity, "became the leader");
                         leading.send_replace(true);
                     }
-                    renewed = Some(Instant::now());
+                    renewed = Some(sent);
                 }
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "leader election: the Lease could not be read or written"),
@@ -190,6 +269,7 @@ impl Elector {
                 && at.elapsed() >= fence_after
             {
                 warn!(identity = %self.identity, "leadership lost: the Lease was not renewed in time");
+                self.fence.close();
                 leading.send_replace(false);
                 return;
             }
@@ -231,6 +311,25 @@ mod tests {
     fn a_released_lease_is_taken_at_once() {
         let released = LeaseSpec { holder_identity: None, lease_duration_seconds: Some(1), ..Default::default() };
         assert_eq!(step(Some(&released), "a", Duration::ZERO), Step::TakeOver);
+    }
+
+    #[test]
+    fn the_fence_lets_writes_through_only_while_the_lease_is_certainly_held() {
+        let open = Fence::open();
+        assert!(open.allows(false) && open.allows(true), "no leader election: no fence");
+        let f = Fence::elected();
+        assert!(!f.allows(false), "a standby writes nothing");
+        assert!(f.allows(true), "but campaigns for the Lease (compare-and-swap)");
+        assert!(f.allows_bytes(), "and its connections are not fenced");
+        f.renewed(Instant::now(), Duration::from_secs(60));
+        assert!(f.allows(false) && f.allows(true));
+        f.renewed(Instant::now() - Duration::from_secs(7), Duration::from_secs(6));
+        assert!(!f.allows(false), "past the renewal's validity: frozen and resumed, say");
+        assert!(!f.allows(true), "a leader past its time does not renew either: it fences itself");
+        assert!(!f.allows_bytes(), "nor sends a byte of what it had in flight");
+        f.renewed(Instant::now(), Duration::from_secs(60));
+        f.close();
+        assert!(!f.allows(false));
     }
 
     #[test]

@@ -1,28 +1,55 @@
 //! HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (the process serves), `/readyz`
-//! (caches synced). axum is the HTTP server because it is the maintained, tokio-native choice.
+//! (caches synced), `/debug/reconciles` (whether an object has been reconciled, and at which
+//! versions). axum is the HTTP server because it is the maintained, tokio-native choice.
 
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
 };
 
-use axum::{Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    http::StatusCode,
+    http::header,
+    response::IntoResponse,
+    routing::get,
+};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use crate::{controller::reconciles::Reconciles, metrics::Metrics};
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    reconciles: Arc<Reconciles>,
 }
 
-pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> Router {
+pub fn router(metrics: Arc<Metrics>, ready: Arc<AtomicBool>, reconciles: Arc<Reconciles>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(AppState { metrics, ready })
+        .route("/debug/reconciles", get(reconciles_handler))
+        .with_state(AppState { metrics, ready, reconciles })
+}
+
+/// `?controller=release&namespace=shop&name=web-1` (no namespace for an Environment).
+#[derive(serde::Deserialize)]
+struct Object {
+    controller: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    name: String,
+}
+
+async fn reconciles_handler(State(s): State<AppState>, Query(o): Query<Object>) -> impl IntoResponse {
+    let key = crate::controller::triggers::key(o.namespace.as_deref(), &o.name);
+    match s.reconciles.report(&o.controller, &key) {
+        Some(report) => Json(report).into_response(),
+        None => (StatusCode::NOT_FOUND, "not reconciled by this process yet").into_response(),
+    }
 }
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {

@@ -324,7 +324,7 @@ fn exercise_environment(name: &str, spec: EnvironmentSpec) {
     let mut env = Environment::new(name, spec);
     env.metadata.generation = Some(1);
     env.metadata.creation_timestamp = Some(now());
-    let _ = environment::expires_at(&env);
+    let _ = environment::expires_at(&env, None);
     let _ = environment::namespace_of(&env);
     let sleep_after = env.spec.sleep_after.map(std::time::Duration::from);
     let _ = environment::sleep::decide(sleep_after, now().0, None, false, now().0);

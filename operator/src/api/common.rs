@@ -188,6 +188,12 @@ pub mod condition {
     pub const PROGRESSING: &str = "Progressing";
     /// Release: the app serves from this Release.
     pub const AVAILABLE: &str = "Available";
+    /// Release (Live): the previous version is warm and a revert would take all traffic at once;
+    /// False with the reason when it is not (window ended, no previous version, warming, refused).
+    pub const REVERT_READY: &str = "RevertReady";
+    /// Release: a deletion waits, because the Release still serves (it is Live, or the warm
+    /// previous version of the Live one).
+    pub const DELETING: &str = "Deleting";
     /// Release: the autoscaler reads its load and owns the replica count (False: the read fails,
     /// another autoscaler targets the app, or the Environment sleeps; the reason says which).
     pub const SCALING_ACTIVE: &str = "ScalingActive";

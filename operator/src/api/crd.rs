@@ -91,33 +91,71 @@ fn strip_descriptions(node: &mut Value) {
 /// Name of the admission policy protecting production Environments.
 pub const PROTECT_PRODUCTION: &str = "phaseloop.dev-protect-production";
 
-/// A ValidatingAdmissionPolicy (and its binding) that refuses deleting a `production` Environment
-/// unless it carries `phaseloop.dev/allow-delete: "true"`. Shipped in `crds/` so that
-/// `kubectl apply -f crds/` installs the protection with the kinds.
+/// A ValidatingAdmissionPolicy (and its binding) protecting production: deleting a `production`
+/// Environment, or the namespace it owns, is refused unless the object carries
+/// `phaseloop.dev/allow-delete: "true"`, and the namespace's tier label cannot be removed. Shipped in
+/// `crds/` so that `kubectl apply -f crds/` installs the protection with the kinds. (The tier of a
+/// production Environment cannot change: a CEL rule of the CRD.)
 pub fn protect_production() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
+    let allowed = |obj: &str| {
+        format!(
+            "(has({obj}.metadata.annotations) && '{a}' in {obj}.metadata.annotations && \
+             {obj}.metadata.annotations['{a}'] == 'true')",
+            a = super::annotation::ALLOW_DELETE
+        )
+    };
+    let production_ns = |obj: &str| {
+        format!(
+            "(has({obj}.metadata.labels) && '{t}' in {obj}.metadata.labels && {obj}.metadata.labels['{t}'] == 'production')",
+            t = super::label::TIER
+        )
+    };
     let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": PROTECT_PRODUCTION},
         "spec": {
             "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [{
-                "apiGroups": [super::GROUP], "apiVersions": ["*"],
-                "operations": ["DELETE"], "resources": ["environments"],
-            }]},
-            "validations": [{
-                "expression": format!(
-                    "!has(oldObject.spec.tier) || oldObject.spec.tier != 'production' || \
-                     (has(oldObject.metadata.annotations) && '{a}' in oldObject.metadata.annotations && \
-                     oldObject.metadata.annotations['{a}'] == 'true')",
-                    a = super::annotation::ALLOW_DELETE
-                ),
-                "message": format!(
-                    "production Environments are protected: set the annotation {}: \"true\" to delete one",
-                    super::annotation::ALLOW_DELETE
-                ),
-                "reason": "Forbidden",
-            }],
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": [super::GROUP], "apiVersions": ["*"], "operations": ["DELETE"], "resources": ["environments"]},
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE", "UPDATE"], "resources": ["namespaces"]},
+            ]},
+            "validations": [
+                {
+                    "expression": format!(
+                        "request.resource.resource != 'environments' || !has(oldObject.spec.tier) || \
+                         oldObject.spec.tier != 'production' || {}",
+                        allowed("oldObject")
+                    ),
+                    "message": format!(
+                        "production Environments are protected: set the annotation {}: \"true\" to delete one",
+                        super::annotation::ALLOW_DELETE
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!(
+                        "request.resource.resource != 'namespaces' || request.operation != 'DELETE' || !{} || {}",
+                        production_ns("oldObject"),
+                        allowed("oldObject")
+                    ),
+                    "message": format!(
+                        "this namespace belongs to a production Environment and is protected: delete the Environment \
+                         (with the annotation {}: \"true\"), which deletes its namespace",
+                        super::annotation::ALLOW_DELETE
+                    ),
+                    "reason": "Forbidden",
+                },
+                {
+                    "expression": format!(
+                        "request.resource.resource != 'namespaces' || request.operation != 'UPDATE' || !{} || {}",
+                        production_ns("oldObject"),
+                        production_ns("object")
+                    ),
+                    "message": format!("the label {} of a production Environment's namespace cannot be changed", super::label::TIER),
+                    "reason": "Forbidden",
+                },
+            ],
         },
     }))
     .expect("valid policy");

@@ -48,11 +48,15 @@ use super::common::{Duration, conditions_schema, embedded_object_schema, optiona
     validation = Rule::new("has(self.__namespace__) == has(oldSelf.__namespace__) && (!has(self.__namespace__) || self.__namespace__ == oldSelf.__namespace__)")
         .message("namespace is immutable")
         .field_path(".namespace"),
+    validation = Rule::new("oldSelf.tier != 'production' || self.tier == 'production'")
+        .message("tier production cannot be changed: a production Environment stays protected (delete it with the annotation phaseloop.dev/allow-delete: \"true\")")
+        .field_path(".tier"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentSpec {
-    /// What the Environment is for. `production` is protected: no `ttl`, no `sleepAfter`, and
-    /// deleting it needs the annotation `phaseloop.dev/allow-delete: "true"`.
+    /// What the Environment is for. `production` is protected: no `ttl`, no `sleepAfter`, the tier
+    /// cannot be changed, and deleting it (or its namespace) needs the annotation
+    /// `phaseloop.dev/allow-delete: "true"`.
     #[serde(default)]
     pub tier: Tier,
 
@@ -72,16 +76,19 @@ pub struct EnvironmentSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub follow_parent: bool,
 
-    /// Lifetime, e.g. `4h`. The Environment deletes itself at `creationTimestamp + ttl`
-    /// (`status.expiresAt`). Not allowed on `production`.
+    /// Lifetime, e.g. `4h` (at least `10s`). The Environment deletes itself at
+    /// `creationTimestamp + ttl` (`status.expiresAt`). Not allowed on `production`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("ttl must be at least 10s: an Environment must live long enough to be provisioned"))]
     pub ttl: Option<Duration>,
 
-    /// Scale phaseloop-managed workloads to zero after this long without Release activity. A new
-    /// Release or the annotation `phaseloop.dev/wake` wakes them. Not allowed on `production`.
+    /// Scale phaseloop-managed workloads to zero after this long without Release activity (at least
+    /// `10s`). A new Release or the annotation `phaseloop.dev/wake` wakes them. Not allowed on
+    /// `production`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "optional_duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("sleepAfter must be at least 10s"))]
     pub sleep_after: Option<Duration>,
 
     /// Resource quota of the namespace (a ResourceQuota).

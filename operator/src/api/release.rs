@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::PodTemplateSpec,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    apimachinery::pkg::{
+        apis::meta::v1::{Condition, Time},
+        util::intstr::IntOrString,
+    },
 };
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -31,7 +34,12 @@ use super::common::{Duration, conditions_schema, duration_schema};
     printcolumn(name = "App", type_ = "string", json_path = ".spec.app"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.weight"),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".status.weight",
+        description = "Share of the app's Ready serving pods that run this version, in percent"
+    ),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     selectable = ".spec.app"
@@ -46,6 +54,9 @@ use super::common::{Duration, conditions_schema, duration_schema};
     validation = Rule::new("!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.strategy.analysis)")
         .message("a canary analysis step needs strategy.analysis.metrics")
         .field_path(".strategy.analysis"),
+    validation = Rule::new("self.strategy.type == 'Rolling' || !has(self.strategy.rolling)")
+        .message("strategy.rolling is only allowed with strategy.type Rolling")
+        .field_path(".strategy.rolling"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseSpec {
@@ -53,6 +64,7 @@ pub struct ReleaseSpec {
     /// other; the Service `<app>` selects the serving pods. Immutable.
     #[schemars(length(min = 1, max = 50), regex(pattern = "^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("app is immutable: create a new Release"))]
+    #[x_kube(validation = Rule::new("!self.endsWith('-preview')").message("app must not end in -preview: <app>-preview names the preview Service of app <app>"))]
     pub app: String,
 
     /// The version shipped, e.g. `1.4.2` or a commit id. Immutable.
@@ -143,6 +155,7 @@ pub struct TestSpec {
     /// Time one attempt may take.
     #[serde(default = "default_test_timeout")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("timeout must be at least 1s"))]
     pub timeout: Duration,
     /// Attempts after the first failed one.
     #[serde(default)]
@@ -161,6 +174,7 @@ pub struct TestEnvironment {
     /// Lifetime of the test Environment, a safety net if the Release never finishes testing.
     #[serde(default = "default_test_env_ttl")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("ttl must be at least 1m: the test Environment must live long enough to be provisioned"))]
     pub ttl: Duration,
 }
 
@@ -196,9 +210,14 @@ pub struct Strategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
 
+    /// How a rolling update hands over (with `type: Rolling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling: Option<RollingUpdate>,
+
     /// Time the candidate has to become ready; missing it fails (and rolls back) the Release.
     #[serde(default = "default_progress_deadline")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("progressDeadline must be at least 10s: pods need time to start"))]
     pub progress_deadline: Duration,
 
     /// After promotion the previous version is kept warm this long; `kubectl phaseloop revert`
@@ -206,6 +225,14 @@ pub struct Strategy {
     #[serde(default = "default_revert_window")]
     #[schemars(schema_with = "duration_schema")]
     pub revert_window: Duration,
+
+    /// Ready pods the previous version keeps during the revert window, out of the Service: a count,
+    /// or a percentage of the app's total (rounded up). `100%` (the default) lets a revert take all
+    /// traffic at once; `0` keeps no pods (a revert then waits for the previous version to start).
+    /// The Release goes Live once the previous version has them.
+    #[serde(default = "default_warm_replicas")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub warm_replicas: IntOrString,
 
     /// Return 100% to the previous version on failed analysis or a missed deadline.
     #[serde(default = "default_true")]
@@ -218,9 +245,70 @@ impl Default for Strategy {
             type_: StrategyType::default(),
             canary: None,
             analysis: None,
+            rolling: None,
             progress_deadline: default_progress_deadline(),
             revert_window: default_revert_window(),
+            warm_replicas: default_warm_replicas(),
             auto_rollback: true,
+        }
+    }
+}
+
+fn default_warm_replicas() -> IntOrString {
+    IntOrString::String("100%".into())
+}
+
+fn default_quarter() -> IntOrString {
+    IntOrString::String("25%".into())
+}
+
+/// Schema of a count-or-percentage field (`3` or `"25%"`), bounded.
+fn int_or_percent_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    // `string(self)` reads either form (CEL's `type()` is not available to the offline validator
+    // the tests use); a count may be written as a number or a numeric string.
+    schemars::json_schema!({
+        "x-kubernetes-int-or-string": true,
+        "x-kubernetes-validations": [{
+            "rule": "string(self).matches('^[0-9]{1,4}$') ? int(string(self)) <= 1000 : string(self).matches('^(100|[1-9]?[0-9])%$')",
+            "message": "a count from 0 to 1000, or a percentage from 0% to 100%",
+        }],
+    })
+}
+
+/// How a rolling update hands the app over, with the meaning and defaults of a Deployment's
+/// `rollingUpdate`: the previous version gives up pods only as the candidate's become Ready.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(string(self.maxSurge) in ['0', '0%'] && string(self.maxUnavailable) in ['0', '0%'])")
+    .message("maxSurge and maxUnavailable cannot both be zero"))]
+pub struct RollingUpdate {
+    /// Pods the app may run above its total during the handover: a count, or a percentage of the
+    /// total rounded up. Default `25%`.
+    #[serde(default = "default_quarter")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub max_surge: IntOrString,
+    /// Ready pods the app may run below its total during the handover: a count, or a percentage of
+    /// the total rounded down. Default `25%`.
+    #[serde(default = "default_quarter")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub max_unavailable: IntOrString,
+}
+
+impl Default for RollingUpdate {
+    fn default() -> Self {
+        RollingUpdate { max_surge: default_quarter(), max_unavailable: default_quarter() }
+    }
+}
+
+/// `value` (a count, or a percentage of `total`) as a count, rounded up or down.
+pub fn scaled(value: &IntOrString, total: i32, round_up: bool) -> i32 {
+    match value {
+        IntOrString::Int(n) => (*n).max(0),
+        IntOrString::String(s) if !s.ends_with('%') => s.parse::<i32>().unwrap_or(0).max(0),
+        IntOrString::String(s) => {
+            let percent: i64 = s.trim_end_matches('%').parse().unwrap_or(0).clamp(0, 100);
+            let product = total.max(0) as i64 * percent;
+            (if round_up { (product + 99) / 100 } else { product / 100 }) as i32
         }
     }
 }
@@ -291,6 +379,7 @@ pub struct Pause {
 pub struct StepAnalysis {
     /// How long the step measures; it passes when no metric failed in that time.
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("an analysis step must last at least 1s"))]
     pub duration: Duration,
 }
 
@@ -298,9 +387,10 @@ pub struct StepAnalysis {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
-    /// Time between measurements.
+    /// Time between measurements (at least 1s).
     #[serde(default = "default_analysis_interval")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("analysis interval must be at least 1s"))]
     pub interval: Duration,
     /// Metrics measured at every interval.
     #[schemars(length(min = 1, max = 10), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -341,6 +431,16 @@ pub struct AnalysisMetric {
     #[serde(default = "default_inconclusive_limit")]
     #[schemars(range(min = 0, max = 100))]
     pub inconclusive_limit: i32,
+    /// Successful measurements needed before the rollout may finish, and during each analysis
+    /// step before it may pass: with fewer (every query failing, say) the rollout pauses as
+    /// inconclusive instead of promoting blind. `0` turns the requirement off.
+    #[serde(default = "default_min_successful")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_successful: i32,
+}
+
+fn default_min_successful() -> i32 {
+    1
 }
 
 fn default_inconclusive_limit() -> i32 {
@@ -362,9 +462,10 @@ pub struct Scaling {
     pub max_replicas: i32,
     /// The load signal.
     pub metric: ScalingMetric,
-    /// Time between decisions.
+    /// Time between decisions (at least 1s).
     #[serde(default = "default_scaling_interval")]
     #[schemars(schema_with = "duration_schema")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1s')").message("scaling interval must be at least 1s"))]
     pub interval: Duration,
     /// Relative deviation from the target ignored, to avoid flapping (HPA default 0.1).
     #[serde(default = "default_tolerance")]
@@ -498,9 +599,13 @@ pub struct ReleaseStatus {
     /// When the current step started (for timed pauses and step analysis).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
-    /// Candidate share of the app's total replicas, in percent.
+    /// Share of the app's Ready serving pods (the endpoints of the Service `<app>`) that run this
+    /// version, in percent: what serves, not what the step asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    /// Candidate share of the app's total replicas the current step asks for, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_weight: Option<i32>,
     /// Total replicas of the app (candidate + stable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
@@ -516,6 +621,10 @@ pub struct ReleaseStatus {
     /// Who approved the Release and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRecord>,
+    /// Who let the rollout go on past a failed analysis or a missed deadline (with
+    /// `autoRollback: false`), when, and what was overridden.
+    #[serde(default, rename = "override", skip_serializing_if = "Option::is_none")]
+    pub override_: Option<OverrideRecord>,
     /// Outcome of each test.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -534,7 +643,8 @@ pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16))]
     pub phase_times: BTreeMap<String, Time>,
-    /// Standard conditions: `Tested`, `Approved`, `Progressing`, `Available`, `Degraded`.
+    /// Standard conditions: `Ready` (Live: the app serves from this Release), `Tested`,
+    /// `Approved`, `Progressing`, `Available`, `RevertReady`, `Degraded`, `Deleting`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -585,6 +695,18 @@ pub struct ApprovalRecord {
     pub approved_at: Time,
 }
 
+/// An override of a failed verdict.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverrideRecord {
+    #[schemars(length(max = 253))]
+    pub by: String,
+    pub at: Time,
+    /// The verdict that was overridden.
+    #[schemars(length(max = 1024))]
+    pub verdict: String,
+}
+
 /// Outcome of one test.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
@@ -615,8 +737,15 @@ pub struct AnalysisResult {
     pub successes: i32,
     pub failures: i32,
     pub inconclusive: i32,
+    /// Successful measurements since the current step started.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub step_successes: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub measured_at: Option<Time>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// State of the autoscaler of a Release.

@@ -13,7 +13,7 @@ use kube::{
 };
 use phaseloop::{
     api::{Environment, Release},
-    controller::release::{ABORT, APPROVED_BY, PROMOTE, REVERT, rollout},
+    controller::release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, rollout},
 };
 
 #[derive(Parser)]
@@ -38,7 +38,13 @@ enum Command {
     /// Approve a Release waiting at its gate (records who approved).
     Approve { release: String },
     /// Go past the current pause of a rollout.
-    Promote { release: String },
+    Promote {
+        release: String,
+        /// Also go on past a failed analysis or a missed progress deadline (with `autoRollback:
+        /// false`); recorded in the Release's status with who.
+        #[arg(long)]
+        r#override: bool,
+    },
     /// Abort a rollout: all traffic returns to the stable version.
     Abort { release: String },
     /// Restore the previous version within the revert window.
@@ -82,7 +88,11 @@ async fn main() -> anyhow::Result<()> {
             annotate(&releases, &release, APPROVED_BY, &who).await?;
             println!("release {release} approved by {who}");
         }
-        Command::Promote { release } => {
+        Command::Promote { release, r#override } => {
+            if r#override {
+                let who = whoami(&client).await.unwrap_or_else(|_| "unknown".into());
+                annotate(&releases, &release, OVERRIDE, &who).await?;
+            }
             annotate(&releases, &release, PROMOTE, "kubectl-phaseloop").await?;
             println!("release {release} promoted past its current step");
         }
@@ -91,6 +101,10 @@ async fn main() -> anyhow::Result<()> {
             println!("release {release} aborted");
         }
         Command::Revert { release } => {
+            let r = releases.get(&release).await.with_context(|| format!("release {release}"))?;
+            if let Some(why) = revert_refusal(&r, jiff::Timestamp::now()) {
+                bail!("cannot revert {release}: {why}");
+            }
             annotate(&releases, &release, REVERT, "kubectl-phaseloop").await?;
             println!("release {release}: revert requested");
         }
@@ -130,6 +144,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why a revert of `r` cannot be carried out, when the Release itself tells (the operator checks
+/// again, and reports what only it can see).
+fn revert_refusal(r: &Release, now: jiff::Timestamp) -> Option<String> {
+    let s = r.status.clone().unwrap_or_default();
+    let phase = s.phase.map(|p| p.as_str()).unwrap_or("Pending");
+    if phase != "Live" {
+        return Some(format!("it is {phase}; only the Live Release of an app can be reverted"));
+    }
+    if s.stable_release.is_none() {
+        return Some(format!("it is the first Release of app {}: there is no previous version", r.spec.app));
+    }
+    match s.revert_window_ends_at {
+        Some(end) if end.0 > now => None,
+        Some(end) => Some(format!("its revert window ended at {}", end.0)),
+        None => Some("it has no open revert window".into()),
+    }
+}
+
 async fn annotate(api: &Api<Release>, name: &str, key: &str, value: &str) -> anyhow::Result<()> {
     let patch = serde_json::json!({"metadata": {"annotations": {key: value}}});
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.with_context(|| format!("release {name}"))?;
@@ -154,7 +186,7 @@ fn render(r: &Release) -> String {
     let done = if s.phase.is_some_and(|p| p.as_str() == "Live") { plan.len() } else { step.min(plan.len()) };
     let bar: String = (0..plan.len()).map(|i| if i < done { '#' } else { '.' }).collect();
     let mut out = format!(
-        "Release {}: {} {}\n  phase:    {}{}\n  steps:    [{bar}] {done}/{}\n  weight:   {}%\n  replicas: {} candidate, {} stable\n",
+        "Release {}: {} {}\n  phase:    {}{}\n  steps:    [{bar}] {done}/{}\n  weight:   {}% serving ({}% asked by the step)\n  replicas: {} candidate, {} stable\n",
         r.name_any(),
         r.spec.app,
         r.spec.version,
@@ -162,6 +194,7 @@ fn render(r: &Release) -> String {
         s.message.as_ref().map(|m| format!(" ({m})")).unwrap_or_default(),
         plan.len(),
         s.weight.unwrap_or(0),
+        s.step_weight.or(s.weight).unwrap_or(0),
         s.candidate_replicas.unwrap_or(0),
         s.stable_replicas.unwrap_or(0),
     );

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use phaseloop::{
     controller,
-    leader::{Elector, Timings},
+    leader::{Elector, Fence, Timings},
     metrics::Metrics,
     server,
 };
@@ -84,8 +84,14 @@ async fn main() -> anyhow::Result<()> {
 
     // Kubeconfig (KUBECONFIG or ~/.kube/config) outside a cluster, the service account inside.
     let metrics = Arc::new(Metrics::new());
-    let kubeconfig = kube::Config::infer().await.context("no usable Kubernetes configuration")?;
-    let client = phaseloop::metrics::requests::counting_client(kubeconfig, metrics.clone())
+    let mut kubeconfig = kube::Config::infer().await.context("no usable Kubernetes configuration")?;
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "phaseloop".into());
+    let identity = args.identity.clone().unwrap_or_else(|| format!("{host}-{}", std::process::id()));
+    // Each process names itself in its requests, so the API server's audit log tells them apart.
+    let agent = format!("phaseloop-operator/{} ({identity})", env!("CARGO_PKG_VERSION"));
+    kubeconfig.headers.push((http::header::USER_AGENT, http::HeaderValue::from_str(&agent)?));
+    let fence = if args.leader_election { Fence::elected() } else { Fence::open() };
+    let client = phaseloop::client::build(kubeconfig, metrics.clone(), fence.clone())
         .context("cannot build a Kubernetes client")?;
     let ready = Arc::new(AtomicBool::new(false));
     let shutdown = CancellationToken::new();
@@ -101,13 +107,13 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {} (PHASELOOP_METRICS_ADDR)", args.metrics_addr))?;
-    let http = tokio::spawn(server::serve(listener, server::router(metrics.clone(), ready.clone()), shutdown.clone()));
+    let router = server::router(metrics.clone(), ready.clone(), ctx.reconciles.clone());
+    let http = tokio::spawn(server::serve(listener, router, shutdown.clone()));
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     info!(version = env!("CARGO_PKG_VERSION"), "phaseloop operator starting");
     if args.leader_election {
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "phaseloop".into());
-        let identity = args.identity.unwrap_or_else(|| format!("{host}-{}", std::process::id()));
-        let elector = Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, Timings::default());
+        let elector =
+            Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, Timings::default(), fence);
         lead(elector, ctx, ready, metrics, shutdown.clone()).await;
     } else {
         metrics.set_leader(true);

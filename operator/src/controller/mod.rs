@@ -3,6 +3,7 @@
 pub mod children;
 pub mod conditions;
 pub mod environment;
+pub mod reconciles;
 pub mod release;
 pub mod retry;
 pub mod status;
@@ -85,6 +86,8 @@ pub struct Context {
     pub pending: triggers::Pending,
     /// Consecutive failures per object, for the backoff of their retries.
     pub retries: retry::Retries,
+    /// Which reconciles ran, per object (`/debug/reconciles`).
+    pub reconciles: Arc<reconciles::Reconciles>,
     /// The Environment controller's cache (unset in single-namespace mode).
     pub environments: std::sync::OnceLock<reflector::Store<crate::api::Environment>>,
     /// Owned Deployments of Releases, without their pod templates (for their status).
@@ -143,6 +146,7 @@ impl Context {
             children,
             pending: Default::default(),
             retries: Default::default(),
+            reconciles: Default::default(),
             environments: Default::default(),
             releases: Default::default(),
             deployments: Default::default(),
@@ -307,8 +311,11 @@ where
                         ctx.metrics.observe_watch_to_reconcile(name, waited);
                     }
                     let started = Instant::now();
+                    let version = obj.meta().resource_version.clone();
                     let result = reconcile(obj, ctx.clone()).await;
                     ctx.metrics.observe_reconcile(name, started.elapsed(), result.as_ref().err().map(Error::reason));
+                    let error = result.as_ref().err().map(ToString::to_string);
+                    ctx.reconciles.finished(name, &key, version.as_deref(), error);
                     if result.is_ok() {
                         ctx.retries.succeeded(&key);
                     }

@@ -38,22 +38,6 @@ pub fn classify(method: &http::Method, path: &str, query: Option<&str>) -> (&'st
     (verb, resource)
 }
 
-/// A client whose every request is counted in `metrics` (`phaseloop_kube_requests_total`).
-pub fn counting_client(
-    config: kube::Config,
-    metrics: std::sync::Arc<super::Metrics>,
-) -> Result<kube::Client, kube::Error> {
-    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-        let (verb, resource) = classify(req.method(), req.uri().path(), req.uri().query());
-        if is_write(verb) {
-            tracing::debug!(verb, path = req.uri().path(), "write request");
-        }
-        metrics.observe_request(verb, &resource);
-        req
-    });
-    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&count).build())
-}
-
 /// Whether a verb changes something (what a no-op reconcile must not do).
 pub fn is_write(verb: &str) -> bool {
     matches!(verb, "create" | "update" | "patch" | "delete")

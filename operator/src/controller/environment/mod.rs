@@ -70,14 +70,38 @@ pub fn namespace_of(env: &Environment) -> String {
     env.spec.namespace.clone().unwrap_or_else(|| env.name_any())
 }
 
-/// When a `ttl` Environment deletes itself: `creationTimestamp + ttl`, or the extension annotation
-/// when that is later.
-pub fn expires_at(env: &Environment) -> Option<Time> {
+/// When a `ttl` Environment deletes itself: `creationTimestamp + ttl`, moved later by the extension
+/// annotation, and never earlier than it was (`previous`, the expiry in status): an extension, once
+/// made, holds even if the annotation is later set to an earlier time or removed.
+pub fn expires_at(env: &Environment, previous: Option<&Time>) -> Option<Time> {
     let created = env.metadata.creation_timestamp.as_ref()?;
     let ttl: std::time::Duration = env.spec.ttl?.into();
     let base = created.0.checked_add(jiff::SignedDuration::try_from(ttl).ok()?).ok()?;
     let extended = env.annotations().get(EXTEND_ANNOTATION).and_then(|v| v.parse::<jiff::Timestamp>().ok());
-    Some(Time(extended.filter(|e| *e > base).unwrap_or(base)))
+    let latest = [extended, previous.map(|p| p.0)].into_iter().flatten().fold(base, jiff::Timestamp::max);
+    Some(Time(latest))
+}
+
+/// The branching cycle `name` is part of, if any, as the names around it (`x`, `y`, ..., `x`):
+/// following `from` from `name` comes back to it. `from_of` looks an Environment's `from` up.
+pub fn parent_cycle(name: &str, from_of: impl Fn(&str) -> Option<String>) -> Option<Vec<String>> {
+    let mut path = vec![name.to_string()];
+    let mut at = name.to_string();
+    // A chain longer than the number of Environments must loop; 256 bounds a pathological cache.
+    for _ in 0..256 {
+        let next = from_of(&at)?;
+        if next == name {
+            path.push(next);
+            return Some(path);
+        }
+        if path.contains(&next) {
+            // A cycle further up that this Environment only leads into: its members report it.
+            return None;
+        }
+        path.push(next.clone());
+        at = next;
+    }
+    None
 }
 
 /// The app versions Live among `releases` (one per app), for `status.apps`.
@@ -143,7 +167,7 @@ pub fn desired_status(
     let generation = env.metadata.generation;
     base.observed_generation = generation;
     base.namespace = Some(namespace_of(env));
-    base.expires_at = expires_at(env);
+    base.expires_at = expires_at(env, base.expires_at.as_ref());
     if obs.blocked.is_none() {
         base.components = obs.components.clone();
         base.seeded = obs.seed == SeedState::Succeeded || base.seeded;
@@ -363,13 +387,34 @@ mod tests {
             "pr-1",
             EnvironmentSpec { tier: Tier::Preview, ttl: Some("4h".parse().unwrap()), ..Default::default() },
         );
-        assert_eq!(expires_at(&e), Some(Time("2026-11-26T14:00:00Z".parse().unwrap())));
+        let at = |s: &str| Time(s.parse().unwrap());
+        assert_eq!(expires_at(&e, None), Some(at("2026-11-26T14:00:00Z")));
         e.annotations_mut().insert(EXTEND_ANNOTATION.into(), "2026-11-26T18:00:00Z".into());
-        assert_eq!(expires_at(&e), Some(Time("2026-11-26T18:00:00Z".parse().unwrap())));
+        let extended = expires_at(&e, None);
+        assert_eq!(extended, Some(at("2026-11-26T18:00:00Z")));
         e.annotations_mut().insert(EXTEND_ANNOTATION.into(), "2026-11-26T11:00:00Z".into());
-        assert_eq!(expires_at(&e), Some(Time("2026-11-26T14:00:00Z".parse().unwrap())), "never shortened");
+        assert_eq!(expires_at(&e, None), Some(at("2026-11-26T14:00:00Z")), "never before creation + ttl");
+        // The expiry moves earlier: the defect. It keeps the extension already made.
+        assert_eq!(expires_at(&e, extended.as_ref()), Some(at("2026-11-26T18:00:00Z")), "never earlier than it was");
+        e.annotations_mut().remove(EXTEND_ANNOTATION);
+        assert_eq!(expires_at(&e, extended.as_ref()), Some(at("2026-11-26T18:00:00Z")));
         e.spec.ttl = None;
-        assert_eq!(expires_at(&e), None);
+        assert_eq!(expires_at(&e, extended.as_ref()), None);
+    }
+
+    #[test]
+    fn branching_cycles_of_any_length_are_found_by_their_members() {
+        fn graph(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> + Copy {
+            move |n: &str| pairs.iter().find(|(a, _)| *a == n).map(|(_, b)| b.to_string())
+        }
+        let two = graph(&[("x", "y"), ("y", "x")]);
+        assert_eq!(parent_cycle("x", two), Some(vec!["x".into(), "y".into(), "x".into()]));
+        assert_eq!(parent_cycle("y", two).map(|p| p.len()), Some(3));
+        let three = graph(&[("a", "b"), ("b", "c"), ("c", "a"), ("d", "a"), ("e", "f")]);
+        assert_eq!(parent_cycle("c", three), Some(vec!["c".into(), "a".into(), "b".into(), "c".into()]));
+        assert_eq!(parent_cycle("d", three), None, "d leads into the cycle but is not in it");
+        assert_eq!(parent_cycle("e", three), None);
+        assert_eq!(parent_cycle("f", three), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
@@ -59,8 +59,23 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
     let owned = wc.clone().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
     let (store, writer) = reflector::store();
     let _ = ctx.environments.set(store.clone());
-    let environments = watch::objects(Api::<Environment>::all(client.clone()), wc.clone(), writer, ctx.clone());
+    // A changed Environment also wakes its branches (they follow their parent with `followParent`,
+    // and a branching cycle involves both sides), once this controller's cache has the change.
+    let (changes, changed) = futures::channel::mpsc::unbounded::<Environment>();
+    let environments = watch::objects(Api::<Environment>::all(client.clone()), wc.clone(), writer, ctx.clone())
+        .inspect_ok(move |e| drop(changes.unbounded_send(e.clone())));
     let controller = Controller::for_stream(environments, store.clone()).with_config(watch::controller_config(&ctx));
+    let c = ctx.clone();
+    let branches = store.clone();
+    let controller = controller.watches_stream(changed.map(Ok::<_, watcher::Error>), move |parent: Environment| {
+        let refs = branches
+            .state()
+            .into_iter()
+            .filter(|e| e.spec.from.as_deref() == Some(parent.name_any().as_str()))
+            .map(|e| ObjectRef::from_obj(&*e))
+            .collect::<Vec<_>>();
+        watch::marked(&c, refs)
+    });
     // Children are namespaced, their owner cluster-scoped: they map to their owner by hand. All
     // metadata-only, into the children caches.
     let c = ctx.clone();
@@ -92,11 +107,16 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
     let c = ctx.clone();
     controller.watches_stream(releases.map(Ok::<_, watcher::Error>), move |rel| {
         let ns = rel.metadata.namespace.unwrap_or_default();
-        let refs = store
-            .state()
-            .into_iter()
-            .filter(|e| namespace_of(e) == ns)
-            .map(|e| ObjectRef::from_obj(&*e))
+        let all = store.state();
+        let owners: Vec<String> = all.iter().filter(|e| namespace_of(e) == ns).map(|e| e.name_any()).collect();
+        // Its own Environment, and the branches following it (they deploy its new Live versions).
+        let refs = all
+            .iter()
+            .filter(|e| {
+                owners.contains(&e.name_any())
+                    || (e.spec.follow_parent && e.spec.from.as_ref().is_some_and(|p| owners.contains(p)))
+            })
+            .map(|e| ObjectRef::from_obj(&**e))
             .collect::<Vec<_>>();
         watch::marked(&c, refs)
     })
@@ -163,7 +183,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
         return Ok(Action::await_change());
     }
 
-    if let Some(expiry) = expires_at(&env)
+    if let Some(expiry) = expires_at(&env, base.expires_at.as_ref())
         && now >= expiry.0
     {
         let mut status = base;
@@ -177,6 +197,16 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
         return Ok(Action::await_change());
     }
 
+    if let Some(cycle) = cycle_of(&ctx, &env).await? {
+        // Neither namespace is touched: branching has no first Environment to start from.
+        let message = format!(
+            "spec.from forms a branching cycle ({}): change the from of one of them; nothing was changed",
+            cycle.join(" -> ")
+        );
+        let obs = Observation::blocked("ParentCycle", message);
+        write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
+        return Ok(Action::await_change());
+    }
     let mut base = base;
     let parent_spec = match resolve_parent(&api, &env, &mut base).await? {
         Ok(spec) => spec,
@@ -245,7 +275,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
 
     apply_sleep(&ctx, &env, &ns, decision, &mut base, now).await?;
     if let Some(parent) = env.spec.from.as_deref() {
-        branch_live_releases(&ctx, &api, parent, &ns).await?;
+        branch_live_releases(&ctx, &api, parent, &ns, env.spec.follow_parent).await?;
     }
     base.apps = super::live_apps(&releases);
     let obs = Observation { blocked: None, components, refused, seed, sleeping };
@@ -262,7 +292,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
 
     // Timed requeues instead of polling: the next expiry or sleep, whichever is first.
     let mut next: Vec<Duration> = vec![];
-    if let Some(e) = expires_at(&env) {
+    if let Some(e) = expires_at(&env, env.status.as_ref().and_then(|s| s.expires_at.as_ref())) {
         next.push(until(now, e.0));
     }
     if let Decision::Awake { sleep_at: Some(at) } = decision {
@@ -298,6 +328,24 @@ async fn write_status(
         .await;
     }
     Ok(())
+}
+
+/// The branching cycle `env` is in, from the Environment cache (else listed).
+async fn cycle_of(ctx: &Context, env: &Environment) -> Result<Option<Vec<String>>, Error> {
+    if env.spec.from.is_none() {
+        return Ok(None);
+    }
+    let all: Vec<Environment> = match crate::controller::synced_store(&ctx.environments).await {
+        Some(store) => store.state().iter().map(|e| (**e).clone()).collect(),
+        None => Api::<Environment>::all(ctx.client.clone()).list(&ListParams::default()).await?.items,
+    };
+    let from_of = |name: &str| -> Option<String> {
+        if name == env.name_any() {
+            return env.spec.from.clone();
+        }
+        all.iter().find(|e| e.name_any() == name).and_then(|e| e.spec.from.clone())
+    };
+    Ok(super::parent_cycle(&env.name_any(), from_of))
 }
 
 /// The parent's inheritable spec: the snapshot in status, refreshed when the branch is new or
@@ -578,15 +626,33 @@ fn last_activity(env: &Environment, releases: &[Release], status: &EnvironmentSt
 }
 
 /// Branching: the parent's Live app versions are deployed into the branch, once per app (a branch
-/// that already has a Release of an app keeps it; later parent changes are not followed).
-async fn branch_live_releases(ctx: &Context, envs: &Api<Environment>, parent: &str, ns: &str) -> Result<(), Error> {
-    let Some(parent) = envs.get_opt(parent).await? else { return Ok(()) };
-    let from: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace_of(&parent));
+/// that already has a Release of an app keeps it), or, with `followParent`, each new Live version
+/// of the parent as it comes (a Release of the same name, which then rolls out in the branch).
+async fn branch_live_releases(
+    ctx: &Context,
+    envs: &Api<Environment>,
+    parent: &str,
+    ns: &str,
+    follow: bool,
+) -> Result<(), Error> {
+    let parent = match crate::controller::synced_store(&ctx.environments).await {
+        Some(store) => store.get(&ObjectRef::new(parent)).map(|e| (*e).clone()),
+        None => envs.get_opt(parent).await?,
+    };
+    let Some(parent) = parent else { return Ok(()) };
     let to: Api<Release> = Api::namespaced(ctx.client.clone(), ns);
-    let existing: Vec<String> = to.list(&ListParams::default()).await?.items.into_iter().map(|r| r.spec.app).collect();
-    for live in from.list(&ListParams::default()).await?.items {
+    let existing: Vec<(String, String, String)> = releases_in(ctx, ns)
+        .await?
+        .into_iter()
+        .map(|r| (r.name_any(), r.spec.app.clone(), r.spec.version.clone()))
+        .collect();
+    for live in releases_in(ctx, &namespace_of(&parent)).await? {
         let is_live = live.status.as_ref().and_then(|s| s.phase) == Some(crate::api::ReleasePhase::Live);
-        if !is_live || existing.contains(&live.spec.app) {
+        let has_app = existing.iter().any(|(_, app, _)| *app == live.spec.app);
+        let has_version = existing
+            .iter()
+            .any(|(n, app, v)| *n == live.name_any() || (*app == live.spec.app && *v == live.spec.version));
+        if !is_live || has_version || (has_app && !follow) {
             continue;
         }
         // The same version, template and Service; rolled out plainly (it was tested upstream).
@@ -678,6 +744,12 @@ async fn cleanup(api: &Api<Environment>, env: &Environment, ctx: &Context) -> Re
     {
         if existing.metadata.deletion_timestamp.is_none() {
             info!(env = %env.name_any(), namespace = %ns, "deleting namespace");
+            if env.spec.tier == crate::api::Tier::Production {
+                // The admission policy protects a production namespace; this Environment's own
+                // deletion was allowed (it carried the annotation), so its namespace's is too.
+                let patch = json!({"metadata": {"annotations": {annotation::ALLOW_DELETE: "true"}}});
+                ns_api.patch(&ns, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            }
             ns_api.delete(&ns, &DeleteParams::background()).await?;
         }
         return Ok(Action::requeue(Duration::from_secs(2)));

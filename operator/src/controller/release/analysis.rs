@@ -29,7 +29,10 @@ pub fn record(
     let mut r = previous.cloned().unwrap_or_else(|| AnalysisResult { name: metric.name.clone(), ..Default::default() });
     let o = outcome(metric, value);
     match o {
-        SUCCESSFUL => r.successes += 1,
+        SUCCESSFUL => {
+            r.successes += 1;
+            r.step_successes += 1;
+        }
         FAILED => r.failures += 1,
         _ => r.inconclusive += 1,
     }
@@ -67,6 +70,38 @@ pub fn verdict(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> Verdic
     unsure.map(Verdict::Inconclusive).unwrap_or(Verdict::Passing)
 }
 
+/// Metrics short of `minSuccessful` successful measurements, during the current step (`step`)
+/// and over the tally (`rollout`): promotion past a step with analysis needs them.
+pub fn unmeasured(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> super::rollout::Unmeasured {
+    let short = |count: fn(&AnalysisResult) -> i32| {
+        let missing: Vec<String> = metrics
+            .iter()
+            .filter_map(|m| {
+                let n = results.iter().find(|r| r.name == m.name).map(count).unwrap_or(0);
+                (n < m.min_successful)
+                    .then(|| format!("{}: {n} of {} successful measurements", m.name, m.min_successful))
+            })
+            .collect();
+        (!missing.is_empty()).then(|| missing.join(", "))
+    };
+    super::rollout::Unmeasured { step: short(|r| r.step_successes), rollout: short(|r| r.successes) }
+}
+
+/// A fresh tally (a person promoted past an inconclusive pause, or overrode a failure): the counts
+/// start again, the last value stays for reference.
+pub fn restart(results: &mut [AnalysisResult]) {
+    for r in results {
+        (r.successes, r.failures, r.inconclusive, r.step_successes) = (0, 0, 0, 0);
+    }
+}
+
+/// A new step starts: its own successes count from zero.
+pub fn next_step(results: &mut [AnalysisResult]) {
+    for r in results {
+        r.step_successes = 0;
+    }
+}
+
 fn bounds(m: &AnalysisMetric) -> String {
     match (m.min, m.max) {
         (Some(a), Some(b)) => format!("[{a}, {b}]"),
@@ -81,7 +116,15 @@ mod tests {
     use super::*;
 
     fn metric(min: Option<f64>, max: Option<f64>, failure_limit: i32, inconclusive_limit: i32) -> AnalysisMetric {
-        AnalysisMetric { name: "errors".into(), query: "q".into(), min, max, failure_limit, inconclusive_limit }
+        AnalysisMetric {
+            name: "errors".into(),
+            query: "q".into(),
+            min,
+            max,
+            failure_limit,
+            inconclusive_limit,
+            min_successful: 1,
+        }
     }
     fn t() -> Time {
         Time("2026-11-26T10:00:00Z".parse().unwrap())
@@ -103,7 +146,7 @@ mod tests {
         let r = record(None, &m, Some(0.0), &t());
         let r = record(Some(&r), &m, Some(0.5), &t());
         let r = record(Some(&r), &m, None, &t());
-        assert_eq!((r.successes, r.failures, r.inconclusive), (1, 1, 1));
+        assert_eq!((r.successes, r.failures, r.inconclusive, r.step_successes), (1, 1, 1, 1));
         assert_eq!(r.value, Some(0.5));
         assert_eq!(r.last_result.as_deref(), Some(INCONCLUSIVE));
     }
@@ -119,5 +162,23 @@ mod tests {
         );
         let r = AnalysisResult { name: "errors".into(), inconclusive: 3, ..Default::default() };
         assert!(matches!(verdict(&[m], &[r]), Verdict::Inconclusive(_)));
+    }
+
+    #[test]
+    fn a_metric_that_never_measured_is_unmeasured_in_the_step_and_the_rollout() {
+        let m = metric(None, Some(0.01), 0, 5);
+        let errors_only = AnalysisResult { name: "errors".into(), inconclusive: 4, ..Default::default() };
+        let u = unmeasured(std::slice::from_ref(&m), std::slice::from_ref(&errors_only));
+        assert!(u.step.as_deref().is_some_and(|s| s.contains("errors: 0 of 1")) && u.rollout.is_some(), "{u:?}");
+        let measured = record(Some(&errors_only), &m, Some(0.0), &t());
+        assert_eq!(unmeasured(std::slice::from_ref(&m), std::slice::from_ref(&measured)), Default::default());
+        let mut next = vec![measured];
+        next_step(&mut next);
+        let u = unmeasured(std::slice::from_ref(&m), &next);
+        assert!(u.step.is_some() && u.rollout.is_none(), "a new step needs its own measurement: {u:?}");
+        restart(&mut next);
+        assert_eq!((next[0].successes, next[0].inconclusive, next[0].value), (0, 0, Some(0.0)));
+        let zero = AnalysisMetric { min_successful: 0, ..m };
+        assert_eq!(unmeasured(&[zero], &[]), Default::default(), "minSuccessful 0 turns it off");
     }
 }

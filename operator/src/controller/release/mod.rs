@@ -1,11 +1,19 @@
 //! The Release controller: the Test, Release and Deploy phases of the loop.
 //!
-//! Pure parts: [`validate`], [`queue`] (who rolls out), [`rollout`] (the step machine), [`split`]
-//! (replicas by weight), [`workload`] (Deployments and Services), [`analysis`] (measurement
-//! bookkeeping), [`desired_status`], [`operate`] (the app's total: autoscaling, handover, conflicts). API I/O: `reconcile.rs`.
+//! A reconcile observes, decides, then acts. [`phase::decide`] is the whole decision, a pure
+//! function of what was observed: the gate (tests, freeze, promotion, approval), the rollout step,
+//! the verdict, and the next status with the effects that carry it out. Its parts, pure too:
+//! [`validate`], [`queue`] (who rolls out), [`gate`] (the promotion rule), [`rollout`] (the step
+//! machine), [`split`] (replicas by weight), [`handover`] (a rolling handover between two versions),
+//! [`analysis`] (measurement bookkeeping), [`testing`] and [`workload`] (the objects built),
+//! [`desired_status`]. `reconcile.rs` observes (caches, Jobs, Prometheus, through [`operate`] for the
+//! app's total) and acts.
 
 pub mod analysis;
+pub mod gate;
+pub mod handover;
 pub mod operate;
+pub mod phase;
 pub mod queue;
 mod reconcile;
 pub mod rollout;
@@ -34,6 +42,12 @@ pub const ABORT: &str = "phaseloop.dev/abort";
 /// Annotation reverting a Live Release to the previous one within the revert window
 /// (`kubectl phaseloop revert`).
 pub const REVERT: &str = "phaseloop.dev/revert";
+/// Annotation letting a rollout go on past a failed analysis or a missed progress deadline when
+/// `autoRollback` is off (`kubectl phaseloop promote --override`); its value names who. Consumed.
+pub const OVERRIDE: &str = "phaseloop.dev/override";
+/// Finalizer held while a Release serves (Live, or the warm previous version in a revert window),
+/// so a deletion waits until it no longer does, as a PersistentVolumeClaim in use waits.
+pub const SERVING_FINALIZER: &str = "phaseloop.dev/serving";
 
 /// Spec problems the API server cannot see: each message says what to change. `tier` is the tier
 /// of the namespace's Environment, when there is one.
@@ -153,6 +167,7 @@ mod tests {
                 max: Some(0.01),
                 failure_limit: 0,
                 inconclusive_limit: 3,
+                min_successful: 1,
             }],
         });
         let s = desired_status(&r, None, &now());

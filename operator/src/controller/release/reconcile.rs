@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
 use k8s_openapi::{
-    api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, core::v1::Service},
+    api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, batch::v1::Job, core::v1::Service},
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::{
@@ -20,31 +20,19 @@ use kube::{
     },
 };
 use serde_json::json;
-use tracing::info;
 
 use super::{
-    ABORT, APPROVED_BY, NAME, PROMOTE, REVERT, desired_status, enter, operate,
+    APPROVED_BY, NAME, SERVING_FINALIZER, desired_status, operate, phase,
     queue::{self, Entry, Role},
-    rollout::{self, Decision, Verdict},
-    split::split,
-    workload,
+    testing, workload,
 };
 use crate::{
-    api::{ApprovalRecord, Environment, Release, ReleasePhase, ReleaseStatus, StrategyType, condition, reason},
+    api::{Environment, EnvironmentPhase, Release, ReleasePhase, ReleaseStatus, condition, reason},
     controller::{
         Context, Error, conditions, environment::namespace_of, publish_phase_change, status::FIELD_MANAGER,
         status::apply_status, watch,
     },
 };
-
-/// Finished Releases per app whose Deployments are kept (scaled to zero).
-const HISTORY_LIMIT: usize = 3;
-/// When to look again (`None`: on the next change only).
-type Next = Option<Duration>;
-
-/// How often waits that no watch event ends are looked at again (tests running, an upstream
-/// Environment); a rollout looks again at least every 12 of these.
-const ROLLOUT_REQUEUE: Duration = Duration::from_secs(5);
 
 /// The Release controller, ready to run: it also watches the Deployments Releases own and
 /// re-runs every Release of an app when one of them changes (the queue is per app).
@@ -115,8 +103,33 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
         watch::marked(&c, refs)
     };
     let owner2 = owner.clone();
+    // A Deployment wakes its owner, and the Release of the app rolling out: a rollout also waits
+    // for the other version's pods (the warm pods of the switch, a handover back).
+    let c = ctx.clone();
+    let rollouts = store.clone();
+    let deployment_owners = move |d: Deployment| {
+        let mut refs = watch::owner(&d.metadata, "Release")
+            .map(|(name, ns)| ObjectRef::new(&name).within(&ns.unwrap_or_default()))
+            .into_iter()
+            .collect::<Vec<_>>();
+        let app = d.labels().get(crate::api::label::NAME);
+        let rolling = rollouts.state().into_iter().filter(|r| {
+            r.namespace() == d.namespace()
+                && Some(&r.spec.app) == app
+                && matches!(
+                    r.status.as_ref().and_then(|s| s.phase),
+                    Some(ReleasePhase::Progressing | ReleasePhase::Paused)
+                )
+        });
+        for r in rolling.map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>() {
+            if !refs.contains(&r) {
+                refs.push(r);
+            }
+        }
+        watch::marked(&c, refs)
+    };
     let controller = controller
-        .watches_stream(deployments, move |d| owner(&d.metadata))
+        .watches_stream(deployments, deployment_owners)
         .watches_stream(services, move |s| owner2(&s.metadata));
     // Every Release of an app re-runs when one of them changes (the queue is per app). The changes
     // come from this controller's own watch, after its cache has taken them in: a sibling woken by
@@ -151,7 +164,13 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
             let now_t = Time(now());
             let mut status = rel.status.clone().unwrap_or_default();
             let why = format!("the API server refused an object built from this spec: {}", e.message);
-            set(&mut status, condition::DEGRADED, true, reason::INVALID_SPEC, &why, &rel, &now_t);
+            let degraded = conditions::Desired {
+                type_: condition::DEGRADED,
+                status: true,
+                reason: reason::INVALID_SPEC,
+                message: why.clone(),
+            };
+            conditions::upsert(&mut status.conditions, degraded, rel.metadata.generation, &now_t);
             status.message = Some(format!("invalid spec, nothing was changed: {why}"));
             if rel.status.as_ref() != Some(&status) {
                 crate::controller::publish(&ctx, &*rel, EventType::Warning, reason::INVALID_SPEC, why).await;
@@ -166,18 +185,25 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
 async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = rel.namespace().unwrap_or_default();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+    if rel.metadata.deletion_timestamp.is_some() && rel.finalizers().iter().any(|f| f == SERVING_FINALIZER) {
+        // A serving Release's deletion waits, unless its whole namespace is going: then everything
+        // in it goes anyway (nothing can be written there any more), and holding on would only keep
+        // the namespace stuck.
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+        if namespaces.get_opt(&ns).await?.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
+            finalizer(&ctx, &rel, false).await?;
+            return Ok(Action::await_change());
+        }
+    }
     ctx.count_dora(&rel);
     let now_t = Time(now());
     let finished = rel.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal);
     let env = if finished { None } else { environment_of(&ctx, &ns).await? };
     let mut status = desired_status(&rel, env.as_ref().map(|e| e.spec.tier), &now_t);
-    let invalid = conditions::is_true(&status.conditions, condition::DEGRADED);
-    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    if invalid || phase.is_terminal() {
-        write(&api, &rel, &ctx, status).await?;
-        return Ok(Action::await_change());
-    }
 
+    // Observe. Pod counts come from the Deployments cache: after a start, wait for its first list
+    // (an empty cache would read as "no pods Ready" and rewrite every status).
+    crate::controller::synced_store(&ctx.deployments).await;
     let siblings = siblings(&ctx, &rel);
     let entries: Vec<Entry> = siblings.iter().map(entry).collect();
     let roles = queue::roles(&entries);
@@ -185,62 +211,82 @@ async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
     let role = me.map(|i| roles[i].clone()).unwrap_or(Role::Queued(1));
     let stable = siblings.iter().zip(&roles).find(|(_, r)| **r == Role::Stable).map(|(s, _)| s.clone());
     let sleeping = env.as_ref().and_then(|e| e.status.as_ref()).is_some_and(|s| s.slept_at.is_some());
-    let total = operate::held_total(&rel, &siblings, sleeping);
-
-    let action: Next = match role {
-        Role::Done => None,
-        Role::Superseded => {
-            enter(&mut status, ReleasePhase::Superseded, &now_t);
-            status.message = Some("a newer Release of the app took over".into());
-            status.queue_position = None;
-            None
-        }
-        Role::Queued(position) => {
-            enter(&mut status, ReleasePhase::Pending, &now_t);
-            status.queue_position = Some(position);
-            status.message = Some(format!("Queued: position {position} in the deploy queue of {}", rel.spec.app));
-            None
-        }
-        Role::Stable if rel.annotations().contains_key(REVERT) => {
-            revert(&ctx, &rel, &siblings, total, &mut status, &now_t).await?
-        }
-        Role::Stable => {
-            status.queue_position = None;
-            let rolling = siblings.iter().any(|s| {
-                matches!(
-                    s.status.as_ref().and_then(|s| s.phase),
-                    Some(ReleasePhase::Progressing | ReleasePhase::Paused)
-                )
-            });
-            let mut scale_again = None;
-            if !rolling {
-                let (total, next) = operate::total(&ctx, &rel, &siblings, "", sleeping, &mut status, &now_t).await;
-                scale_again = next;
-                apply_deployment(&ctx, &rel, total).await?;
-                apply_services(&ctx, &rel, &rel, false).await?;
-                status.candidate_replicas = Some(total);
-                status.replicas = Some(total);
-                status.weight = Some(100);
-            }
-            sooner(retire_previous(&ctx, &rel, &siblings, &status, now()).await?, scale_again)
-        }
-        Role::Active => {
-            status.queue_position = None;
-            drive(&ctx, &rel, &siblings, stable.as_ref(), env.as_ref(), sleeping, &mut status, &now_t).await?
-        }
+    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
+    let invalid = conditions::find(&status.conditions, condition::DEGRADED)
+        .is_some_and(|c| c.status == "True" && c.reason == crate::api::reason::INVALID_SPEC);
+    let rolling = matches!(phase, ReleasePhase::Progressing | ReleasePhase::Paused);
+    let gated = matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing | ReleasePhase::AwaitingApproval);
+    let sibling_rolling = siblings.iter().any(|s| {
+        s.name_any() != rel.name_any()
+            && matches!(s.status.as_ref().and_then(|s| s.phase), Some(ReleasePhase::Progressing | ReleasePhase::Paused))
+    });
+    // The owner of the app's total reads the load (see `operate`): the Release rolling out, else
+    // the Live one. Everyone else holds the last decision.
+    let owns_total = !invalid && ((role == Role::Active && rolling) || (role == Role::Stable && !sibling_rolling));
+    let (total, scale_again) = if owns_total {
+        let stable_version = stable.as_ref().filter(|_| role == Role::Active).map(|s| s.spec.version.clone());
+        operate::total(&ctx, &rel, &siblings, stable_version.as_deref().unwrap_or(""), sleeping, &mut status, &now_t)
+            .await
+    } else {
+        (operate::held_total(&rel, &siblings, sleeping), None)
     };
-    write(&api, &rel, &ctx, status).await?;
-    Ok(action.map_or_else(Action::await_change, Action::requeue))
-}
+    let active = role == Role::Active && !invalid;
+    let other_name = match role {
+        Role::Active => stable.as_ref().map(|s| s.name_any()),
+        _ => status.stable_release.clone(),
+    };
+    let other = other_name.as_ref().and_then(|n| siblings.iter().find(|s| &s.name_any() == n));
+    let tested = conditions::is_true(&status.conditions, condition::TESTED);
+    let tests = if active && gated && !rel.spec.tests.is_empty() && !tested {
+        Some(observe_tests(&ctx, &rel, env.as_ref(), &status).await?)
+    } else {
+        None
+    };
+    let promotion = env.as_ref().and_then(|e| e.spec.promotion.clone());
+    let upstream = match promotion.as_ref().and_then(|p| p.from.as_deref()) {
+        Some(from) if active && gated => upstream_releases(&ctx, &rel, from).await?,
+        _ => None,
+    };
+    let measurements =
+        if active && rolling { measure(&ctx, &rel, stable.as_ref(), &status, &now_t).await } else { None };
+    let observation = phase::Observation {
+        rel: &rel,
+        status,
+        now: now_t,
+        role,
+        siblings: &siblings,
+        stable: stable.as_ref(),
+        promotion: promotion.as_ref(),
+        total,
+        own: deployed(&ctx, &rel),
+        other: other.map(|o| deployed(&ctx, o)).unwrap_or_default(),
+        tests,
+        measurements,
+        upstream: upstream.as_deref(),
+    };
 
-/// `at + by`, saturating: a window of 999999999h (which the schema admits) must not overflow.
-fn later(at: Timestamp, by: Duration) -> Timestamp {
-    let by = jiff::SignedDuration::try_from(by).unwrap_or(jiff::SignedDuration::MAX);
-    at.checked_add(by).unwrap_or(Timestamp::MAX)
+    // Decide, then act. One-shot annotations are consumed after the status is written: whoever
+    // sees the request gone also sees its outcome.
+    let outcome = phase::decide(&observation);
+    let (consume, effects): (Vec<_>, Vec<_>) =
+        outcome.effects.iter().partition(|e| matches!(e, phase::Effect::Consume(_)));
+    for effect in effects {
+        act(&ctx, &rel, &siblings, effect).await?;
+    }
+    write(&api, &rel, &ctx, outcome.status).await?;
+    if let Some((name, restored)) = outcome.restored
+        && let Some(previous) = siblings.iter().find(|s| s.name_any() == name)
+    {
+        write(&api, previous, &ctx, restored).await?;
+    }
+    for effect in consume {
+        act(&ctx, &rel, &siblings, effect).await?;
+    }
+    Ok(sooner(outcome.requeue, scale_again).map_or_else(Action::await_change, Action::requeue))
 }
 
 /// The earlier of two wake-ups.
-fn sooner(a: Next, b: Next) -> Next {
+fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -310,325 +356,229 @@ async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: Release
     Ok(())
 }
 
-/// The gate, then the rollout of the active Release.
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    ctx: &Context,
-    rel: &Release,
-    siblings: &[Release],
-    stable: Option<&Release>,
-    env: Option<&Environment>,
-    sleeping: bool,
-    status: &mut ReleaseStatus,
-    now: &Time,
-) -> Result<Next, Error> {
-    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    let tested = conditions::is_true(&status.conditions, condition::TESTED);
-    if !rel.spec.tests.is_empty() && !tested && matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing) {
-        let ns = match test_namespace(ctx, rel, env).await? {
-            Ok(Some(ns)) => ns,
-            Ok(None) => {
-                enter(status, ReleasePhase::Testing, now);
-                status.message = Some("waiting for the test Environment".into());
-                return Ok(Some(ROLLOUT_REQUEUE));
-            }
-            Err(why) => {
-                enter(status, ReleasePhase::Failed, now);
-                set(status, condition::TESTED, false, "NoTestEnvironment", &why, rel, now);
-                status.message = Some(why);
-                return Ok(None);
-            }
-        };
-        let outcome = run_tests(ctx, rel, &ns, status).await?;
-        if outcome.is_some() {
-            drop_test_environment(ctx, rel).await?;
-        }
-        match outcome {
-            None => {
-                enter(status, ReleasePhase::Testing, now);
-                set(status, condition::TESTED, false, "Running", "tests are running against the candidate", rel, now);
-                return Ok(Some(ROLLOUT_REQUEUE));
-            }
-            Some(Err(why)) => {
-                // The running version is never touched: only the candidate goes away.
-                apply_deployment(ctx, rel, 0).await?;
-                enter(status, ReleasePhase::Failed, now);
-                status.message = Some(why.clone());
-                set(status, condition::TESTED, false, "Failed", &why, rel, now);
-                return Ok(None);
-            }
-            Some(Ok(())) => set(status, condition::TESTED, true, "Passed", "every test passed", rel, now),
-        }
-    }
-    if matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing | ReleasePhase::AwaitingApproval) {
-        let promotion = env.and_then(|e| e.spec.promotion.as_ref());
-        if promotion.is_some_and(|p| p.freeze) {
-            enter(status, ReleasePhase::AwaitingApproval, now);
-            status.message = Some("the Environment is frozen: no new rollouts".into());
-            return Ok(None);
-        }
-        if let Some(p) = promotion
-            && let Some(upstream) = &p.from
-            && let Some(wait) = promotion_wait(ctx, rel, upstream, p.soak.map(Into::into), now).await?
-        {
-            enter(status, ReleasePhase::AwaitingApproval, now);
-            set(status, condition::APPROVED, false, "PromotionPending", &wait.0, rel, now);
-            status.message = Some(wait.0);
-            return Ok(Some(wait.1));
-        }
-        let required =
-            rel.spec.approval.as_ref().is_some_and(|a| a.required) || promotion.is_some_and(|p| p.require_approval);
-        match rel.annotations().get(APPROVED_BY) {
-            None if required => {
-                enter(status, ReleasePhase::AwaitingApproval, now);
-                status.message = Some("waiting for approval: kubectl phaseloop approve".into());
-                set(status, condition::APPROVED, false, "AwaitingApproval", "approval required", rel, now);
-                return Ok(None);
-            }
-            who => {
-                if let Some(who) = who {
-                    status
-                        .approval
-                        .get_or_insert(ApprovalRecord { approved_by: who.clone(), approved_at: now.clone() });
-                }
-                set(status, condition::APPROVED, true, "Approved", "the gate is open", rel, now);
-            }
-        }
-        enter(status, ReleasePhase::Progressing, now);
-        status.current_step = Some(0);
-        status.step_started_at = Some(now.clone());
-        status.stable_release = stable.map(|s| s.name_any());
-        status.message = Some("rolling out".into());
-    }
-
-    // From here on this Release owns the app's total: the autoscaler decides it, the rollout splits it.
-    let stable_version = stable.map(|s| s.spec.version.as_str()).unwrap_or("");
-    let (total, scale_again) = operate::total(ctx, rel, siblings, stable_version, sleeping, status, now).await;
-    let plan = rollout::plan(&rel.spec.strategy);
-    let step = status.current_step.unwrap_or(0).max(0) as usize;
-    let weight = rollout::weight_at(&plan, step);
-    let blue_green = rel.spec.strategy.type_ == StrategyType::BlueGreen;
-    // Blue-green brings the candidate up fully before any traffic; the others split by weight.
-    let rolling = rel.spec.strategy.type_ == StrategyType::Rolling;
-    let (candidate, mut stable_replicas) = match stable {
-        None => (total, 0),
-        Some(_) if blue_green => (total, total),
-        Some(_) => split(total, weight),
-    };
-    let live = live_deployment(ctx, rel, candidate).await?;
-    if rolling && stable.is_some() {
-        // A rolling update: the previous version gives up one replica per candidate replica that is
-        // available, so capacity never drops below the total.
-        let available = live.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
-        stable_replicas = (total - available).max(0);
-    }
-    if let Some(s) = stable {
-        apply_deployment(ctx, s, stable_replicas).await?;
-    }
-    // During a rollout the Service selects both versions (traffic follows the pod ratio), except
-    // blue-green, which keeps serving the stable version and previews the candidate.
-    match stable {
-        Some(s) if blue_green => apply_services(ctx, rel, s, true).await?,
-        _ => apply_services(ctx, rel, rel, stable.is_some()).await?,
-    }
-    status.weight = Some(if blue_green { 0 } else { weight });
-    status.candidate_replicas = Some(candidate);
-    status.stable_replicas = stable.map(|_| stable_replicas);
-    status.replicas = Some(candidate + stable_replicas);
-
-    let verdict = analyse(ctx, rel, stable, status, now).await;
-    let ready = deployment_ready(&live, candidate);
-    let started = status.step_started_at.as_ref().map(|t| t.0).unwrap_or(now.0);
-    let deadline: Duration = rel.spec.strategy.progress_deadline.into();
-    let waiting_for_pods = matches!(plan.get(step), Some(rollout::Step::Weight(_)));
-    let observed = rollout::Observed {
-        step,
-        step_started: started,
-        now: now.0,
-        candidate_ready: ready,
-        promoted: rel.annotations().contains_key(PROMOTE),
-        analysis: if rel.annotations().contains_key(ABORT) {
-            Verdict::Failed("aborted by a person".into())
-        } else {
-            verdict
-        },
-        deadline_missed: waiting_for_pods
-            && !ready
-            && now.0.duration_since(started).as_secs() as u64 > deadline.as_secs(),
-    };
-    let next = match rollout::decide(&plan, &observed) {
-        Decision::Hold { wait, .. } => {
-            enter(status, ReleasePhase::Progressing, now);
-            set(
-                status,
-                condition::PROGRESSING,
-                true,
-                "RollingOut",
-                &format!("step {}/{}", step + 1, plan.len()),
-                rel,
-                now,
-            );
-            status.message = Some(format!("step {}/{}: weight {weight}%", step + 1, plan.len()));
-            let analysis = rel.spec.strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
-            let elapsed = Duration::try_from(now.0.duration_since(started)).unwrap_or_default();
-            Some(rollout::recheck_after(wait, deadline.saturating_sub(elapsed), analysis, ROLLOUT_REQUEUE * 12))
-        }
-        Decision::Pause { reason, .. } => {
-            enter(status, ReleasePhase::Paused, now);
-            set(status, condition::PROGRESSING, true, "Paused", &reason, rel, now);
-            status.message = Some(reason);
-            None
-        }
-        Decision::Advance { step: next } => {
-            status.current_step = Some(next as i32);
-            status.step_started_at = Some(now.clone());
-            if status.phase == Some(ReleasePhase::Paused) {
-                enter(status, ReleasePhase::Progressing, now);
-            }
-            consume(ctx, rel, PROMOTE).await?;
-            Some(Duration::from_millis(100))
-        }
-        Decision::Promote => {
-            info!(release = %rel.name_any(), "promoted: Live");
-            apply_services(ctx, rel, rel, false).await?;
-            enter(status, ReleasePhase::Live, now);
-            status.weight = Some(100);
-            status.message = Some("Live".into());
-            let window: Duration = rel.spec.strategy.revert_window.into();
-            status.revert_window_ends_at = stable.map(|_| Time(later(now.0, window)));
-            set(status, condition::AVAILABLE, true, "Live", "the app serves from this Release", rel, now);
-            set(status, condition::PROGRESSING, false, "Complete", "the rollout is complete", rel, now);
-            Some(Duration::from_millis(100))
-        }
-        Decision::Abort(why) if rel.spec.strategy.auto_rollback || stable.is_none() => {
-            info!(release = %rel.name_any(), %why, "rolling back");
-            apply_deployment(ctx, rel, 0).await?;
-            if let Some(s) = stable {
-                apply_deployment(ctx, s, total).await?;
-                apply_services(ctx, s, s, false).await?;
-            }
-            let phase = if stable.is_some() { ReleasePhase::RolledBack } else { ReleasePhase::Failed };
-            enter(status, phase, now);
-            status.message = Some(why.clone());
-            status.weight = Some(0);
-            set(status, condition::DEGRADED, true, "RolledBack", &why, rel, now);
-            set(status, condition::PROGRESSING, false, "RolledBack", &why, rel, now);
-            None
-        }
-        Decision::Abort(why) => {
-            enter(status, ReleasePhase::Paused, now);
-            status.message = Some(format!("{why}; autoRollback is off: abort or fix"));
-            None
-        }
-    };
-    Ok(sooner(next, scale_again))
+/// A Deployment of `rel` as the cache has it (the watch's latest), for the phase machine.
+fn deployed(ctx: &Context, rel: &Release) -> phase::Deployed {
+    let ns = rel.namespace().unwrap_or_default();
+    let name = workload::deployment_name(&rel.spec.app, &rel.spec.version);
+    deployed_in(ctx, &ns, &name)
 }
 
-/// Runs the background analysis when its interval has passed and returns the verdict so far.
-/// A failing or empty query is inconclusive, never a failure.
-async fn analyse(
+fn deployed_in(ctx: &Context, ns: &str, name: &str) -> phase::Deployed {
+    let Some(d) = ctx.deployments.get().and_then(|s| s.get(&ObjectRef::new(name).within(ns))) else {
+        return Default::default();
+    };
+    let status = d.status.clone().unwrap_or_default();
+    phase::Deployed {
+        replicas: d.spec.replicas.unwrap_or(1),
+        available: status.available_replicas.unwrap_or(0).min(status.updated_replicas.unwrap_or(0)),
+        settled: status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0),
+    }
+}
+
+/// The analysis values due this reconcile (`None` when the interval has not passed). A failing or
+/// empty query is `None` for that metric: inconclusive, never a failure.
+async fn measure(
     ctx: &Context,
     rel: &Release,
     stable: Option<&Release>,
-    status: &mut ReleaseStatus,
+    status: &ReleaseStatus,
     now: &Time,
-) -> Verdict {
-    let Some(analysis) = &rel.spec.strategy.analysis else { return Verdict::Passing };
+) -> Option<Vec<(String, Option<f64>)>> {
+    let analysis = rel.spec.strategy.analysis.as_ref()?;
     let interval: Duration = analysis.interval.into();
     let last = status.analysis.iter().filter_map(|r| r.measured_at.as_ref()).map(|t| t.0).max();
-    let due = last.is_none_or(|l| now.0.duration_since(l).as_secs() as u64 >= interval.as_secs());
-    if due {
-        let prometheus = ctx.config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
-        let ns = rel.namespace().unwrap_or_default();
-        let vars = crate::promql::Vars {
-            app: &rel.spec.app,
-            version: &rel.spec.version,
-            namespace: &ns,
-            stable_version: stable.map(|s| s.spec.version.as_str()).unwrap_or(""),
-        };
-        for m in &analysis.metrics {
-            let value = match (&prometheus, crate::promql::render(&m.query, &vars)) {
-                (Some(p), Ok(q)) => {
-                    let result = p.query_scalar(&q).await;
-                    ctx.metrics.observe_query("analysis", &result);
-                    result.ok()
-                }
-                _ => None,
-            };
-            let previous = status.analysis.iter().position(|r| r.name == m.name);
-            let result = super::analysis::record(previous.map(|i| &status.analysis[i]), m, value, now);
-            match previous {
-                Some(i) => status.analysis[i] = result,
-                None => status.analysis.push(result),
-            }
-        }
+    if last.is_some_and(|l| (now.0.duration_since(l).as_secs() as u64) < interval.as_secs()) {
+        return None;
     }
-    super::analysis::verdict(&analysis.metrics, &status.analysis)
+    let prometheus = ctx.config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
+    let ns = rel.namespace().unwrap_or_default();
+    let vars = crate::promql::Vars {
+        app: &rel.spec.app,
+        version: &rel.spec.version,
+        namespace: &ns,
+        stable_version: stable.map(|s| s.spec.version.as_str()).unwrap_or(""),
+    };
+    let mut values = Vec::new();
+    for m in &analysis.metrics {
+        let value = match (&prometheus, crate::promql::render(&m.query, &vars)) {
+            (Some(p), Ok(q)) => {
+                let result = p.query_scalar(&q).await;
+                ctx.metrics.observe_query("analysis", &result);
+                result.ok()
+            }
+            _ => None,
+        };
+        values.push((m.name.clone(), value));
+    }
+    Some(values)
 }
 
-/// Runs the tests against a one-replica candidate behind `<app>-preview`, one Job per attempt.
-/// `None` while running, then `Some(Ok)` or `Some(Err(why))`.
-async fn run_tests(
+/// Where the tests run and how far they are.
+async fn observe_tests(
     ctx: &Context,
     rel: &Release,
-    ns: &str,
-    status: &mut ReleaseStatus,
-) -> Result<Option<Result<(), String>>, Error> {
-    use super::testing::{self, Next};
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut deployment = workload::deployment(rel, 1);
-    relocate(&mut deployment.metadata, rel, ns);
-    let candidate = Api::<Deployment>::namespaced(ctx.client.clone(), ns)
-        .patch(&deployment.metadata.name.clone().unwrap_or_default(), &params, &Patch::Apply(&deployment))
-        .await?;
-    let mut host = String::new();
-    let port = rel.spec.service.as_ref().and_then(|s| s.ports.first()).map(|p| p.port);
-    if let Some(ports) = &rel.spec.service {
-        let name = format!("{}-preview", rel.spec.app);
-        let mut preview = workload::service(rel, &name, ports, workload::selector(rel));
-        relocate(&mut preview.metadata, rel, ns);
-        let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-        api.patch(&name, &params, &Patch::Apply(&preview)).await?;
-        host = format!("{name}.{ns}.svc");
-    }
-    if !deployment_ready(&candidate, 1) {
-        status.message = Some("waiting for the candidate to become ready for its tests".into());
-        return Ok(None);
-    }
-    let jobs: Api<k8s_openapi::api::batch::v1::Job> = Api::namespaced(ctx.client.clone(), ns);
-    let mut running = false;
+    parent: Option<&Environment>,
+    status: &ReleaseStatus,
+) -> Result<phase::TestsObserved, Error> {
+    use phase::TestGround;
+    let ns = rel.namespace().unwrap_or_default();
+    let ground = match (&rel.spec.test_environment, parent) {
+        (None, _) => TestGround::Ready(ns),
+        (Some(_), None) => TestGround::NoParent(format!(
+            "testEnvironment branches from the Environment of namespace {ns}, and there is none"
+        )),
+        (Some(_), Some(_)) => {
+            let envs: Api<Environment> = Api::all(ctx.client.clone());
+            match envs.get_opt(&test_environment_name(rel)).await? {
+                None => TestGround::Missing,
+                Some(env) if env.status.as_ref().and_then(|s| s.phase) == Some(EnvironmentPhase::Ready) => {
+                    TestGround::Ready(namespace_of(&env))
+                }
+                Some(_) => TestGround::Provisioning,
+            }
+        }
+    };
+    let mut observed = phase::TestsObserved { ground, candidate_ready: false, jobs: Default::default() };
+    let phase::TestGround::Ready(test_ns) = &observed.ground else { return Ok(observed) };
+    let name = workload::deployment_name(&rel.spec.app, &rel.spec.version);
+    observed.candidate_ready = deployed_in(ctx, test_ns, &name).ready(1);
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), test_ns);
     for test in &rel.spec.tests {
         let attempt = status.tests.iter().find(|t| t.name == test.name).map(|t| t.attempts).unwrap_or(0);
         let phase = match attempt {
             0 => None,
             n => jobs.get_opt(&testing::job_name(rel, test, n)).await?.map(|j| testing::job_phase(&j)),
         };
-        let (attempt, phase, message) = match testing::next(test, attempt, phase) {
-            Next::Passed => (attempt, testing::SUCCEEDED, None),
-            Next::Failed => {
-                (attempt, testing::FAILED, Some(format!("test {} failed after {attempt} attempt(s)", test.name)))
+        observed.jobs.insert(test.name.clone(), phase);
+    }
+    Ok(observed)
+}
+
+/// The Releases of `rel`'s app in the namespace of Environment `from`: `None` when it does not exist.
+async fn upstream_releases(ctx: &Context, rel: &Release, from: &str) -> Result<Option<Vec<Release>>, Error> {
+    let env = match crate::controller::synced_store(&ctx.environments).await {
+        Some(store) => store.get(&ObjectRef::new(from)).map(|e| (*e).clone()),
+        None => Api::<Environment>::all(ctx.client.clone()).get_opt(from).await?,
+    };
+    let Some(env) = env else { return Ok(None) };
+    let ns = namespace_of(&env);
+    if let Some(store) = ctx.releases.get().filter(|_| ctx.config.watch_namespace.is_none()) {
+        let cached = store.state().into_iter().filter(|r| r.namespace().as_deref() == Some(ns.as_str()));
+        return Ok(Some(cached.filter(|r| r.spec.app == rel.spec.app).map(|r| (*r).clone()).collect()));
+    }
+    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+    let list = releases.list(&ListParams::default().fields(&format!("spec.app={}", rel.spec.app))).await?;
+    Ok(Some(list.items))
+}
+
+/// Carries out one effect of the phase machine.
+async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase::Effect) -> Result<(), Error> {
+    use phase::Effect;
+    let find = |name: &str| siblings.iter().find(|s| s.name_any() == name).or((rel.name_any() == name).then_some(rel));
+    let ns = rel.namespace().unwrap_or_default();
+    match effect {
+        Effect::Scale { release, replicas } => {
+            if let Some(r) = find(release) {
+                apply_deployment(ctx, r, *replicas).await?;
             }
-            Next::Run(n) => {
-                let name = testing::job_name(rel, test, n);
-                if jobs.get_opt(&name).await?.is_none() {
-                    let mut job = testing::job(rel, test, n, &host, port);
-                    relocate(&mut job.metadata, rel, ns);
-                    jobs.patch(&name, &params, &Patch::Apply(&job)).await?;
+        }
+        Effect::Services { serving, preview } => {
+            let selected: Vec<&Release> = match serving {
+                phase::Serving::Only(r) => find(r).into_iter().collect(),
+                phase::Serving::Both { stable, candidate } => {
+                    [find(stable), find(candidate)].into_iter().flatten().collect()
                 }
-                running = true;
-                (n, testing::RUNNING, None)
+            };
+            let Some(first) = selected.first() else { return Ok(()) };
+            // The ports of the Release serving (the candidate's, while both do).
+            let source = selected.last().copied().unwrap_or(first);
+            if let Some(ports) = &source.spec.service {
+                let api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+                let selector = match serving {
+                    phase::Serving::Only(_) => workload::selector(first),
+                    phase::Serving::Both { .. } => workload::app_selector(&rel.spec.app),
+                };
+                ctx.children.apply(&api, workload::service(&selected, &rel.spec.app, ports, selector)).await?;
+                if *preview && let Some(own_ports) = &rel.spec.service {
+                    let name = format!("{}-preview", rel.spec.app);
+                    let svc = workload::service(&[rel], &name, own_ports, workload::selector(rel));
+                    ctx.children.apply(&api, svc).await?;
+                }
             }
-        };
-        let result = testing::result(test, attempt, phase, &testing::job_name(rel, test, attempt.max(1)), message);
-        match status.tests.iter_mut().find(|t| t.name == test.name) {
-            Some(t) => *t = result,
-            None => status.tests.push(result),
+        }
+        Effect::Consume(key) => consume(ctx, rel, key).await?,
+        Effect::Event { warning, reason, note } => {
+            let type_ = if *warning { EventType::Warning } else { EventType::Normal };
+            crate::controller::publish(ctx, rel, type_, reason, note.clone()).await;
+        }
+        Effect::Finalizer(add) => finalizer(ctx, rel, *add).await?,
+        Effect::Retire { keep, delete } => {
+            let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+            for name in delete.iter().filter_map(|n| find(n)) {
+                let d = workload::deployment_name(&name.spec.app, &name.spec.version);
+                ctx.children.delete(&deployments, Some(&ns), &d).await?;
+            }
+            for old in keep.iter().filter_map(|n| find(n)) {
+                // Kept ones go to zero: nothing to do when absent (deleted earlier) or already at zero.
+                let d = deployed(ctx, old);
+                if d.replicas > 0 {
+                    apply_deployment(ctx, old, 0).await?;
+                }
+            }
+        }
+        Effect::EnsureTestEnvironment => ensure_test_environment(ctx, rel).await?,
+        Effect::DropTestEnvironment => drop_test_environment(ctx, rel).await?,
+        Effect::TestCandidate { namespace, replicas } => test_candidate(ctx, rel, namespace, *replicas).await?,
+        Effect::RunTest { namespace, test, attempt } => {
+            let Some(test) = rel.spec.tests.iter().find(|t| &t.name == test) else { return Ok(()) };
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+            let name = testing::job_name(rel, test, *attempt);
+            if jobs.get_opt(&name).await?.is_none() {
+                let port = rel.spec.service.as_ref().and_then(|s| s.ports.first()).map(|p| p.port);
+                let host = rel.spec.service.as_ref().map(|_| format!("{}-preview.{namespace}.svc", rel.spec.app));
+                let mut job = testing::job(rel, test, *attempt, host.as_deref().unwrap_or(""), port);
+                relocate(&mut job.metadata, rel, namespace);
+                jobs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
+            }
         }
     }
-    if let Some(failed) = status.tests.iter().find(|t| t.phase == testing::FAILED) {
-        return Ok(Some(Err(failed.message.clone().unwrap_or_else(|| format!("test {} failed", failed.name)))));
+    Ok(())
+}
+
+/// Adds or removes the serving finalizer; the resourceVersion makes it a compare-and-swap, so other
+/// finalizers added meanwhile survive.
+async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = rel.finalizers().to_vec();
+    finalizers.retain(|f| f != SERVING_FINALIZER);
+    if add {
+        finalizers.push(SERVING_FINALIZER.to_string());
     }
-    Ok(if running { None } else { Some(Ok(())) })
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rel.resource_version()}});
+    match api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        // Gone already, or changed meanwhile: the next reconcile sees the latest.
+        Err(kube::Error::Api(e)) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The one-replica candidate the tests run against, and `<app>-preview` selecting it, in `ns`.
+async fn test_candidate(ctx: &Context, rel: &Release, ns: &str, replicas: i32) -> Result<(), Error> {
+    if rel.namespace().as_deref() == Some(ns) {
+        apply_deployment(ctx, rel, replicas).await?;
+    } else {
+        let mut deployment = workload::deployment(rel, replicas);
+        relocate(&mut deployment.metadata, rel, ns);
+        ctx.children.apply(&Api::<Deployment>::namespaced(ctx.client.clone(), ns), deployment).await?;
+    }
+    if let Some(ports) = rel.spec.service.as_ref().filter(|_| replicas > 0) {
+        let name = format!("{}-preview", rel.spec.app);
+        let mut preview = workload::service(&[rel], &name, ports, workload::selector(rel));
+        relocate(&mut preview.metadata, rel, ns);
+        ctx.children.apply(&Api::<Service>::namespaced(ctx.client.clone(), ns), preview).await?;
+    }
+    Ok(())
 }
 
 /// Moves an object built for the Release's namespace into `ns` (a test Environment): owner
@@ -647,31 +597,20 @@ fn test_environment_name(rel: &Release) -> String {
     name.trim_end_matches('-').to_string()
 }
 
-/// Where the tests run: the Release's namespace, or the namespace of its ephemeral test
-/// Environment branched from this namespace's Environment. `Ok(None)` while it is provisioning.
-async fn test_namespace(
-    ctx: &Context,
-    rel: &Release,
-    parent: Option<&Environment>,
-) -> Result<Result<Option<String>, String>, Error> {
+/// Creates the ephemeral test Environment, branched from the namespace's Environment.
+async fn ensure_test_environment(ctx: &Context, rel: &Release) -> Result<(), Error> {
     let ns = rel.namespace().unwrap_or_default();
-    let Some(te) = &rel.spec.test_environment else { return Ok(Ok(Some(ns))) };
-    let Some(parent) = parent else {
-        return Ok(Err(format!("testEnvironment branches from the Environment of namespace {ns}, and there is none")));
-    };
+    let Some(parent) = environment_of(ctx, &ns).await? else { return Ok(()) };
+    let Some(te) = &rel.spec.test_environment else { return Ok(()) };
     let name = test_environment_name(rel);
-    let envs: Api<Environment> = Api::all(ctx.client.clone());
     let desired = json!({
         "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": name, "labels": {workload::RELEASE_LABEL: rel.name_any(), "phaseloop.dev/release-namespace": ns}},
         "spec": {"tier": "test", "from": parent.name_any(), "ttl": te.ttl.to_string()},
     });
-    let env = match envs.get_opt(&name).await? {
-        Some(env) => env,
-        None => envs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?,
-    };
-    let ready = env.status.as_ref().is_some_and(|s| s.phase == Some(crate::api::EnvironmentPhase::Ready));
-    Ok(Ok(ready.then(|| namespace_of(&env))))
+    let envs: Api<Environment> = Api::all(ctx.client.clone());
+    envs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await?;
+    Ok(())
 }
 
 /// Deletes the ephemeral test Environment once the tests are over.
@@ -687,146 +626,6 @@ async fn drop_test_environment(ctx: &Context, rel: &Release) -> Result<(), Error
     Ok(())
 }
 
-fn set(
-    status: &mut ReleaseStatus,
-    type_: &'static str,
-    ok: bool,
-    reason_: &'static str,
-    msg: &str,
-    rel: &Release,
-    now: &Time,
-) {
-    let desired = conditions::Desired { type_, status: ok, reason: reason_, message: msg.to_string() };
-    conditions::upsert(&mut status.conditions, desired, rel.metadata.generation, now);
-}
-
-/// What the promotion rule still waits for: the same app version Live in the upstream
-/// Environment for at least `soak`. `None` when the rule is met.
-async fn promotion_wait(
-    ctx: &Context,
-    rel: &Release,
-    upstream: &str,
-    soak: Option<Duration>,
-    now: &Time,
-) -> Result<Option<(String, Duration)>, Error> {
-    let envs: Api<Environment> = Api::all(ctx.client.clone());
-    let Some(env) = envs.get_opt(upstream).await? else {
-        return Ok(Some((
-            format!("promotion.from names Environment {upstream}, which does not exist"),
-            ROLLOUT_REQUEUE * 6,
-        )));
-    };
-    let releases: Api<Release> = Api::namespaced(ctx.client.clone(), &namespace_of(&env));
-    let live_since = releases
-        .list(&ListParams::default().fields(&format!("spec.app={}", rel.spec.app)))
-        .await?
-        .items
-        .into_iter()
-        .filter(|r| r.spec.version == rel.spec.version)
-        .filter_map(|r| {
-            r.status.filter(|s| s.phase == Some(ReleasePhase::Live)).and_then(|s| s.phase_times.get("Live").cloned())
-        })
-        .map(|t| t.0)
-        .min();
-    let what = format!("{} {}", rel.spec.app, rel.spec.version);
-    let Some(since) = live_since else {
-        return Ok(Some((format!("waiting for {what} to be Live in {upstream}"), ROLLOUT_REQUEUE * 3)));
-    };
-    let soak = soak.unwrap_or_default();
-    let live_for = Duration::try_from(now.0.duration_since(since)).unwrap_or_default();
-    if live_for < soak {
-        let left = soak - live_for;
-        return Ok(Some((
-            format!("{what} soaking in {upstream}: {}s left", left.as_secs()),
-            left + Duration::from_secs(1),
-        )));
-    }
-    Ok(None)
-}
-
-/// Restores the previous version at once (it is still warm) within the revert window: the
-/// previous Release is Live again, this one `Reverted`.
-async fn revert(
-    ctx: &Context,
-    rel: &Release,
-    siblings: &[Release],
-    total: i32,
-    status: &mut ReleaseStatus,
-    now: &Time,
-) -> Result<Next, Error> {
-    let previous = status.stable_release.as_ref().and_then(|p| siblings.iter().find(|s| &s.name_any() == p));
-    let open = status.revert_window_ends_at.as_ref().is_some_and(|end| now.0 < end.0);
-    let Some(previous) = previous.filter(|_| open) else {
-        consume(ctx, rel, REVERT).await?;
-        let why = "revert refused: the revert window is closed or there is no previous Release";
-        crate::controller::publish(ctx, rel, kube::runtime::events::EventType::Warning, "RevertRefused", why.into())
-            .await;
-        return Ok(None);
-    };
-    info!(release = %rel.name_any(), previous = %previous.name_any(), "reverting");
-    apply_deployment(ctx, previous, total).await?;
-    apply_services(ctx, previous, previous, false).await?;
-    apply_deployment(ctx, rel, 0).await?;
-    // This Release is written Reverted before the previous one is written Live: a reconcile of the
-    // previous one in between would otherwise see two Live Releases and supersede it again.
-    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-    enter(status, ReleasePhase::Reverted, now);
-    status.message = Some(format!("reverted to {}", previous.name_any()));
-    status.revert_window_ends_at = None;
-    status.weight = Some(0);
-    status.candidate_replicas = Some(0);
-    write(&api, rel, ctx, status.clone()).await?;
-    let mut restored = previous.status.clone().unwrap_or_default();
-    enter(&mut restored, ReleasePhase::Live, now);
-    restored.message = Some(format!("restored by the revert of {}", rel.name_any()));
-    restored.revert_window_ends_at = None;
-    restored.candidate_replicas = Some(total);
-    restored.replicas = Some(total);
-    write(&api, previous, ctx, restored).await?;
-    Ok(None)
-}
-
-/// After promotion the previous version stays warm for the revert window, then scales to zero.
-async fn retire_previous(
-    ctx: &Context,
-    rel: &Release,
-    siblings: &[Release],
-    status: &ReleaseStatus,
-    now: Timestamp,
-) -> Result<Next, Error> {
-    let Some(ends) = status.revert_window_ends_at.as_ref().map(|t| t.0) else { return Ok(None) };
-    if now < ends {
-        return Ok(Some(Duration::try_from(ends.duration_since(now)).unwrap_or_default() + Duration::from_secs(1)));
-    }
-    // Finished Releases, newest first: the Deployments of those beyond the history limit go away
-    // (the Releases stay as the record), the others are kept at zero for a quick re-release.
-    let mut finished: Vec<&Release> = siblings
-        .iter()
-        .filter(|s| s.name_any() != rel.name_any())
-        .filter(|s| s.status.as_ref().and_then(|s| s.phase).is_some_and(ReleasePhase::is_terminal))
-        .collect();
-    finished.sort_by_key(|s| std::cmp::Reverse(s.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second())));
-    let ns = rel.namespace().unwrap_or_default();
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    for old in finished.iter().skip(HISTORY_LIMIT) {
-        let name = workload::deployment_name(&old.spec.app, &old.spec.version);
-        ctx.children.delete(&deployments, Some(&ns), &name).await?;
-    }
-    for old in finished.iter().take(HISTORY_LIMIT) {
-        // Kept ones go to zero: nothing to do when absent (deleted earlier) or already at zero.
-        let name = workload::deployment_name(&old.spec.app, &old.spec.version);
-        ctx.children.synced::<Deployment>().await;
-        let exists = match ctx.children.get::<Deployment>(Some(&ns), &name) {
-            Ok(cached) => cached.is_some(),
-            Err(()) => deployments.get_opt(&name).await?.is_some(),
-        };
-        if exists {
-            apply_deployment(ctx, old, 0).await?;
-        }
-    }
-    Ok(None)
-}
-
 /// Server-side apply of a Release's full Deployment (a partial apply under the same field manager
 /// would drop the fields it leaves out).
 /// A Deployment another autoscaler targets is left alone (the conflict is reported in
@@ -840,41 +639,6 @@ async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result
         return Ok(api.get_opt(&name).await?);
     }
     Ok(ctx.children.apply(&api, d).await?)
-}
-
-/// The Deployment of `rel` at `replicas`, as the API server has it now (applied when it differs).
-async fn live_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Deployment, Error> {
-    if let Some(d) = apply_deployment(ctx, rel, replicas).await? {
-        return Ok(d);
-    }
-    // Unchanged: its status from the cache (as fresh as the watch, which is what woke this
-    // reconcile), else from the API server.
-    let ns = rel.namespace().unwrap_or_default();
-    let name = workload::deployment_name(&rel.spec.app, &rel.spec.version);
-    if let Some(d) = ctx.deployments.get().and_then(|s| s.get(&ObjectRef::new(&name).within(&ns))) {
-        return Ok((*d).clone());
-    }
-    Ok(Api::<Deployment>::namespaced(ctx.client.clone(), &ns).get(&name).await?)
-}
-
-/// The Service `<app>` selecting `serving` (or every version while `both`), and for blue-green
-/// the preview Service `<app>-preview` selecting `rel`.
-async fn apply_services(ctx: &Context, rel: &Release, serving: &Release, both: bool) -> Result<(), Error> {
-    let Some(ports) = &rel.spec.service else { return Ok(()) };
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-    let selector = if both { workload::app_selector(&rel.spec.app) } else { workload::selector(serving) };
-    ctx.children.apply(&api, workload::service(rel, &rel.spec.app, ports, selector)).await?;
-    if rel.spec.strategy.type_ == StrategyType::BlueGreen {
-        let name = format!("{}-preview", rel.spec.app);
-        ctx.children.apply(&api, workload::service(rel, &name, ports, workload::selector(rel))).await?;
-    }
-    Ok(())
-}
-
-fn deployment_ready(d: &Deployment, want: i32) -> bool {
-    let Some(s) = &d.status else { return false };
-    let observed = s.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0);
-    observed && s.available_replicas.unwrap_or(0) >= want && s.updated_replicas.unwrap_or(0) >= want
 }
 
 /// Removes a one-shot annotation once acted upon.

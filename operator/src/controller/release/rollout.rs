@@ -16,11 +16,16 @@ pub enum Step {
     Pause(Option<Duration>),
     /// Measure in the foreground this long; done when nothing failed meanwhile.
     Analysis(Duration),
+    /// The last step of every plan: the Service `<app>` selects the candidate alone, and the
+    /// previous version is kept warm (out of the Service) for the revert window; done when its
+    /// warm pods are Ready.
+    Switch,
 }
 
-/// The steps of a strategy. Every plan ends at weight 100: `Rolling` and `BlueGreen` have just that
-/// step (a rolling update is the replica split following readiness; blue-green brings the candidate
-/// up fully behind the preview Service first), a canary gets it appended when its steps stop short.
+/// The steps of a strategy. Every plan ends at weight 100, then [`Step::Switch`]: `Rolling` and
+/// `BlueGreen` have just those (a rolling update hands pods over as they become ready; blue-green
+/// brings the candidate up fully behind the preview Service first), a canary gets weight 100
+/// appended when its steps stop short.
 pub fn plan(strategy: &Strategy) -> Vec<Step> {
     let mut steps = Vec::new();
     if strategy.type_ == StrategyType::Canary {
@@ -37,6 +42,7 @@ pub fn plan(strategy: &Strategy) -> Vec<Step> {
     if steps.last() != Some(&Step::Weight(100)) {
         steps.push(Step::Weight(100));
     }
+    steps.push(Step::Switch);
     steps
 }
 
@@ -58,13 +64,26 @@ pub struct Observed {
     /// When the current step started.
     pub step_started: Timestamp,
     pub now: Timestamp,
-    /// Every candidate replica wanted at the current weight is available.
-    pub candidate_ready: bool,
+    /// The pods the current step waits for are Ready: every candidate replica wanted at the
+    /// current weight, or (at the switch) the previous version's warm pods.
+    pub pods_ready: bool,
     /// Someone ran `kubectl phaseloop promote` for the current step.
     pub promoted: bool,
     pub analysis: Verdict,
     /// The progress deadline passed without the candidate becoming ready.
     pub deadline_missed: bool,
+    /// A metric without enough successful measurements during the current step (checked when an
+    /// analysis step ends), or over the rollout (checked before it finishes): never promote blind.
+    pub unmeasured: Unmeasured,
+}
+
+/// Metrics short of their `minSuccessful` measurements, as messages.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unmeasured {
+    /// During the current step.
+    pub step: Option<String>,
+    /// Since the rollout started (or since a person last promoted past an inconclusive pause).
+    pub rollout: Option<String>,
 }
 
 /// What to do now.
@@ -82,8 +101,12 @@ pub enum Decision {
     Abort(String),
 }
 
-/// The weight in force at `step`: that of the last weight step at or before it (0 before any).
+/// The weight in force at `step`: that of the last weight step at or before it (0 before any;
+/// 100 at the switch and after the plan).
 pub fn weight_at(plan: &[Step], step: usize) -> i32 {
+    if step + 1 >= plan.len() {
+        return 100;
+    }
     plan.iter().take(step + 1).rev().find_map(|s| if let Step::Weight(w) = s { Some(*w) } else { None }).unwrap_or(0)
 }
 
@@ -106,12 +129,24 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
     }
     let next = Decision::Advance { step: o.step + 1 };
     let elapsed = Duration::try_from(o.now.duration_since(o.step_started)).unwrap_or_default();
+    let blind = |what: &Option<String>| {
+        what.as_ref().filter(|_| !o.promoted).map(|why| Decision::Pause {
+            weight,
+            reason: format!("analysis inconclusive: {why}; promote to go on or abort"),
+        })
+    };
     match step {
-        Step::Weight(_) if o.candidate_ready => next,
-        Step::Weight(_) => Decision::Hold { weight, wait: None },
+        // The switch gives the candidate all traffic: it needs the rollout's measurements.
+        Step::Weight(_) if o.step + 2 == plan.len() && o.pods_ready && blind(&o.unmeasured.rollout).is_some() => {
+            blind(&o.unmeasured.rollout).unwrap_or(next)
+        }
+        Step::Switch if o.pods_ready => Decision::Promote,
+        Step::Weight(_) if o.pods_ready => next,
+        Step::Weight(_) | Step::Switch => Decision::Hold { weight, wait: None },
         Step::Pause(_) if o.promoted => next,
         Step::Pause(None) => Decision::Pause { weight, reason: "paused until promoted".into() },
-        Step::Pause(Some(d)) | Step::Analysis(d) if elapsed >= *d => next,
+        Step::Analysis(d) if elapsed >= *d => blind(&o.unmeasured.step).unwrap_or(next),
+        Step::Pause(Some(d)) if elapsed >= *d => next,
         Step::Pause(Some(d)) | Step::Analysis(d) => Decision::Hold { weight, wait: Some(*d - elapsed) },
     }
 }
@@ -155,18 +190,19 @@ mod tests {
             step,
             step_started: t(started),
             now: t(now),
-            candidate_ready: false,
+            pods_ready: false,
             promoted: false,
             analysis: Verdict::Passing,
             deadline_missed: false,
+            unmeasured: Unmeasured::default(),
         }
     }
 
     #[test]
     fn plans_end_at_full_weight() {
-        assert_eq!(plan(&Strategy::default()), [Step::Weight(100)]);
+        assert_eq!(plan(&Strategy::default()), [Step::Weight(100), Step::Switch]);
         let s = Strategy { type_: StrategyType::BlueGreen, ..Default::default() };
-        assert_eq!(plan(&s), [Step::Weight(100)]);
+        assert_eq!(plan(&s), [Step::Weight(100), Step::Switch]);
         let p = plan(&canary(vec![w(10), pause(Some("1m")), analysis("2m"), w(50), pause(None)]));
         assert_eq!(
             p,
@@ -176,23 +212,24 @@ mod tests {
                 Step::Analysis(Duration::from_secs(120)),
                 Step::Weight(50),
                 Step::Pause(None),
-                Step::Weight(100)
+                Step::Weight(100),
+                Step::Switch
             ]
         );
-        assert_eq!(plan(&canary(vec![w(20), w(100)])), [Step::Weight(20), Step::Weight(100)]);
+        assert_eq!(plan(&canary(vec![w(20), w(100)])), [Step::Weight(20), Step::Weight(100), Step::Switch]);
     }
 
     #[test]
     fn the_weight_in_force_is_the_last_weight_step() {
         let p = plan(&canary(vec![pause(Some("1m")), w(10), pause(None), w(40)]));
-        assert_eq!([0, 1, 2, 3, 4].map(|i| weight_at(&p, i)), [0, 10, 10, 40, 100]);
+        assert_eq!([0, 1, 2, 3, 4, 5].map(|i| weight_at(&p, i)), [0, 10, 10, 40, 100, 100]);
     }
 
     #[test]
     fn a_weight_step_waits_for_the_candidate() {
         let p = plan(&canary(vec![w(25)]));
         assert_eq!(decide(&p, &at(0, 0, 5)), Decision::Hold { weight: 25, wait: None });
-        let ready = Observed { candidate_ready: true, ..at(0, 0, 5) };
+        let ready = Observed { pods_ready: true, ..at(0, 0, 5) };
         assert_eq!(decide(&p, &ready), Decision::Advance { step: 1 });
     }
 
@@ -225,7 +262,38 @@ mod tests {
     #[test]
     fn the_end_of_the_plan_promotes() {
         let p = plan(&Strategy::default());
-        assert_eq!(decide(&p, &at(1, 0, 1)), Decision::Promote);
+        assert_eq!(decide(&p, &at(2, 0, 1)), Decision::Promote);
+    }
+
+    #[test]
+    fn the_switch_waits_for_the_previous_versions_warm_pods() {
+        let p = plan(&Strategy::default());
+        assert_eq!(decide(&p, &at(1, 0, 1)), Decision::Hold { weight: 100, wait: None });
+        assert_eq!(decide(&p, &Observed { pods_ready: true, ..at(1, 0, 1) }), Decision::Promote);
+    }
+
+    #[test]
+    fn never_promote_blind() {
+        // Every query failed, but fewer times than the inconclusive limit: no verdict, no success.
+        let p = plan(&canary(vec![w(50), analysis("1m")]));
+        let unmeasured = |step: Option<&str>, rollout: Option<&str>| Unmeasured {
+            step: step.map(Into::into),
+            rollout: rollout.map(Into::into),
+        };
+        let end_of_analysis =
+            Observed { unmeasured: unmeasured(Some("errors: 0 of 1 successful"), None), ..at(1, 0, 60) };
+        assert!(
+            matches!(decide(&p, &end_of_analysis), Decision::Pause { reason, .. } if reason.contains("errors: 0 of 1"))
+        );
+        // At full weight, before the switch gives the candidate all traffic.
+        let full = Observed {
+            pods_ready: true,
+            unmeasured: unmeasured(None, Some("errors: 0 of 1 successful")),
+            ..at(2, 0, 61)
+        };
+        assert!(matches!(decide(&p, &full), Decision::Pause { .. }));
+        // A person may go on anyway.
+        assert_eq!(decide(&p, &Observed { promoted: true, ..full }), Decision::Advance { step: 3 });
     }
 
     #[test]

@@ -79,8 +79,11 @@ pub fn deployment(rel: &Release, replicas: i32) -> Deployment {
     }
 }
 
-/// A Service `name` selecting `selector` with the Release's ports, owned by `owner`.
-pub fn service(owner: &Release, name: &str, ports: &ServiceSpec, selector: BTreeMap<String, String>) -> Service {
+/// A Service `name` selecting `selector` with the Release's ports, owned by `owners` (the first one
+/// controls it): every Release whose pods it selects, so deleting one of them never takes the
+/// Service away from the others.
+pub fn service(owners: &[&Release], name: &str, ports: &ServiceSpec, selector: BTreeMap<String, String>) -> Service {
+    let owner = owners[0];
     let ports = ports
         .ports
         .iter()
@@ -97,7 +100,17 @@ pub fn service(owner: &Release, name: &str, ports: &ServiceSpec, selector: BTree
             name: Some(name.to_string()),
             namespace: owner.namespace(),
             labels: Some(app_selector(&owner.spec.app)),
-            owner_references: owner.controller_owner_ref(&()).map(|r| vec![r]),
+            owner_references: Some(
+                owners
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, o)| {
+                        let mut r = o.controller_owner_ref(&())?;
+                        r.controller = Some(i == 0);
+                        Some(r)
+                    })
+                    .collect(),
+            ),
             ..Default::default()
         },
         spec: Some(KubeServiceSpec { selector: Some(selector), ports: Some(ports), ..Default::default() }),
@@ -148,7 +161,7 @@ mod tests {
     fn the_app_service_selects_every_release_of_the_app() {
         let ports =
             ServiceSpec { ports: vec![ServicePort { name: None, port: 80, target_port: Some(8080), protocol: None }] };
-        let s = service(&release(), "shop", &ports, app_selector("shop"));
+        let s = service(&[&release()], "shop", &ports, app_selector("shop"));
         let spec = s.spec.unwrap();
         assert!(!spec.selector.as_ref().unwrap().contains_key(label::VERSION));
         assert_eq!(spec.ports.unwrap()[0].target_port, Some(IntOrString::Int(8080)));

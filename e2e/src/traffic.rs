@@ -1,0 +1,429 @@
+//! The traffic-invariant monitor: what an app's users would see, sampled every 100 ms while a test
+//! runs, and asserted over the whole timeline rather than at the end.
+//!
+//! It watches the app Service's EndpointSlices (computed by the real controller-manager from pod
+//! readiness), the app's pods (to tell each endpoint's version) and the app's Releases, and records
+//! at every tick the Ready endpoints by version, the Ready pods by version, and each Release's
+//! phase and weight. Nothing here connects to a pod or Service address (they are fake): the
+//! endpoints are read from the API server.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use phaseloop::api::{Release, ReleasePhase};
+use tokio::{task::JoinHandle, time::Instant};
+
+const TICK: Duration = Duration::from_millis(100);
+const VERSION: &str = "app.kubernetes.io/version";
+
+/// A Release as the monitor saw it at one tick.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReleaseView {
+    pub phase: Option<ReleasePhase>,
+    pub weight: Option<i32>,
+    pub step: Option<i32>,
+    /// The most failed measurements of any analysis metric.
+    pub failures: i32,
+    pub version: String,
+}
+
+/// One tick of the timeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Since the monitor started.
+    pub at: Duration,
+    /// Ready endpoints of the app's Service, by the version of the pod behind each.
+    pub endpoints: BTreeMap<String, usize>,
+    /// Ready pods of the app by version, whether the Service selects them or not.
+    pub ready_pods: BTreeMap<String, usize>,
+    /// Pods of the app by version, Ready or not (not those being deleted).
+    pub pods: BTreeMap<String, usize>,
+    /// The app's Releases by name.
+    pub releases: BTreeMap<String, ReleaseView>,
+}
+
+impl Sample {
+    /// Ready endpoints, all versions.
+    pub fn ready(&self) -> usize {
+        self.endpoints.values().sum()
+    }
+
+    /// Whether every Ready endpoint is a pod of `version` (and there is at least one).
+    pub fn only(&self, version: &str) -> bool {
+        self.ready() > 0 && self.endpoints.iter().all(|(v, n)| v == version || *n == 0)
+    }
+
+    pub fn phase(&self, release: &str) -> Option<ReleasePhase> {
+        self.releases.get(release).and_then(|r| r.phase)
+    }
+}
+
+/// A running monitor; [`Monitor::stop`] returns the timeline. It runs on a thread and a runtime
+/// of its own, so a test blocked in `kubectl` (or on a current-thread runtime) never pauses it.
+pub struct Monitor {
+    started: Instant,
+    samples: Arc<Mutex<Vec<Sample>>>,
+    marks: Arc<Mutex<Vec<(String, Duration)>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    /// Starts watching app `app` in `ns`; returns once every cache has listed.
+    pub async fn start(_client: &Client, ns: &str, app: &str) -> Monitor {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Instant>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ns, app, out) = (ns.to_string(), app.to_string(), samples.clone());
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(watch(ns, app, out, ready_tx, stopped));
+        });
+        let started = tokio::time::timeout(Duration::from_secs(60), ready_rx)
+            .await
+            .expect("the monitor's caches sync")
+            .expect("the monitor thread runs");
+        Monitor { started, samples, marks: Default::default(), stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Records a named moment (a command was given), to measure from.
+    pub fn mark(&self, what: &str) -> Duration {
+        let at = self.started.elapsed();
+        self.marks.lock().unwrap().push((what.to_string(), at));
+        at
+    }
+
+    /// The timeline so far, without stopping.
+    pub fn now(&self) -> Timeline {
+        Timeline { samples: self.samples.lock().unwrap().clone(), marks: self.marks.lock().unwrap().clone() }
+    }
+
+    /// Waits until a sample satisfies `pred` (the monitor has seen what the test just waited for).
+    pub async fn seen(&self, what: &str, pred: impl Fn(&Sample) -> bool) -> Duration {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(s) = self.samples.lock().unwrap().iter().find(|s| pred(s)) {
+                return s.at;
+            }
+            assert!(Instant::now() < deadline, "the monitor never saw {what}\n{}", self.now().tail(20));
+            tokio::time::sleep(TICK).await;
+        }
+    }
+
+    /// Stops watching; the whole timeline.
+    pub async fn stop(mut self) -> Timeline {
+        // One more tick so the latest state is in.
+        tokio::time::sleep(TICK * 2).await;
+        let timeline = self.now();
+        self.halt();
+        timeline
+    }
+
+    fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// The monitor thread: its own client and watches, and a sample every tick until stopped.
+async fn watch(
+    ns: String,
+    app: String,
+    out: Arc<Mutex<Vec<Sample>>>,
+    ready: tokio::sync::oneshot::Sender<Instant>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let client = crate::client().await;
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let releases: Api<Release> = Api::namespaced(client.clone(), &ns);
+    let (slice_store, slice_task) =
+        reflect(slices, watcher::Config::default().labels(&format!("kubernetes.io/service-name={app}")));
+    let (pod_store, pod_task) =
+        reflect(pods, watcher::Config::default().labels(&format!("app.kubernetes.io/name={app}")));
+    let (release_store, release_task) = reflect(releases, watcher::Config::default());
+    let _ = slice_store.wait_until_ready().await;
+    let _ = pod_store.wait_until_ready().await;
+    let _ = release_store.wait_until_ready().await;
+    let started = Instant::now();
+    let _ = ready.send(started);
+    let sampler = async {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            let sample = sample(started, &slice_store.state(), &pod_store.state(), &release_store.state(), &app);
+            out.lock().unwrap().push(sample);
+        }
+    };
+    tokio::select! {
+        _ = sampler => {}
+        _ = stopped => {}
+    }
+    for t in [slice_task, pod_task, release_task] {
+        t.abort();
+    }
+}
+
+fn reflect<K>(api: Api<K>, config: watcher::Config) -> (reflector::Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config).default_backoff().reflect(writer).applied_objects();
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while stream.next().await.is_some() {}
+    });
+    (store, task)
+}
+
+fn sample(
+    started: Instant,
+    slices: &[Arc<EndpointSlice>],
+    pods: &[Arc<Pod>],
+    releases: &[Arc<Release>],
+    app: &str,
+) -> Sample {
+    let version_of = |pod: &str| {
+        pods.iter().find(|p| p.name_any() == pod).and_then(|p| p.labels().get(VERSION).cloned()).unwrap_or("?".into())
+    };
+    let mut endpoints = BTreeMap::new();
+    for s in slices {
+        for e in s.endpoints.iter().flatten() {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            let pod = e.target_ref.as_ref().and_then(|t| t.name.clone());
+            if let (true, Some(pod)) = (ready, pod) {
+                *endpoints.entry(version_of(&pod)).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut ready_pods = BTreeMap::new();
+    let mut all_pods = BTreeMap::new();
+    for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        *all_pods.entry(p.labels().get(VERSION).cloned().unwrap_or_default()).or_insert(0) += 1;
+        let ready = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        if ready {
+            *ready_pods.entry(p.labels().get(VERSION).cloned().unwrap_or_default()).or_insert(0) += 1;
+        }
+    }
+    let releases = releases
+        .iter()
+        .filter(|r| r.spec.app == app)
+        .map(|r| {
+            let s = r.status.as_ref();
+            let view = ReleaseView {
+                phase: s.and_then(|s| s.phase),
+                weight: s.and_then(|s| s.weight),
+                step: s.and_then(|s| s.current_step),
+                failures: s.map(|s| s.analysis.iter().map(|a| a.failures).max().unwrap_or(0)).unwrap_or(0),
+                version: r.spec.version.clone(),
+            };
+            (r.name_any(), view)
+        })
+        .collect();
+    Sample { at: started.elapsed(), endpoints, ready_pods, pods: all_pods, releases }
+}
+
+/// The samples of a monitor, with the moments marked.
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    pub samples: Vec<Sample>,
+    pub marks: Vec<(String, Duration)>,
+}
+
+impl Timeline {
+    /// The samples from the first one with a Ready endpoint on: the app serves from there.
+    pub fn serving(&self) -> &[Sample] {
+        let first = self.samples.iter().position(|s| s.ready() > 0).unwrap_or(self.samples.len());
+        &self.samples[first..]
+    }
+
+    /// The fewest Ready endpoints seen once the app served.
+    pub fn min_ready(&self) -> usize {
+        self.serving().iter().map(Sample::ready).min().unwrap_or(0)
+    }
+
+    /// Fails when the Service ever had no Ready endpoint once the app served.
+    pub fn assert_never_empty(&self, what: &str) {
+        if let Some(s) = self.serving().iter().find(|s| s.ready() == 0) {
+            panic!("{what}: the Service had no Ready endpoint at {:?}\n{}", s.at, self.around(s.at));
+        }
+        assert!(!self.serving().is_empty(), "{what}: the app never served\n{}", self.tail(20));
+    }
+
+    /// Fails unless `check` holds at every sample where `during` holds (and there is one).
+    pub fn assert_while(&self, what: &str, during: impl Fn(&Sample) -> bool, check: impl Fn(&Sample) -> bool) {
+        let mut seen = false;
+        for s in self.samples.iter().filter(|s| during(s)) {
+            seen = true;
+            assert!(check(s), "{what}: broken at {:?}\n{}", s.at, self.around(s.at));
+        }
+        assert!(seen, "{what}: the condition it applies to never held\n{}", self.tail(30));
+    }
+
+    /// The first moment at or after `from` where `pred` holds.
+    pub fn first_after(&self, from: Duration, pred: impl Fn(&Sample) -> bool) -> Option<Duration> {
+        self.samples.iter().find(|s| s.at >= from && pred(s)).map(|s| s.at)
+    }
+
+    /// Seconds from `from` until `pred` first held, and held for good (to the end of the timeline).
+    pub fn settled_after(&self, from: Duration, pred: impl Fn(&Sample) -> bool) -> Option<f64> {
+        let later: Vec<&Sample> = self.samples.iter().filter(|s| s.at >= from).collect();
+        let last_bad = later.iter().rposition(|s| !pred(s));
+        let first_good = match last_bad {
+            None => later.first()?,
+            Some(i) => later.get(i + 1)?,
+        };
+        Some((first_good.at - from).as_secs_f64())
+    }
+
+    /// The moment a mark was made.
+    pub fn mark(&self, what: &str) -> Duration {
+        self.marks.iter().find(|(m, _)| m == what).map(|(_, at)| *at).unwrap_or_else(|| panic!("no mark {what}"))
+    }
+
+    /// Checks `release`'s reported weight against the share of Ready endpoints that run
+    /// `version`, wherever both have held still for a second (status and endpoints are updated
+    /// by different controllers, a moment apart): within one point of rounding. Returns how many
+    /// such stretches were checked (at least one).
+    pub fn assert_weight_is_what_serves(&self, release: &str, version: &str) -> usize {
+        let key = |s: &Sample| (s.releases.get(release).and_then(|r| r.weight), s.endpoints.clone());
+        let mut checked = 0;
+        let mut start = 0;
+        for i in 1..=self.samples.len() {
+            let same = i < self.samples.len() && key(&self.samples[i]) == key(&self.samples[start]);
+            if same {
+                continue;
+            }
+            let (first, last) = (&self.samples[start], &self.samples[i - 1]);
+            let rolling = matches!(first.phase(release), Some(ReleasePhase::Progressing | ReleasePhase::Paused));
+            if rolling && last.at - first.at >= Duration::from_secs(1) && first.ready() > 0 {
+                let (weight, endpoints) = key(first);
+                let share = *endpoints.get(version).unwrap_or(&0) as f64 * 100.0 / first.ready() as f64;
+                let weight = weight.unwrap_or(-1);
+                assert!(
+                    (share - weight as f64).abs() <= 1.0,
+                    "{release} reports weight {weight} while {share:.1}% of the Ready endpoints run {version}, {:?} to {:?}\n{}",
+                    first.at,
+                    last.at,
+                    self.around(first.at)
+                );
+                checked += 1;
+            }
+            start = i;
+        }
+        assert!(checked > 0, "{release}: no stretch where weight and endpoints held still\n{}", self.tail(40));
+        checked
+    }
+
+    fn around(&self, at: Duration) -> String {
+        let lines: Vec<String> = self
+            .samples
+            .iter()
+            .filter(|s| s.at + Duration::from_secs(2) >= at && s.at <= at + Duration::from_secs(1))
+            .map(describe)
+            .collect();
+        lines.join("\n")
+    }
+
+    /// The last `n` samples, described (for failure messages).
+    pub fn tail(&self, n: usize) -> String {
+        let from = self.samples.len().saturating_sub(n);
+        self.samples[from..].iter().map(describe).collect::<Vec<_>>().join("\n")
+    }
+}
+
+fn describe(s: &Sample) -> String {
+    let releases: Vec<String> = s
+        .releases
+        .iter()
+        .map(|(n, r)| format!("{n}={}/{}", r.phase.map(|p| p.as_str()).unwrap_or("-"), r.weight.unwrap_or(-1)))
+        .collect();
+    format!(
+        "{:>7.2}s endpoints {:?} ready pods {:?} {}",
+        s.at.as_secs_f64(),
+        s.endpoints,
+        s.ready_pods,
+        releases.join(" ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(at_ms: u64, endpoints: &[(&str, usize)], weight: Option<i32>) -> Sample {
+        let releases = BTreeMap::from([(
+            "web-2".to_string(),
+            ReleaseView { phase: Some(ReleasePhase::Paused), weight, step: Some(0), failures: 0, version: "2".into() },
+        )]);
+        Sample {
+            at: Duration::from_millis(at_ms),
+            endpoints: endpoints.iter().map(|(v, n)| (v.to_string(), *n)).collect(),
+            ready_pods: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            releases,
+        }
+    }
+
+    fn timeline(samples: Vec<Sample>) -> Timeline {
+        Timeline { samples, marks: vec![("revert".into(), Duration::from_millis(200))] }
+    }
+
+    #[test]
+    fn zero_endpoints_before_the_app_serves_do_not_count_and_after_do() {
+        let t = timeline(vec![s(0, &[], None), s(100, &[("1", 2)], None), s(200, &[("1", 1), ("2", 1)], None)]);
+        t.assert_never_empty("ok");
+        assert_eq!(t.min_ready(), 2);
+        let gap = timeline(vec![s(0, &[("1", 2)], None), s(100, &[("1", 0)], None)]);
+        assert!(std::panic::catch_unwind(|| gap.assert_never_empty("gap")).is_err());
+    }
+
+    #[test]
+    fn settling_is_measured_to_the_last_change() {
+        let t = timeline(vec![
+            s(0, &[("2", 2)], None),
+            s(300, &[("1", 1), ("2", 1)], None),
+            s(400, &[("1", 2)], None),
+            s(500, &[("1", 1), ("2", 1)], None),
+            s(600, &[("1", 2)], None),
+            s(700, &[("1", 2)], None),
+        ]);
+        let from = t.mark("revert");
+        assert_eq!(t.settled_after(from, |s| s.only("1")), Some(0.4));
+        assert_eq!(t.first_after(from, |s| s.only("1")), Some(Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn the_weight_must_match_the_endpoint_share_where_both_hold_still() {
+        let good: Vec<Sample> = (0..15).map(|i| s(i * 100, &[("1", 3), ("2", 1)], Some(25))).collect();
+        assert_eq!(timeline(good).assert_weight_is_what_serves("web-2", "2"), 1);
+        let bad: Vec<Sample> = (0..15).map(|i| s(i * 100, &[("1", 3), ("2", 1)], Some(50))).collect();
+        let t = timeline(bad);
+        assert!(std::panic::catch_unwind(|| t.assert_weight_is_what_serves("web-2", "2")).is_err());
+    }
+}
