@@ -13,9 +13,12 @@ HELM=$(helm_bin_dir)/helm
 kubectl create namespace "$NS" --dry-run=client -o yaml |
   kubectl label --local -f - pod-security.kubernetes.io/enforce=restricted -o yaml |
   kubectl apply -f - >/dev/null
-# CRDs are already applied from crds/ (Helm installs but never upgrades them: same files).
+# CRDs are already applied from crds/ (Helm installs but never upgrades them: same files). The
+# cluster admin may write status too (admission.statusWriters, the chart's break-glass list): one
+# test runs the operator with admin credentials, as `make run` does.
 "$HELM" upgrade --install phaseloop "$REPO_ROOT/charts/phaseloop" -n "$NS" --skip-crds --wait --timeout 120s \
-  --set prometheus.url="$PROMETHEUS_URL" --set leaderElection.enabled=true "$@" >/dev/null
+  --set prometheus.url="$PROMETHEUS_URL" --set leaderElection.enabled=true \
+  --set 'admission.statusWriters={phaseloop-e2e-admin}' "$@" >/dev/null
 log "chart installed in $NS (restricted)"
 
 token=$(kubectl create token phaseloop -n "$NS" --duration=12h)

@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod fleet;
 pub mod objects;
+pub mod operator;
 pub mod traffic;
 
 pub use objects::*;

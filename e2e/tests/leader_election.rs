@@ -3,15 +3,15 @@
 //! SIGTERMed one hands over at once, and Releases keep going Live throughout. A binary of its own:
 //! it stops the suite's operator while it runs.
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use phaseloop::api::{Release, ReleasePhase};
-use phaseloop_e2e::*;
+use phaseloop_e2e::{
+    operator::{Operator, RestoreSuiteOperator, run_operator},
+    *,
+};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -23,74 +23,6 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 fn state() -> String {
     std::env::var("E2E_STATE").expect("E2E_STATE (env.sh)")
-}
-
-fn run_operator(arg: &str) {
-    let script = repo_root().join("e2e/scripts/run-operator.sh");
-    assert!(Command::new("bash").arg(script).arg(arg).status().unwrap().success(), "run-operator.sh {arg}");
-}
-
-/// One operator process with leader election, as the chart runs it with two replicas.
-struct Operator {
-    name: &'static str,
-    port: u16,
-    child: Child,
-}
-
-impl Operator {
-    fn start(name: &'static str, port: u16) -> Self {
-        let log = std::fs::File::create(format!("{}/logs/operator-{name}.log", state())).unwrap();
-        let child = Command::new(repo_root().join("target/debug/phaseloop-operator"))
-            .env("KUBECONFIG", format!("{}/operator.kubeconfig", state()))
-            .env("PHASELOOP_METRICS_ADDR", format!("127.0.0.1:{port}"))
-            .env("PHASELOOP_PROMETHEUS_URL", prometheus_url())
-            .env("PHASELOOP_LEADER_ELECTION", "true")
-            .env("PHASELOOP_LEASE_NAMESPACE", LEASE_NS)
-            .env("POD_NAME", name)
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        Operator { name, port, child }
-    }
-
-    async fn metrics(&self) -> Option<String> {
-        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await.ok()?.text().await.ok()
-    }
-
-    /// Whether this process has run any reconcile.
-    async fn reconciled(&self) -> bool {
-        self.metrics().await.unwrap_or_default().lines().any(|l| l.starts_with("phaseloop_reconciles_total"))
-    }
-
-    async fn wait_ready(&self) {
-        let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        eventually(&format!("{} ready", self.name), WAIT, || async {
-            reqwest::get(&url).await.ok()?.status().is_success().then_some(())
-        })
-        .await
-        .unwrap();
-    }
-
-    fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Restarts the suite's operator when the test ends, however it ends.
-struct RestoreSuiteOperator;
-
-impl Drop for RestoreSuiteOperator {
-    fn drop(&mut self) {
-        run_operator("start");
-    }
 }
 
 async fn holder_becomes(leases: &Api<Lease>, who: &str) -> Instant {

@@ -49,11 +49,11 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
     assert!(lint.ok, "{}{}", lint.stdout, lint.stderr);
 
     let objs = render(&[]);
-    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Service", "Deployment"] {
+    for kind in ["ServiceAccount", "ClusterRoleBinding", "Service", "Deployment", "ValidatingAdmissionPolicy"] {
         assert_eq!(of_kind(&objs, kind).len(), 1, "one {kind}");
     }
     assert!(of_kind(&objs, "PodDisruptionBudget").is_empty(), "no PDB for one replica");
-    let role = of_kind(&objs, "ClusterRole")[0];
+    let role = of_kind(&objs, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "phaseloop").unwrap();
     let rules = role["rules"].as_sequence().unwrap();
     assert!(rules.len() >= 10, "{rules:?}");
     for rule in rules {
@@ -93,7 +93,9 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
 
     // Single-namespace mode: a Role in that namespace, no ClusterRole, the operator told so.
     let single = render(&["rbac.scope=namespace", "rbac.namespaces={shop}"]);
-    assert!(of_kind(&single, "ClusterRole").is_empty());
+    // No ClusterRole for the operator (the approver role is one to bind, not the operator's).
+    assert!(of_kind(&single, "ClusterRole").iter().all(|r| r["metadata"]["name"] == "phaseloop-approver"));
+    assert!(of_kind(&single, "ClusterRoleBinding").is_empty());
     assert!(of_kind(&single, "Role").iter().any(|r| r["metadata"]["namespace"].as_str() == Some("shop")));
     let env = of_kind(&single, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"].clone();
     assert!(env.as_sequence().unwrap().iter().any(|e| e["name"].as_str() == Some("PHASELOOP_WATCH_NAMESPACE")));
@@ -108,6 +110,23 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("maxItems") || err.contains("exactly one namespace"), "{err}");
     }
+
+    // Trust boundaries: only the operator's ServiceAccount writes status; approving is a verb.
+    let vap = of_kind(&objs, "ValidatingAdmissionPolicy");
+    let rule = vap[0]["spec"]["validations"][0]["expression"].as_str().unwrap().to_string();
+    assert!(rule.contains(&format!("system:serviceaccount:{NS}:phaseloop")), "{rule}");
+    let approver = of_kind(&objs, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "phaseloop-approver");
+    let verbs = approver.expect("ClusterRole phaseloop-approver")["rules"][0]["verbs"].clone();
+    assert!(verbs.as_sequence().unwrap().iter().any(|v| v.as_str() == Some("approve")), "{verbs:?}");
+    let env = of_kind(&objs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let kinds = env.as_sequence().unwrap().iter().find(|e| e["name"] == "PHASELOOP_INFRASTRUCTURE_KINDS").cloned();
+    assert_eq!(
+        kinds.unwrap()["value"].as_str(),
+        Some(
+            "statefulsets.apps,deployments.apps,jobs.batch,cronjobs.batch,configmaps,secrets,services,persistentvolumeclaims,serviceaccounts,poddisruptionbudgets.policy"
+        ),
+        "the operator's allow-list is the kinds its RBAC grants"
+    );
 
     // Monitoring extras come from deploy/monitoring (one source of truth).
     let extras = render(&["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboard.enabled=true"]);

@@ -180,3 +180,29 @@ what an Environment puts into its namespace.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- end }}
+
+{{/*
+The infrastructure allow-list as the operator reads it: resource.group, comma-separated.
+*/}}
+{{- define "phaseloop.infrastructureKinds" -}}
+{{- $kinds := list }}
+{{- range .Values.infrastructure.kinds }}
+{{- $group := .apiGroup }}
+{{- range .resources }}
+{{- $kinds = append $kinds (ternary . (printf "%s.%s" . $group) (eq $group "")) }}
+{{- end }}
+{{- end }}
+{{- join "," $kinds }}
+{{- end }}
+
+{{/*
+Who may write the status of Environments and Releases, as a CEL list: the operator's
+ServiceAccount and admission.statusWriters.
+*/}}
+{{- define "phaseloop.statusWriters" -}}
+{{- $users := list (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "phaseloop.serviceAccountName" .)) }}
+{{- range .Values.admission.statusWriters }}
+{{- $users = append $users . }}
+{{- end }}
+{{- toJson $users }}
+{{- end }}

@@ -124,6 +124,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration(d.into()))
 }
 
+/// The least each bounded duration may be, as admission checks it (CEL on the types): a stored
+/// value below it (written before the bound existed) is reported by validation instead.
+pub mod least {
+    use std::time::Duration;
+    /// Analysis and scaling intervals, test timeouts, analysis steps: anything looked at again.
+    pub const INTERVAL: Duration = Duration::from_secs(1);
+    /// `strategy.progressDeadline`: pods need time to start.
+    pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(10);
+    /// An Environment's `ttl` and `sleepAfter`.
+    pub const LIFETIME: Duration = Duration::from_secs(10);
+    /// `testEnvironment.ttl`: a test Environment must be provisioned and run its tests.
+    pub const TEST_ENVIRONMENT_TTL: Duration = Duration::from_secs(60);
+}
+
+/// A problem when `value` (at `path`) is below `least`.
+pub fn below(path: &str, value: Duration, least: std::time::Duration) -> Option<String> {
+    let v: std::time::Duration = value.into();
+    (!value.is_invalid() && v < least)
+        .then(|| format!("{path}: {value} is below the least allowed, {}", Duration(least)))
+}
+
 /// DNS-1123 label: names of namespaces, Services and components.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
@@ -219,6 +240,19 @@ pub mod annotation {
     pub const WAKE: &str = "phaseloop.dev/wake";
     /// RFC 3339 time of the commit a Release ships; the start of its DORA lead time.
     pub const COMMIT_TIME: &str = "phaseloop.dev/commit-time";
+    /// Approves a Release; its value names who approved (`kubectl phaseloop approve`). Setting it
+    /// needs the verb `approve`, and it must name the requester (an admission policy in `crds/`).
+    pub const APPROVED_BY: &str = "phaseloop.dev/approved-by";
+    /// Promotes past the current pause (`kubectl phaseloop promote`); consumed.
+    pub const PROMOTE: &str = "phaseloop.dev/promote";
+    /// Aborts a rollout (`kubectl phaseloop abort`); consumed.
+    pub const ABORT: &str = "phaseloop.dev/abort";
+    /// Reverts a Live Release to the previous one within the revert window
+    /// (`kubectl phaseloop revert`); consumed.
+    pub const REVERT: &str = "phaseloop.dev/revert";
+    /// Lets a rollout go on past a failed analysis or a missed progress deadline when
+    /// `autoRollback` is off (`kubectl phaseloop promote --override`); its value names who. Consumed.
+    pub const OVERRIDE: &str = "phaseloop.dev/override";
 }
 
 /// Labels phaseloop puts on what it manages.

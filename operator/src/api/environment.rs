@@ -214,6 +214,9 @@ pub struct EmbeddedObject(pub serde_json::Value);
 /// Seed data: a Job run once after the infrastructure is ready.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.template.spec) || !has(self.template.spec.restartPolicy) || self.template.spec.restartPolicy in ['Never', 'OnFailure']")
+    .message("seed.template.spec.restartPolicy must be Never or OnFailure: the seed runs as a Job")
+    .field_path(".template.spec.restartPolicy"))]
 pub struct Seed {
     /// Pod template of the seed Job.
     pub template: PodTemplateSpec,

@@ -56,6 +56,11 @@ struct Args {
     /// Identity in the leader election (default: the pod name, else host name and process id).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Kinds an Environment's infrastructure may hold, as `resource.group` (core group: no
+    /// `.group`), comma-separated; RBAC, admission and API-registration kinds are never allowed.
+    #[arg(long, env = "PHASELOOP_INFRASTRUCTURE_KINDS", value_delimiter = ',',
+          default_values_t = controller::DEFAULT_INFRASTRUCTURE_KINDS.iter().map(|k| k.to_string()).collect::<Vec<_>>())]
+    infrastructure_kinds: Vec<String>,
     /// Log format.
     #[arg(long, env = "PHASELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -101,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         monitoring_namespace: args.monitoring_namespace,
         watch_namespace: args.watch_namespace,
         concurrency: args.concurrency,
+        infrastructure_kinds: args.infrastructure_kinds,
     };
     let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone()));
 

@@ -27,7 +27,16 @@ pub const EXTEND_ANNOTATION: &str = "phaseloop.dev/expires-at";
 
 /// Spec problems the API server cannot see: each message says what to change.
 pub fn validate(name: &str, spec: &EnvironmentSpec) -> Vec<String> {
+    use crate::api::{below, least};
     let mut problems = crate::api::duration_problems(spec);
+    problems.extend(spec.ttl.and_then(|t| below("spec.ttl", t, least::LIFETIME)));
+    problems.extend(spec.sleep_after.and_then(|t| below("spec.sleepAfter", t, least::LIFETIME)));
+    let restart = spec.seed.as_ref().and_then(|s| s.template.spec.as_ref()).and_then(|p| p.restart_policy.as_deref());
+    if let Some(policy) = restart.filter(|p| !matches!(*p, "Never" | "OnFailure")) {
+        problems.push(format!(
+            "spec.seed.template.spec.restartPolicy: {policy} is not allowed for a Job; use Never or OnFailure"
+        ));
+    }
     if spec.from.as_deref() == Some(name) {
         problems.push("spec.from names this Environment itself; branch from another Environment".to_string());
     }

@@ -529,6 +529,14 @@ async fn apply_component(
                 p.gvk.kind
             )));
         }
+        if let Err(why) = crate::controller::infrastructure_allowed(
+            &ctx.config.infrastructure_kinds,
+            &ar.group,
+            &ar.plural,
+            &p.gvk.kind,
+        ) {
+            return Ok(Err(why));
+        }
         resolved.push((p, ar));
     }
     let mut applied = Vec::new();

@@ -33,18 +33,7 @@ use crate::{
 
 /// Name of this controller in metrics and logs.
 pub const NAME: &str = "release";
-/// Annotation approving a Release; its value names who approved (`kubectl phaseloop approve`).
-pub const APPROVED_BY: &str = "phaseloop.dev/approved-by";
-/// Annotation promoting past the current pause (`kubectl phaseloop promote`); consumed.
-pub const PROMOTE: &str = "phaseloop.dev/promote";
-/// Annotation aborting a rollout (`kubectl phaseloop abort`).
-pub const ABORT: &str = "phaseloop.dev/abort";
-/// Annotation reverting a Live Release to the previous one within the revert window
-/// (`kubectl phaseloop revert`).
-pub const REVERT: &str = "phaseloop.dev/revert";
-/// Annotation letting a rollout go on past a failed analysis or a missed progress deadline when
-/// `autoRollback` is off (`kubectl phaseloop promote --override`); its value names who. Consumed.
-pub const OVERRIDE: &str = "phaseloop.dev/override";
+pub use crate::api::annotation::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT};
 /// Finalizer held while a Release serves (Live, or the warm previous version in a revert window),
 /// so a deletion waits until it no longer does, as a PersistentVolumeClaim in use waits.
 pub const SERVING_FINALIZER: &str = "phaseloop.dev/serving";
@@ -52,7 +41,30 @@ pub const SERVING_FINALIZER: &str = "phaseloop.dev/serving";
 /// Spec problems the API server cannot see: each message says what to change. `tier` is the tier
 /// of the namespace's Environment, when there is one.
 pub fn validate(spec: &ReleaseSpec, tier: Option<Tier>) -> Vec<String> {
+    use crate::api::{below, least};
     let mut problems = crate::api::duration_problems(spec);
+    let s = &spec.strategy;
+    let bounds = [
+        below("spec.strategy.progressDeadline", s.progress_deadline, least::PROGRESS_DEADLINE),
+        s.analysis.as_ref().and_then(|a| below("spec.strategy.analysis.interval", a.interval, least::INTERVAL)),
+        spec.scaling.as_ref().and_then(|sc| below("spec.scaling.interval", sc.interval, least::INTERVAL)),
+        spec.test_environment
+            .as_ref()
+            .and_then(|t| below("spec.testEnvironment.ttl", t.ttl, least::TEST_ENVIRONMENT_TTL)),
+    ];
+    problems.extend(bounds.into_iter().flatten());
+    for t in &spec.tests {
+        problems.extend(below(&format!("spec.tests[{}].timeout", t.name), t.timeout, least::INTERVAL));
+    }
+    for (i, step) in s.canary.iter().flat_map(|c| &c.steps).enumerate() {
+        if let Some(a) = &step.analysis {
+            problems.extend(below(
+                &format!("spec.strategy.canary.steps[{i}].analysis.duration"),
+                a.duration,
+                least::INTERVAL,
+            ));
+        }
+    }
     if tier == Some(Tier::Production) && spec.scaling.as_ref().is_some_and(|s| s.min_replicas == 0) {
         problems.push("scaling.minReplicas: 0 (scale to zero) is not allowed in a production Environment".into());
     }

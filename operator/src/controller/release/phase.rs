@@ -68,8 +68,9 @@ impl Deployed {
 /// Where the tests of a Release run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TestGround {
-    /// `testEnvironment` is set but the namespace has no Environment to branch from.
-    NoParent(String),
+    /// The tests cannot run, and why: `testEnvironment` is set but the namespace has no Environment
+    /// to branch from, or a name the tests need is taken by something else.
+    Refused(String),
     /// The ephemeral test Environment does not exist yet.
     Missing,
     Provisioning,
@@ -146,6 +147,9 @@ pub enum Effect {
     },
     /// Add (true) or remove the serving finalizer of this Release.
     Finalizer(bool),
+    /// Remove these status fields whoever wrote them (a server-side apply leaves the fields of
+    /// other field managers alone): what a forged status claimed.
+    ClearStatus(Vec<&'static str>),
     /// After a revert window: finished Releases' Deployments to zero (`keep`) or deleted (beyond the
     /// history limit), where they exist.
     Retire {
@@ -500,8 +504,40 @@ impl Draft<'_> {
             if !self.tests() || !self.gate() {
                 return;
             }
+        } else if self.approval_required() && !self.has(APPROVED_BY) {
+            return self.gate_not_passed();
         }
         self.rollout();
+    }
+
+    /// Whether the Release needs an approval: its own spec, or its Environment's promotion rule.
+    fn approval_required(&self) -> bool {
+        let o = self.o;
+        o.rel.spec.approval.as_ref().is_some_and(|a| a.required) || o.promotion.is_some_and(|p| p.require_approval)
+    }
+
+    /// The status says the rollout is past the gate, the annotations say it was never approved:
+    /// the status was written by someone else. The gate is derived from the spec and the
+    /// annotations (which an admission policy guards), never from status: the Release goes back
+    /// to wait for its approval, and the stable version gets all traffic back.
+    fn gate_not_passed(&mut self) {
+        let o = self.o;
+        let me = self.name();
+        self.scale(&me, 0);
+        if let Some(stable) = o.stable {
+            self.scale(&stable.name_any(), o.total);
+            self.effects.push(Effect::Services { serving: Serving::Only(stable.name_any()), preview: false });
+        }
+        let why = "the status says the rollout passed the gate, but the Release was never approved \
+                   (no phaseloop.dev/approved-by): waiting for approval";
+        self.event(true, "GateNotPassed", why.to_string());
+        self.effects.push(Effect::ClearStatus(vec!["approval", "currentStep", "stepStartedAt", "override"]));
+        self.enter(ReleasePhase::AwaitingApproval);
+        (self.status.current_step, self.status.step_started_at, self.status.approval) = (None, None, None);
+        (self.status.weight, self.status.step_weight, self.status.candidate_replicas) = (Some(0), None, Some(0));
+        self.status.message = Some(why.into());
+        self.set(condition::APPROVED, false, "AwaitingApproval", "approval required");
+        self.set(condition::PROGRESSING, false, "GateNotPassed", why);
     }
 
     /// The Test phase; true once every test passed (or there are none).
@@ -509,7 +545,7 @@ impl Draft<'_> {
         let Some(t) = self.o.tests.clone() else { return true };
         let o = self.o;
         let ns = match t.ground {
-            TestGround::NoParent(why) => {
+            TestGround::Refused(why) => {
                 self.enter(ReleasePhase::Failed);
                 self.set(condition::TESTED, false, "NoTestEnvironment", &why);
                 self.status.message = Some(why);
@@ -600,8 +636,7 @@ impl Draft<'_> {
                 return false;
             }
         }
-        let required =
-            o.rel.spec.approval.as_ref().is_some_and(|a| a.required) || promotion.is_some_and(|p| p.require_approval);
+        let required = self.approval_required();
         match o.rel.annotations().get(APPROVED_BY) {
             None if required => {
                 self.enter(ReleasePhase::AwaitingApproval);

@@ -231,6 +231,35 @@ async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
         (operate::held_total(&rel, &siblings, sleeping), None)
     };
     let active = role == Role::Active && !invalid;
+    if (active || role == Role::Stable)
+        && !invalid
+        && let Some(clash) = name_clash(&ctx, &rel, &siblings).await?
+    {
+        let now_t = Time(now());
+        if conditions::find(&status.conditions, condition::DEGRADED).is_none_or(|c| c.reason != "NameClash") {
+            crate::controller::publish(&ctx, &*rel, EventType::Warning, "NameClash", clash.clone()).await;
+        }
+        let degraded = conditions::Desired {
+            type_: condition::DEGRADED,
+            status: true,
+            reason: "NameClash",
+            message: clash.clone(),
+        };
+        conditions::upsert(&mut status.conditions, degraded, rel.metadata.generation, &now_t);
+        status.message = Some(format!("nothing was changed: {clash}"));
+        write(&api, &rel, &ctx, status).await?;
+        // A foreign object going away sends no event phaseloop watches: look again now and then.
+        return Ok(Action::requeue(Duration::from_secs(60)));
+    }
+    if conditions::find(&status.conditions, condition::DEGRADED).is_some_and(|c| c.reason == "NameClash") {
+        let resolved = conditions::Desired {
+            type_: condition::DEGRADED,
+            status: false,
+            reason: crate::api::reason::AS_EXPECTED,
+            message: "spec is valid".into(),
+        };
+        conditions::upsert(&mut status.conditions, resolved, rel.metadata.generation, &now_t);
+    }
     let other_name = match role {
         Role::Active => stable.as_ref().map(|s| s.name_any()),
         _ => status.stable_release.clone(),
@@ -424,13 +453,18 @@ async fn observe_tests(
     let ns = rel.namespace().unwrap_or_default();
     let ground = match (&rel.spec.test_environment, parent) {
         (None, _) => TestGround::Ready(ns),
-        (Some(_), None) => TestGround::NoParent(format!(
+        (Some(_), None) => TestGround::Refused(format!(
             "testEnvironment branches from the Environment of namespace {ns}, and there is none"
         )),
         (Some(_), Some(_)) => {
             let envs: Api<Environment> = Api::all(ctx.client.clone());
-            match envs.get_opt(&test_environment_name(rel)).await? {
+            let name = test_environment_name(rel);
+            match envs.get_opt(&name).await? {
                 None => TestGround::Missing,
+                // Another Release's (the name is made of namespace and Release names): never adopted.
+                Some(env) if !is_test_environment_of(&env, rel) => TestGround::Refused(format!(
+                    "the test Environment name {name} is taken by an Environment that is not this Release's"
+                )),
                 Some(env) if env.status.as_ref().and_then(|s| s.phase) == Some(EnvironmentPhase::Ready) => {
                     TestGround::Ready(namespace_of(&env))
                 }
@@ -445,13 +479,88 @@ async fn observe_tests(
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), test_ns);
     for test in &rel.spec.tests {
         let attempt = status.tests.iter().find(|t| t.name == test.name).map(|t| t.attempts).unwrap_or(0);
-        let phase = match attempt {
+        let job = match attempt {
             0 => None,
-            n => jobs.get_opt(&testing::job_name(rel, test, n)).await?.map(|j| testing::job_phase(&j)),
+            n => jobs.get_opt(&testing::job_name(rel, test, n)).await?,
         };
-        observed.jobs.insert(test.name.clone(), phase);
+        if let Some(job) = job.as_ref().filter(|j| j.labels().get(workload::RELEASE_LABEL) != Some(&rel.name_any())) {
+            let why = format!("the test Job name {} is taken by a Job that is not this Release's", job.name_any());
+            observed.ground = phase::TestGround::Refused(why);
+            return Ok(observed);
+        }
+        observed.jobs.insert(test.name.clone(), job.map(|j| testing::job_phase(&j)));
     }
     Ok(observed)
+}
+
+fn is_test_environment_of(env: &Environment, rel: &Release) -> bool {
+    let labels = env.labels();
+    labels.get(workload::RELEASE_LABEL) == Some(&rel.name_any())
+        && labels.get("phaseloop.dev/release-namespace").map(String::as_str) == rel.metadata.namespace.as_deref()
+}
+
+/// The first generated name of `rel` that something else holds: its Deployment
+/// `<app>-<version slug>` (another Release's, or not phaseloop's), the Service `<app>` or the
+/// preview Service `<app>-preview` (not this app's), or a version that slugs to an older sibling's
+/// Deployment name. phaseloop never adopts an object by name: the Release is Degraded instead,
+/// and nothing is written.
+async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Result<Option<String>, Error> {
+    let ns = rel.namespace().unwrap_or_default();
+    let app = &rel.spec.app;
+    let deployment = workload::deployment_name(app, &rel.spec.version);
+    let key = |r: &Release| (r.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), r.name_any());
+    if let Some(older) = siblings.iter().find(|s| {
+        s.name_any() != rel.name_any()
+            && s.spec.version != rel.spec.version
+            && workload::deployment_name(&s.spec.app, &s.spec.version) == deployment
+            && key(s) < key(rel)
+    }) {
+        return Ok(Some(format!(
+            "version {} maps to the Deployment name {deployment}, which version {} (Release {}) already uses: \
+             versions of an app must differ in more than punctuation and case",
+            rel.spec.version,
+            older.spec.version,
+            older.name_any()
+        )));
+    }
+    let ours = |d: &Deployment| d.owner_references().iter().any(|o| Some(&o.uid) == rel.metadata.uid.as_ref());
+    let cached = ctx.deployments.get().and_then(|s| s.get(&ObjectRef::new(&deployment).within(&ns)));
+    let found = match cached {
+        Some(d) => Some((*d).clone()),
+        None => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
+            .get_metadata_opt(&deployment)
+            .await?
+            .map(|m| Deployment { metadata: m.metadata, ..Default::default() }),
+    };
+    if let Some(d) = found.filter(|d| !ours(d)) {
+        let owner = d.owner_references().first().map(|o| format!("{} {}", o.kind, o.name));
+        return Ok(Some(format!(
+            "the Deployment {deployment} belongs to {}; it is left untouched",
+            owner.unwrap_or_else(|| "someone else (not phaseloop)".into())
+        )));
+    }
+    let preview = rel.spec.strategy.type_ == crate::api::StrategyType::BlueGreen || !rel.spec.tests.is_empty();
+    let services = [Some(app.clone()), preview.then(|| format!("{app}-preview"))];
+    for name in services.into_iter().flatten().filter(|_| rel.spec.service.is_some()) {
+        let labels = match ctx.children.get::<Service>(Some(&ns), &name) {
+            Ok(Some(cached)) => Some(cached.labels().clone()),
+            _ => Api::<Service>::namespaced(ctx.client.clone(), &ns)
+                .get_metadata_opt(&name)
+                .await?
+                .map(|m| m.metadata.labels.unwrap_or_default()),
+        };
+        let apps = labels.as_ref().map(|l| (l.get(crate::api::label::NAME), l.get(crate::api::label::MANAGED_BY)));
+        if let Some((owner_app, manager)) = apps
+            && (owner_app != Some(app) || manager.map(String::as_str) != Some(crate::api::label::MANAGER))
+        {
+            let whose = match (owner_app, manager) {
+                (Some(other), Some(_)) => format!("app {other}"),
+                _ => "someone else (not phaseloop)".into(),
+            };
+            return Ok(Some(format!("the Service {name} belongs to {whose}; it is left untouched")));
+        }
+    }
+    Ok(None)
 }
 
 /// The Releases of `rel`'s app in the namespace of Environment `from`: `None` when it does not exist.
@@ -512,6 +621,13 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
             crate::controller::publish(ctx, rel, type_, reason, note.clone()).await;
         }
         Effect::Finalizer(add) => finalizer(ctx, rel, *add).await?,
+        Effect::ClearStatus(fields) => {
+            let nulls: serde_json::Map<String, serde_json::Value> =
+                fields.iter().map(|f| (f.to_string(), serde_json::Value::Null)).collect();
+            let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
+            let patch = json!({"status": nulls});
+            api.patch_status(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
         Effect::Retire { keep, delete } => {
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             for name in delete.iter().filter_map(|n| find(n)) {

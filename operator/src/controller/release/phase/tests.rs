@@ -609,3 +609,24 @@ fn the_decision_is_a_fixed_point_for_a_settled_live_release() {
     again.now = 500;
     assert_eq!(again.decide().status, first.status, "a no-op reconcile writes nothing");
 }
+
+// --- Trust: status is never the gate ---------------------------------------------------------
+
+#[test]
+fn a_forged_status_past_the_gate_does_not_open_it() {
+    let mut forged = rolling_out(rel("shop-2", "2", json!({}), None), 0);
+    forged.spec.approval = Some(crate::api::Approval { required: true });
+    forged.status.as_mut().unwrap().approval =
+        Some(crate::api::ApprovalRecord { approved_by: "mallory".into(), approved_at: t(0) });
+    let mut case = Case::active(forged.clone(), live("shop-1", "1"));
+    case.own = deployed(1, 0);
+    let out = case.decide();
+    assert_eq!(out.status.phase, Some(ReleasePhase::AwaitingApproval));
+    assert_eq!(out.status.approval, None);
+    assert_eq!(scales(&out), BTreeMap::from([("shop-1".into(), 4), ("shop-2".into(), 0)]));
+    assert_eq!(serving(&out), Some(Serving::Only("shop-1".into())));
+    assert_eq!(events(&out), ["GateNotPassed"]);
+    // With the annotation (which only an approver can set, under their own name) it goes on.
+    case.rel = annotate(forged, APPROVED_BY, "alice");
+    assert_eq!(case.decide().status.phase, Some(ReleasePhase::Progressing));
+}
