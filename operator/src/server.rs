@@ -45,7 +45,7 @@ struct Object {
 }
 
 async fn reconciles_handler(State(s): State<AppState>, Query(o): Query<Object>) -> impl IntoResponse {
-    let key = crate::controller::triggers::key(o.namespace.as_deref(), &o.name);
+    let key = crate::controller::fields::key(o.namespace.as_deref(), &o.name);
     match s.reconciles.report(&o.controller, &key) {
         Some(report) => Json(report).into_response(),
         None => (StatusCode::NOT_FOUND, "not reconciled by this process yet").into_response(),

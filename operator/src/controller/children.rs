@@ -27,11 +27,9 @@ use std::{
     sync::Mutex,
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams},
-    core::PartialObjectMeta,
     runtime::{
         reflector::{self, ObjectRef, Store, store::Writer},
         watcher,
@@ -39,30 +37,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::status::FIELD_MANAGER;
-
-/// Annotation with the hash of the object as phaseloop last applied it.
-pub const FINGERPRINT: &str = "phaseloop.dev/fingerprint";
-
-/// Metadata of `K` children, cached.
-pub type Meta<K> = PartialObjectMeta<K>;
-
-/// FNV-1a (64 bit) of the object's JSON, stable across builds and platforms: it is persisted in
-/// annotations, so a hash that changed with the compiler would re-apply everything after an
-/// upgrade. Not a security boundary; collisions only cost a skipped re-apply of an equal-hash object.
-pub fn fingerprint<K: Serialize>(obj: &K) -> String {
-    format!("{:016x}", fnv1a(&serde_json::to_vec(obj).unwrap_or_default()))
-}
-
-/// Sets [`FINGERPRINT`] on `obj`, computed without it. Returns the fingerprint.
-pub fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
-    if let Some(a) = obj.meta_mut().annotations.as_mut() {
-        a.remove(FINGERPRINT);
-    }
-    let fp = fingerprint(obj);
-    obj.annotations_mut().insert(FINGERPRINT.into(), fp.clone());
-    fp
-}
+use super::fields::{FIELD_MANAGER, FINGERPRINT, Meta, changed_by_others, stamp};
 
 /// The metadata caches and the generations phaseloop's applies produced.
 #[derive(Default)]
@@ -284,50 +259,14 @@ fn still_applied(desired: &ObjectMeta, current: &ObjectMeta, remembered: Option<
     }
 }
 
-/// Whether a field manager other than phaseloop owns fields of `meta`'s object outside
-/// `metadata` and `status` (status writers, like the Deployment controller, do not count).
-pub fn changed_by_others(meta: &ObjectMeta) -> bool {
-    meta.managed_fields.iter().flatten().any(foreign)
-}
-
-fn foreign(e: &ManagedFieldsEntry) -> bool {
-    e.manager.as_deref() != Some(FIELD_MANAGER)
-        && e.subresource.as_deref() != Some("status")
-        && e.fields_v1
-            .as_ref()
-            .and_then(|f| f.0.as_object())
-            .is_some_and(|f| f.keys().any(|k| k != "f:metadata" && k != "f:status"))
-}
-
-/// The managed fields a cache keeps of a child: the entries [`changed_by_others`] counts, each
-/// reduced to its manager, subresource and top-level field names (a few bytes instead of the
-/// kilobytes of the full field sets).
-pub fn lean_fields(meta: &mut ObjectMeta) {
-    let kept: Vec<_> = (meta.managed_fields.take().into_iter().flatten())
-        .filter(foreign)
-        .map(|e| ManagedFieldsEntry {
-            manager: e.manager,
-            subresource: e.subresource,
-            fields_v1: e.fields_v1.map(|f| {
-                let tops = f.0.as_object().map(|o| o.keys().map(|k| (k.clone(), serde_json::json!({}))).collect());
-                FieldsV1(serde_json::Value::Object(tops.unwrap_or_default()))
-            }),
-            ..Default::default()
-        })
-        .collect();
-    meta.managed_fields = (!kept.is_empty()).then_some(kept);
-}
-
-/// FNV-1a (64 bit): small and stable across builds and platforms, for values that are persisted
-/// or must not change between runs.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::apps::v1::Deployment;
+    use crate::controller::fields::{fingerprint, lean_fields};
+    use k8s_openapi::{
+        api::apps::v1::Deployment,
+        apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry},
+    };
     use kube::runtime::watcher::Event;
     use serde_json::json;
 
@@ -443,7 +382,7 @@ mod tests {
         let deliver = |writer: &mut Writer<Meta<Deployment>>, entries: Vec<ManagedFieldsEntry>| {
             let mut meta = cached(&desired, 7);
             meta.metadata.managed_fields = Some(entries);
-            crate::controller::watch::lean(&mut meta);
+            crate::controller::fields::lean(&mut meta);
             writer.apply_watcher_event(&Event::Apply(meta));
         };
         let ours = entry(FIELD_MANAGER, None, json!({"f:metadata": {}, "f:spec": {"f:replicas": {}}}));
@@ -472,7 +411,7 @@ mod tests {
             entry("kube-controller-manager", Some("status"), json!({"f:status": {}})),
             entry("kubectl-edit", None, big),
         ]);
-        crate::controller::watch::lean(&mut d);
+        crate::controller::fields::lean(&mut d);
         assert_eq!(
             d.metadata.managed_fields,
             Some(vec![ManagedFieldsEntry {
@@ -483,7 +422,7 @@ mod tests {
         );
         let mut plain = deployment(2);
         plain.metadata.managed_fields = Some(vec![entry("kubectl-edit", None, json!({"f:spec": {}}))]);
-        crate::controller::watch::lean(&mut plain);
+        crate::controller::fields::lean(&mut plain);
         assert_eq!(plain.metadata.managed_fields, None, "not a child of phaseloop: nothing kept");
     }
 }

@@ -3,11 +3,12 @@
 pub mod children;
 pub mod conditions;
 pub mod environment;
+pub mod fields;
 pub mod reconciles;
 pub mod release;
 pub mod retry;
 pub mod status;
-pub mod triggers;
+pub mod latency;
 pub mod watch;
 
 use std::{
@@ -132,7 +133,7 @@ pub struct Context {
     /// Metadata caches of owned children, for applies that write only what changed.
     pub children: children::Children,
     /// Watch events not yet followed by a reconcile.
-    pub pending: triggers::Pending,
+    pub pending: latency::Pending,
     /// Consecutive failures per object, for the backoff of their retries.
     pub retries: retry::Retries,
     /// Which reconciles ran, per object (`/debug/reconciles`).
@@ -339,7 +340,7 @@ pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
 }
 
 /// Runs one controller with the shared instrumentation and error policy.
-async fn drive<K, F, Fut>(name: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<Context>)
+async fn run_instrumented<K, F, Fut>(name: &'static str, controller: Controller<K>, reconcile: F, ctx: Arc<Context>)
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K: serde::Serialize,
@@ -355,7 +356,7 @@ where
                 let reconcile = reconcile.clone();
                 async move {
                     let obj = ctx.written.freshest(obj);
-                    let key = triggers::key_of(&*obj);
+                    let key = fields::key_of(&*obj);
                     if let Some(waited) = ctx.pending.take(&key) {
                         ctx.metrics.observe_watch_to_reconcile(name, waited);
                     }
@@ -372,7 +373,7 @@ where
                 }
             },
             move |obj, err: &Error, ctx| {
-                let key = triggers::key_of(&*obj);
+                let key = fields::key_of(&*obj);
                 let action = ctx.retries.failed(&key, err);
                 warn!(controller = name, object = %key, error = %err, next = ?action, "reconcile failed");
                 action

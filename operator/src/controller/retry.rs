@@ -62,7 +62,7 @@ impl Retries {
 /// plus up to 20% spread by key, so that objects that failed together do not retry together.
 pub fn delay(key: &str, failures: u32) -> Duration {
     let exp = BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16)).min(CAP);
-    let spread = (super::children::fnv1a(key.as_bytes()) ^ u64::from(failures)) % 201; // 0..=200 per mille of 20%
+    let spread = (super::fields::fnv1a(key.as_bytes()) ^ u64::from(failures)) % 201; // 0..=200 per mille of 20%
     exp + exp.mul_f64(spread as f64 / 1000.0)
 }
 

@@ -1,5 +1,6 @@
 //! Writing status: server-side apply with phaseloop's one field manager, and only on change.
 
+use super::fields::FIELD_MANAGER;
 use std::{
     any::Any,
     collections::HashMap,
@@ -13,9 +14,6 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
-
-/// The single field manager of every phaseloop write.
-pub const FIELD_MANAGER: &str = "phaseloop";
 
 /// Applies `desired` as the status of `obj` unless it equals `current`. Returns whether it wrote.
 ///
@@ -111,7 +109,7 @@ impl Written {
         K: Resource<DynamicType = ()> + Send + Sync + 'static,
     {
         // Lean, as the caches hold objects: what is remembered is what matters.
-        super::watch::lean(&mut after);
+        super::fields::lean(&mut after);
         let Some(replaced) = before.resource_version() else { return };
         if let Ok(mut entries) = self.entries.lock() {
             entries.retain(|_, e| e.at.elapsed() < REMEMBER);

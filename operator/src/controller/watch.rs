@@ -16,24 +16,8 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-pub use super::children::Meta;
-use super::{Context, triggers};
-
-/// Drops what phaseloop never reads and a cache would otherwise keep: managed fields (often the
-/// largest part of an object's metadata) and the last-applied annotation of `kubectl apply`. Of
-/// phaseloop's children (stamped with a fingerprint) it keeps the bare names of what other field
-/// managers changed: the drift signal of `children::changed_by_others`.
-pub fn lean<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    if meta.annotations.as_ref().is_some_and(|a| a.contains_key(super::children::FINGERPRINT)) {
-        super::children::lean_fields(meta);
-    } else {
-        meta.managed_fields = None;
-    }
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
+pub use super::fields::{Meta, lean};
+use super::{Context, fields};
 
 /// Full objects of `K` into the controller's cache, each event stamped as pending for the object
 /// and acknowledging this process's status write it carries.
@@ -48,7 +32,7 @@ where
 {
     watcher(api, config).default_backoff().modify(lean).reflect(writer).touched_objects().inspect_ok(move |o| {
         ctx.written.acknowledged(o);
-        ctx.pending.mark(triggers::key_of(o))
+        ctx.pending.mark(fields::key_of(o))
     })
 }
 
@@ -75,7 +59,7 @@ where
     P: Resource<DynamicType = ()>,
 {
     for r in &refs {
-        ctx.pending.mark(triggers::key(r.namespace.as_deref(), &r.name));
+        ctx.pending.mark(fields::key(r.namespace.as_deref(), &r.name));
     }
     refs
 }

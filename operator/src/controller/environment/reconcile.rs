@@ -42,7 +42,7 @@ use crate::{
         EnvironmentStatus, Release, annotation, label, reason,
     },
     controller::{
-        Context, Error, children, publish, publish_phase_change, status::FIELD_MANAGER, status::apply_status, watch,
+        Context, Error, fields, fields::FIELD_MANAGER, publish, publish_phase_change, status::apply_status, watch,
     },
 };
 
@@ -123,7 +123,7 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
 }
 
 pub async fn run(controller: Controller<Environment>, ctx: Arc<Context>) {
-    crate::controller::drive(NAME, controller, reconcile, ctx).await
+    crate::controller::run_instrumented(NAME, controller, reconcile, ctx).await
 }
 
 fn now() -> Timestamp {
@@ -549,7 +549,7 @@ async fn apply_component(
         let name = p.object.metadata.name.clone().unwrap_or_default();
         // Read back first: an object that already is what phaseloop applied is not written again
         // (a read failing for any reason just means applying, which reports the problem).
-        children::stamp(&mut p.object);
+        fields::stamp(&mut p.object);
         let current = api.get_opt(&name).await.ok().flatten();
         let live = match current {
             Some(live) if ctx.children.unchanged_dynamic(&p.object, &p.gvk.kind, &live) => live,

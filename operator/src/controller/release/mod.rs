@@ -18,7 +18,7 @@ pub mod queue;
 mod reconcile;
 pub mod rollout;
 pub mod split;
-pub mod testing;
+pub mod test_jobs;
 pub mod workload;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -23,7 +23,7 @@ use super::{
     queue::Role,
     rollout::{self, Decision, Step, Verdict},
     split::split,
-    testing,
+    test_jobs,
 };
 use crate::{
     api::{
@@ -573,25 +573,25 @@ impl Draft<'_> {
         for test in &o.rel.spec.tests {
             let attempt = self.status.tests.iter().find(|r| r.name == test.name).map(|r| r.attempts).unwrap_or(0);
             let phase = if attempt == 0 { None } else { t.jobs.get(&test.name).copied().flatten() };
-            let (attempt, phase, message) = match testing::next(test, attempt, phase) {
-                testing::Next::Passed => (attempt, testing::SUCCEEDED, None),
-                testing::Next::Failed => {
-                    (attempt, testing::FAILED, Some(format!("test {} failed after {attempt} attempt(s)", test.name)))
+            let (attempt, phase, message) = match test_jobs::next(test, attempt, phase) {
+                test_jobs::Next::Passed => (attempt, test_jobs::SUCCEEDED, None),
+                test_jobs::Next::Failed => {
+                    (attempt, test_jobs::FAILED, Some(format!("test {} failed after {attempt} attempt(s)", test.name)))
                 }
-                testing::Next::Run(n) => {
+                test_jobs::Next::Run(n) => {
                     self.effects.push(Effect::RunTest { namespace: ns.clone(), test: test.name.clone(), attempt: n });
                     running = true;
-                    (n, testing::RUNNING, None)
+                    (n, test_jobs::RUNNING, None)
                 }
             };
-            let job = testing::job_name(o.rel, test, attempt.max(1));
-            let result = testing::result(test, attempt, phase, &job, message);
+            let job = test_jobs::job_name(o.rel, test, attempt.max(1));
+            let result = test_jobs::result(test, attempt, phase, &job, message);
             match self.status.tests.iter_mut().find(|r| r.name == test.name) {
                 Some(r) => *r = result,
                 None => self.status.tests.push(result),
             }
         }
-        if let Some(failed) = self.status.tests.iter().find(|r| r.phase == testing::FAILED) {
+        if let Some(failed) = self.status.tests.iter().find(|r| r.phase == test_jobs::FAILED) {
             let why = failed.message.clone().unwrap_or_else(|| format!("test {} failed", failed.name));
             // The running version is never touched: only the candidate goes away.
             self.effects.push(Effect::TestCandidate { namespace: ns, replicas: 0 });

@@ -24,12 +24,12 @@ use serde_json::json;
 use super::{
     APPROVED_BY, NAME, SERVING_FINALIZER, desired_status, operate, phase,
     queue::{self, Entry, Role},
-    testing, workload,
+    test_jobs, workload,
 };
 use crate::{
     api::{Environment, EnvironmentPhase, Release, ReleasePhase, ReleaseStatus, condition, reason},
     controller::{
-        Context, Error, conditions, environment::namespace_of, publish_phase_change, status::FIELD_MANAGER,
+        Context, Error, conditions, environment::namespace_of, fields::FIELD_MANAGER, publish_phase_change,
         status::apply_status, watch,
     },
 };
@@ -147,7 +147,7 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
 }
 
 pub async fn run(controller: Controller<Release>, ctx: Arc<Context>) {
-    crate::controller::drive(NAME, controller, reconcile, ctx).await
+    crate::controller::run_instrumented(NAME, controller, reconcile, ctx).await
 }
 
 fn now() -> Timestamp {
@@ -481,14 +481,14 @@ async fn observe_tests(
         let attempt = status.tests.iter().find(|t| t.name == test.name).map(|t| t.attempts).unwrap_or(0);
         let job = match attempt {
             0 => None,
-            n => jobs.get_opt(&testing::job_name(rel, test, n)).await?,
+            n => jobs.get_opt(&test_jobs::job_name(rel, test, n)).await?,
         };
         if let Some(job) = job.as_ref().filter(|j| j.labels().get(workload::RELEASE_LABEL) != Some(&rel.name_any())) {
             let why = format!("the test Job name {} is taken by a Job that is not this Release's", job.name_any());
             observed.ground = phase::TestGround::Refused(why);
             return Ok(observed);
         }
-        observed.jobs.insert(test.name.clone(), job.map(|j| testing::job_phase(&j)));
+        observed.jobs.insert(test.name.clone(), job.map(|j| test_jobs::job_phase(&j)));
     }
     Ok(observed)
 }
@@ -648,11 +648,11 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
         Effect::RunTest { namespace, test, attempt } => {
             let Some(test) = rel.spec.tests.iter().find(|t| &t.name == test) else { return Ok(()) };
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
-            let name = testing::job_name(rel, test, *attempt);
+            let name = test_jobs::job_name(rel, test, *attempt);
             if jobs.get_opt(&name).await?.is_none() {
                 let port = rel.spec.service.as_ref().and_then(|s| s.ports.first()).map(|p| p.port);
                 let host = rel.spec.service.as_ref().map(|_| format!("{}-preview.{namespace}.svc", rel.spec.app));
-                let mut job = testing::job(rel, test, *attempt, host.as_deref().unwrap_or(""), port);
+                let mut job = test_jobs::job(rel, test, *attempt, host.as_deref().unwrap_or(""), port);
                 relocate(&mut job.metadata, rel, namespace);
                 jobs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
             }

@@ -583,7 +583,7 @@ fn tests_run_one_job_per_attempt_and_a_failure_only_removes_the_candidate() {
         }];
     });
     case.rel = tried_twice;
-    case.tests.as_mut().unwrap().jobs.insert("smoke".into(), Some(testing::FAILED));
+    case.tests.as_mut().unwrap().jobs.insert("smoke".into(), Some(test_jobs::FAILED));
     let out = case.decide();
     assert_eq!(out.status.phase, Some(ReleasePhase::Failed));
     assert!(out.effects.contains(&Effect::TestCandidate { namespace: "prod".into(), replicas: 0 }));

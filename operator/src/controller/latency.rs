@@ -1,7 +1,8 @@
 //! Watch-event-to-reconcile latency: when a watch event that concerns an object arrived, until its
 //! reconcile starts (`phaseloop_watch_to_reconcile_seconds`). Requeues by timer are not watch
-//! events and are not counted.
+//! events and are not counted. Objects are keyed by [`key`].
 
+pub use super::fields::{key, key_of};
 use std::{
     collections::HashMap,
     sync::Mutex,
@@ -26,17 +27,6 @@ impl Pending {
     pub fn take(&self, key: &str) -> Option<Duration> {
         self.since.lock().ok()?.remove(key).map(|t| t.elapsed())
     }
-}
-
-/// The key of an object in [`Pending`].
-pub fn key(namespace: Option<&str>, name: &str) -> String {
-    format!("{}/{name}", namespace.unwrap_or_default())
-}
-
-/// [`key`] of `obj`.
-pub fn key_of(obj: &impl kube::Resource) -> String {
-    let meta = obj.meta();
-    key(meta.namespace.as_deref(), meta.name.as_deref().unwrap_or_default())
 }
 
 #[cfg(test)]
