@@ -230,6 +230,15 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Nothing is wrong.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// A quota of the namespace would be exceeded by what the spec asks for.
+    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
+}
+
+/// A status that can say what went wrong: both kinds' statuses.
+pub trait Reported {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+    /// The human-readable summary, where the kind has one.
+    fn set_message(&mut self, _message: String) {}
 }
 
 /// Annotations understood by phaseloop.

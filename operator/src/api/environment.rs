@@ -368,3 +368,9 @@ pub struct LiveApp {
     /// The Release serving it.
     pub release: String,
 }
+
+impl super::Reported for EnvironmentStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+}

@@ -797,3 +797,19 @@ pub struct ScaleEvent {
     pub from: i32,
     pub to: i32,
 }
+
+impl super::Reported for ReleaseStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+    fn set_message(&mut self, message: String) {
+        self.message = Some(message);
+    }
+}
+
+impl Release {
+    /// The namespace of the Release (the API server always sets it: the kind is namespaced).
+    pub fn ns(&self) -> &str {
+        self.metadata.namespace.as_deref().unwrap_or_default()
+    }
+}

@@ -262,7 +262,7 @@ fn still_applied(desired: &ObjectMeta, current: &ObjectMeta, remembered: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::fields::{fingerprint, lean_fields};
+    use crate::controller::fields::fingerprint;
     use k8s_openapi::{
         api::apps::v1::Deployment,
         apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry},

@@ -3,12 +3,13 @@
 pub mod children;
 pub mod conditions;
 pub mod environment;
+pub mod error;
 pub mod fields;
+pub mod latency;
 pub mod reconciles;
 pub mod release;
 pub mod retry;
 pub mod status;
-pub mod latency;
 pub mod watch;
 
 use std::{
@@ -34,6 +35,8 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+pub use error::Error;
 
 use crate::metrics::Metrics;
 
@@ -245,24 +248,6 @@ impl Context {
     }
 }
 
-/// Errors of a reconcile. Each has a short `reason` used as a metric label.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-impl Error {
-    /// Bounded label value for metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(s)) if s.is_conflict() => "conflict",
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "transport",
-        }
-    }
-}
-
 /// Whether `store` has completed its first list, now.
 pub fn is_synced<K: Resource + Clone + 'static>(store: &reflector::Store<K>) -> bool
 where
@@ -395,6 +380,56 @@ where
             futures::future::ready(())
         })
         .await;
+}
+
+/// Now, to the second: the precision of `metav1.Time`, so a status computed now compares equal to
+/// the one stored.
+pub fn now() -> jiff::Timestamp {
+    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is representable")
+}
+
+/// A failed reconcile the object's owner should hear about ([`Error::reportable`]: a child the API
+/// server refused, a quota that would be exceeded) is said in `Degraded` with the API server's
+/// words and a Warning Event; nothing else changed. A refusal is not retried in a loop (the spec
+/// must change, which wakes the object); a quota is retried with backoff.
+pub(crate) async fn reported<K, S>(
+    ctx: &Context,
+    api: &kube::Api<K>,
+    obj: &K,
+    current: Option<&S>,
+    result: Result<Action, Error>,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    S: crate::api::Reported + Clone + Default + serde::Serialize + PartialEq,
+{
+    let Err(e) = &result else { return result };
+    let Some((reason, why)) = e.reportable() else { return result };
+    let mut status = current.cloned().unwrap_or_default();
+    let degraded =
+        conditions::Desired { type_: crate::api::condition::DEGRADED, status: true, reason, message: why.clone() };
+    conditions::upsert(
+        status.conditions_mut(),
+        degraded,
+        obj.meta().generation,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now()),
+    );
+    status.set_message(format!("nothing was changed: {why}"));
+    if current != Some(&status) {
+        publish(ctx, obj, EventType::Warning, reason, why).await;
+    }
+    status::apply_status(api, &ctx.written, obj, current, &status).await?;
+    match e {
+        Error::Refused(_) => Ok(Action::requeue(Duration::from_secs(300))),
+        _ => result,
+    }
 }
 
 /// Publishes an Event about `obj`; failures are logged, never fatal (Events are best effort).

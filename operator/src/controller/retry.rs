@@ -37,11 +37,15 @@ impl Retries {
 
     /// The reconcile of `key` failed with `err`: what the controller does next.
     pub fn failed(&self, key: &str, err: &Error) -> Action {
-        if namespace_terminating(err) {
+        if matches!(err, Error::NamespaceTerminating(_)) {
             // Nothing can be created there any more, and the namespace's deletion removes the
             // object itself; retrying only adds load while the namespace controller works.
             self.succeeded(key);
             return Action::await_change();
+        }
+        if let Error::Waiting(_) = err {
+            // Not a failure: something no event announces is looked at again shortly.
+            return Action::requeue(Duration::from_secs(2));
         }
         let failures = self
             .failures
@@ -66,13 +70,6 @@ pub fn delay(key: &str, failures: u32) -> Duration {
     exp + exp.mul_f64(spread as f64 / 1000.0)
 }
 
-/// Whether the API server refused a create because the namespace is being deleted.
-fn namespace_terminating(err: &Error) -> bool {
-    let Error::Kube(kube::Error::Api(status)) = err else { return false };
-    status.code == 403
-        && status.details.as_ref().is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,7 +83,7 @@ mod tests {
                         "causes": [{"reason": cause, "message": "namespace shop is being terminated",
                                     "field": "metadata.namespace"}]}}))
         .unwrap();
-        Error::Kube(kube::Error::Api(Box::new(status)))
+        Error::from(kube::Error::Api(Box::new(status)))
     }
 
     #[test]

@@ -126,39 +126,14 @@ pub async fn run(controller: Controller<Environment>, ctx: Arc<Context>) {
     crate::controller::run_instrumented(NAME, controller, reconcile, ctx).await
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).expect("now is representable")
-}
+use crate::controller::now;
 
-/// A child the API server refuses (422 or 400: a quota of "lots", say) is bad input admission of the
-/// Environment could not see: reported in `Degraded` with the API server's words and an Event,
-/// instead of a silent retry loop.
+/// One reconcile; what its owner should hear of a failure (a refused child, a quota) is reported
+/// on the Environment (see [`crate::controller::reported`]).
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    match reconcile_environment(env.clone(), ctx.clone()).await {
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
-            let api: Api<Environment> = Api::all(ctx.client.clone());
-            let mut status = env.status.clone().unwrap_or_default();
-            let why = format!("the API server refused an object built from this spec: {}", e.message);
-            let desired = crate::controller::conditions::Desired {
-                type_: crate::api::condition::DEGRADED,
-                status: true,
-                reason: reason::INVALID_SPEC,
-                message: why.clone(),
-            };
-            crate::controller::conditions::upsert(
-                &mut status.conditions,
-                desired,
-                env.metadata.generation,
-                &Time(now()),
-            );
-            if env.status.as_ref() != Some(&status) {
-                publish(&ctx, &*env, EventType::Warning, reason::INVALID_SPEC, why).await;
-            }
-            write_status(&api, &env, &ctx, status).await?;
-            Ok(Action::requeue(Duration::from_secs(300)))
-        }
-        other => other,
-    }
+    let result = reconcile_environment(env.clone(), ctx.clone()).await;
+    let api: Api<Environment> = Api::all(ctx.client.clone());
+    crate::controller::reported(&ctx, &api, &*env, env.status.as_ref(), result).await
 }
 
 async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -716,7 +691,7 @@ async fn apply_sleep(
             info!(env = %env.name_any(), "waking up");
             for (name, replicas) in std::mem::take(&mut status.slept_replicas) {
                 match scale(&deployments, &name, replicas).await {
-                    Err(Error::Kube(kube::Error::Api(e))) if e.is_not_found() => {}
+                    Err(e) if e.is_status(404) => {}
                     other => other?,
                 }
             }

@@ -101,8 +101,10 @@ pub fn desired_status(rel: &Release, tier: Option<Tier>, now: &Time) -> ReleaseS
     enter(&mut status, phase, now);
     // Only this function's own verdict is cleared here: a Degraded set by the rollout (e.g. a
     // rollback) stays.
+    // A quota refusal is reported by the failed reconcile (and again if it fails again): a
+    // reconcile that gets this far clears it.
     let other_degraded = conditions::find(&status.conditions, condition::DEGRADED)
-        .is_some_and(|c| c.status == "True" && c.reason != reason::INVALID_SPEC);
+        .is_some_and(|c| c.status == "True" && c.reason != reason::INVALID_SPEC && c.reason != reason::QUOTA_EXCEEDED);
     let degraded = if problems.is_empty() {
         if other_degraded {
             return status;

@@ -93,7 +93,7 @@ pub async fn total(
     let memory = memory(rel, siblings);
     let current = held_total(rel, siblings, false);
     let interval: Duration = spec.interval.into();
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
 
     if sleeping {
         let mut held = memory;
@@ -158,7 +158,7 @@ async fn read_load(ctx: &Context, rel: &Release, spec: &Scaling, stable_version:
     let Some(url) = ctx.config.prometheus_url.as_deref() else {
         return Err("no Prometheus is configured (--prometheus-url)".into());
     };
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let vars = crate::promql::Vars { app: &rel.spec.app, version: &rel.spec.version, namespace: &ns, stable_version };
     let query = crate::promql::render(&spec.metric.query, &vars).map_err(|e| e.to_string())?;
     let result = crate::prometheus::Prometheus::new(url).query_scalar(&query).await;

@@ -3,7 +3,6 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
-use jiff::Timestamp;
 use k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, batch::v1::Job, core::v1::Service},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -27,7 +26,7 @@ use super::{
     test_jobs, workload,
 };
 use crate::{
-    api::{Environment, EnvironmentPhase, Release, ReleasePhase, ReleaseStatus, condition, reason},
+    api::{Environment, EnvironmentPhase, Release, ReleasePhase, ReleaseStatus, condition},
     controller::{
         Context, Error, conditions, environment::namespace_of, fields::FIELD_MANAGER, publish_phase_change,
         status::apply_status, watch,
@@ -150,40 +149,18 @@ pub async fn run(controller: Controller<Release>, ctx: Arc<Context>) {
     crate::controller::run_instrumented(NAME, controller, reconcile, ctx).await
 }
 
-fn now() -> Timestamp {
-    Timestamp::from_second(Timestamp::now().as_second()).expect("now is representable")
-}
+use crate::controller::now;
 
-/// A child the API server refuses (422 or 400: a template it finds invalid, say) is bad input that
-/// admission of the Release could not see: reported in `Degraded` with the API server's words and
-/// an Event, instead of a silent retry loop. Nothing was changed by the refused write.
+/// One reconcile; what its owner should hear of a failure (a refused child, a quota) is reported
+/// on the Release (see [`crate::controller::reported`]).
 async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
-    match reconcile_release(rel.clone(), ctx.clone()).await {
-        Err(Error::Kube(kube::Error::Api(e))) if e.code == 422 || e.code == 400 => {
-            let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
-            let now_t = Time(now());
-            let mut status = rel.status.clone().unwrap_or_default();
-            let why = format!("the API server refused an object built from this spec: {}", e.message);
-            let degraded = conditions::Desired {
-                type_: condition::DEGRADED,
-                status: true,
-                reason: reason::INVALID_SPEC,
-                message: why.clone(),
-            };
-            conditions::upsert(&mut status.conditions, degraded, rel.metadata.generation, &now_t);
-            status.message = Some(format!("invalid spec, nothing was changed: {why}"));
-            if rel.status.as_ref() != Some(&status) {
-                crate::controller::publish(&ctx, &*rel, EventType::Warning, reason::INVALID_SPEC, why).await;
-            }
-            write(&api, &rel, &ctx, status).await?;
-            Ok(Action::requeue(Duration::from_secs(300)))
-        }
-        other => other,
-    }
+    let result = reconcile_release(rel.clone(), ctx.clone()).await;
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
+    crate::controller::reported(&ctx, &api, &*rel, rel.status.as_ref(), result).await
 }
 
 async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
     if rel.metadata.deletion_timestamp.is_some() && rel.finalizers().iter().any(|f| f == SERVING_FINALIZER) {
         // A serving Release's deletion waits, unless its whole namespace is going: then everything
@@ -387,7 +364,7 @@ async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: Release
 
 /// A Deployment of `rel` as the cache has it (the watch's latest), for the phase machine.
 fn deployed(ctx: &Context, rel: &Release) -> phase::Deployed {
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let name = workload::deployment_name(&rel.spec.app, &rel.spec.version);
     deployed_in(ctx, &ns, &name)
 }
@@ -420,7 +397,7 @@ async fn measure(
         return None;
     }
     let prometheus = ctx.config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let vars = crate::promql::Vars {
         app: &rel.spec.app,
         version: &rel.spec.version,
@@ -450,7 +427,7 @@ async fn observe_tests(
     status: &ReleaseStatus,
 ) -> Result<phase::TestsObserved, Error> {
     use phase::TestGround;
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let ground = match (&rel.spec.test_environment, parent) {
         (None, _) => TestGround::Ready(ns),
         (Some(_), None) => TestGround::Refused(format!(
@@ -505,7 +482,7 @@ fn is_test_environment_of(env: &Environment, rel: &Release) -> bool {
 /// Deployment name. phaseloop never adopts an object by name: the Release is Degraded instead,
 /// and nothing is written.
 async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Result<Option<String>, Error> {
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let app = &rel.spec.app;
     let deployment = workload::deployment_name(app, &rel.spec.version);
     let key = |r: &Release| (r.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()), r.name_any());
@@ -584,7 +561,7 @@ async fn upstream_releases(ctx: &Context, rel: &Release, from: &str) -> Result<O
 async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase::Effect) -> Result<(), Error> {
     use phase::Effect;
     let find = |name: &str| siblings.iter().find(|s| s.name_any() == name).or((rel.name_any() == name).then_some(rel));
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     match effect {
         Effect::Scale { release, replicas } => {
             if let Some(r) = find(release) {
@@ -669,7 +646,7 @@ async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<(), Error>
     if add {
         finalizers.push(SERVING_FINALIZER.to_string());
     }
-    let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+    let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rel.resource_version()}});
     match api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
@@ -708,14 +685,14 @@ fn relocate(meta: &mut kube::api::ObjectMeta, rel: &Release, ns: &str) {
 
 /// Name of a Release's ephemeral test Environment.
 fn test_environment_name(rel: &Release) -> String {
-    let mut name = format!("{}-{}-test", rel.namespace().unwrap_or_default(), rel.name_any());
+    let mut name = format!("{}-{}-test", rel.ns(), rel.name_any());
     name.truncate(63);
     name.trim_end_matches('-').to_string()
 }
 
 /// Creates the ephemeral test Environment, branched from the namespace's Environment.
 async fn ensure_test_environment(ctx: &Context, rel: &Release) -> Result<(), Error> {
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let Some(parent) = environment_of(ctx, &ns).await? else { return Ok(()) };
     let Some(te) = &rel.spec.test_environment else { return Ok(()) };
     let name = test_environment_name(rel);
@@ -748,7 +725,7 @@ async fn drop_test_environment(ctx: &Context, rel: &Release) -> Result<(), Error
 /// `ScalingActive`): two owners of `replicas` would fight.
 async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result<Option<Deployment>, Error> {
     let d = workload::deployment(rel, replicas);
-    let ns = rel.namespace().unwrap_or_default();
+    let ns = rel.ns().to_string();
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let name = d.metadata.name.clone().unwrap_or_default();
     if operate::autoscaler_of(ctx, &ns, &name).is_some() {
@@ -760,7 +737,7 @@ async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result
 /// Removes a one-shot annotation once acted upon.
 async fn consume(ctx: &Context, rel: &Release, key: &str) -> Result<(), Error> {
     if rel.annotations().contains_key(key) {
-        let api: Api<Release> = Api::namespaced(ctx.client.clone(), &rel.namespace().unwrap_or_default());
+        let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
         let patch = json!({"metadata": {"annotations": {key: null}}});
         api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
