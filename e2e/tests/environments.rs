@@ -14,7 +14,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     core::{ApiResource, DynamicObject, GroupVersionKind},
 };
-use phaseloop::api::{Environment, EnvironmentPhase};
+use phaseloop::api::{Environment, EnvironmentPhase, Release, ReleasePhase};
 use phaseloop_e2e::*;
 use serde_json::{Value, json};
 
@@ -458,36 +458,58 @@ async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
         "infrastructure": [{"name": "cache", "objects": [deployment("redis", 1)]}]}),
     ));
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
-    // An app workload as a Release would create it (phaseloop-managed, not infrastructure).
-    let mut app = deployment("shop", 3);
-    app["metadata"]["labels"] = json!({"app.kubernetes.io/managed-by": "phaseloop"});
-    app["metadata"]["namespace"] = json!(name);
-    create(&app);
+    // The app, Live at 3 replicas: its replicas are the Release controller's alone.
+    let releases: Api<Release> = Api::namespaced(client.clone(), &name);
+    create(&release(&name, "shop", "1", 3, json!({})));
+    wait_for(&releases, "shop-1", WAIT, |r: Option<&Release>| {
+        r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(ReleasePhase::Live))
+    })
+    .await
+    .unwrap();
 
-    let env = wait_phase(&envs, &name, EnvironmentPhase::Sleeping).await;
-    assert_eq!(env.status.unwrap().slept_replicas.get("shop"), Some(&3));
+    wait_phase(&envs, &name, EnvironmentPhase::Sleeping).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &name);
-    for d in ["shop", "redis"] {
+    for d in ["shop-1", "redis"] {
         eventually(&format!("{d} at zero"), WAIT, || async {
             (deployments.get(d).await.ok()?.spec.replicas == Some(0)).then_some(())
         })
         .await
         .unwrap();
     }
+    // One writer of the app's replicas: phaseloop's field manager, by server-side apply.
+    let managers = deployments.get("shop-1").await.unwrap().metadata.managed_fields.unwrap_or_default();
+    let writers: Vec<_> = managers
+        .iter()
+        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:spec/f:replicas").is_some()))
+        .map(|m| (m.manager.clone().unwrap_or_default(), m.operation.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(writers, [("phaseloop".to_string(), "Apply".to_string())], "writers of spec.replicas");
 
     let wake = json!({"metadata": {"annotations": {"phaseloop.dev/wake": "now"}}});
     envs.patch(&name, &PatchParams::default(), &Patch::Merge(&wake)).await.unwrap();
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
-    assert_eq!(deployments.get("shop").await.unwrap().spec.replicas, Some(3));
-    assert_eq!(deployments.get("redis").await.unwrap().spec.replicas, Some(1));
+    for (d, n) in [("shop-1", 3), ("redis", 1)] {
+        eventually(&format!("{d} back at {n}"), WAIT, || async {
+            (deployments.get(d).await.ok()?.spec.replicas == Some(n)).then_some(())
+        })
+        .await
+        .unwrap();
+    }
     let env = envs.get(&name).await.unwrap();
     assert!(!env.annotations().contains_key("phaseloop.dev/wake"), "the wake annotation is consumed");
 
     // Asleep again after sleepAfter; a new Release in the namespace wakes it.
     wait_phase(&envs, &name, EnvironmentPhase::Sleeping).await;
-    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
-        "metadata": {"name": "shop-2", "namespace": name},
-        "spec": {"app": "shop", "version": "2", "template": {"spec": {"containers": [{"name": "app", "image": "shop:2"}]}}}}));
+    eventually("shop-1 at zero again", WAIT, || async {
+        (deployments.get("shop-1").await.ok()?.spec.replicas == Some(0)).then_some(())
+    })
+    .await
+    .unwrap();
+    create(&release(&name, "shop", "2", 3, json!({})));
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
-    assert_eq!(deployments.get("shop").await.unwrap().spec.replicas, Some(3));
+    eventually("shop-2 at 3", WAIT, || async {
+        (deployments.get("shop-2").await.ok()?.spec.replicas == Some(3)).then_some(())
+    })
+    .await
+    .unwrap();
 }

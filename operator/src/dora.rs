@@ -85,7 +85,7 @@ fn facts(r: &Release) -> Vec<Fact> {
     let fact = |at, kind, since| Fact {
         at,
         uid: uid.clone(),
-        namespace: r.namespace().unwrap_or_default(),
+        namespace: r.ns().to_string(),
         app: r.spec.app.clone(),
         kind,
         since,
@@ -163,17 +163,13 @@ impl Ledger {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ReleaseSpec, ReleaseStatus};
+    use crate::api::ReleaseStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     /// A Release created at minute `created` that entered each phase at the given minute.
     fn release(uid: &str, app: &str, created: i64, phases: &[(ReleasePhase, i64)]) -> Release {
-        let spec: ReleaseSpec = serde_json::from_value(json!({"app": app, "version": uid,
-            "template": {"spec": {"containers": [{"name": "app", "image": "x"}]}}}))
-        .unwrap();
-        let mut r = Release::new(uid, spec);
-        r.metadata.namespace = Some("prod".into());
+        let mut r = crate::fixtures::release(uid, json!({"app": app, "version": uid}));
         r.metadata.uid = Some(uid.into());
         r.metadata.creation_timestamp = Some(Time(minute(created)));
         let mut status = ReleaseStatus::default();

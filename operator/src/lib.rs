@@ -6,6 +6,8 @@ pub mod api;
 pub mod client;
 pub mod controller;
 pub mod dora;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod leader;
 pub mod metrics;
 pub mod prometheus;

@@ -98,23 +98,16 @@ apply, i.e. the `patch` verb; an apply that creates an object is authorized as `
 - apiGroups: ["phaseloop.dev"]
   resources: ["releases/finalizers"]
   verbs: ["update"]
-# Release workloads: one Deployment per version (<app>-<version>); environment sleep scales them to
-# zero; finished Releases' Deployments beyond the last 3 are deleted. Also watched (owned children).
+# Release workloads: one Deployment per version (<app>-<version>), applied whole with its replicas
+# (rollout split, autoscaling, sleep); finished Releases' Deployments beyond the last 3 are
+# deleted. Also watched (owned children: their status is the rollout's readiness).
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Replica counts of Release workloads (rollout split, autoscaling, sleep).
-- apiGroups: ["apps"]
-  resources: ["deployments/scale"]
-  verbs: ["get", "patch", "update"]
 # The app Service <app> and the preview Service <app>-preview (traffic switch of rollouts).
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Readiness of test candidates and rollout versions.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
 # Test Jobs of Releases (one per attempt) and the seed Job of Environments.
 - apiGroups: ["batch"]
   resources: ["jobs"]

@@ -2,8 +2,6 @@
 // `printcolumn(...)` repeats `type_ = ...` by design; clippy mistakes that for a duplicate.
 #![allow(clippy::duplicated_attributes)]
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::{
     api::core::v1::PodTemplateSpec,
     apimachinery::pkg::{
@@ -277,7 +275,8 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["app"]))]
     pub apps: Vec<LiveApp>,
-    /// Last Release activity in the namespace (drives `sleepAfter`).
+    /// The last wake: `sleepAfter` counts from the latest of it, the creation of the Environment
+    /// and of the newest Release in its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity: Option<Time>,
     /// The parent a branch was made from, and the parent's inheritable spec at branch time.
@@ -286,10 +285,6 @@ pub struct EnvironmentStatus {
     /// When the workloads were put to sleep (phase `Sleeping`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slept_at: Option<Time>,
-    /// Replica counts of the workloads put to sleep, restored on wake (Deployment name → replicas).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
-    pub slept_replicas: BTreeMap<String, i32>,
     /// Standard conditions: `Ready`, `InfrastructureReady`, `Seeded`, `Degraded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]

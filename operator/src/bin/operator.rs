@@ -108,7 +108,9 @@ async fn main() -> anyhow::Result<()> {
         concurrency: args.concurrency,
         infrastructure_kinds: args.infrastructure_kinds,
     };
-    let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone()));
+    controller::startup::check_crds(&client, config.watch_namespace.as_deref()).await.map_err(anyhow::Error::msg)?;
+    let (caches, writers) = controller::caches::new(config.watch_namespace.is_none());
+    let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone(), caches));
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await
@@ -120,10 +122,10 @@ async fn main() -> anyhow::Result<()> {
     if args.leader_election {
         let elector =
             Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, Timings::default(), fence);
-        lead(elector, ctx, ready, metrics, shutdown.clone()).await;
+        lead(elector, ctx, writers, ready, metrics, shutdown.clone()).await;
     } else {
         metrics.set_leader(true);
-        controller::run(ctx, ready).await;
+        controller::run(ctx, writers, ready).await;
     }
     shutdown.cancel();
     http.await.context("HTTP server task")?.context("HTTP server")?;
@@ -138,6 +140,7 @@ async fn main() -> anyhow::Result<()> {
 async fn lead(
     elector: Elector,
     ctx: Arc<controller::Context>,
+    writers: controller::caches::Writers,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -164,7 +167,7 @@ async fn lead(
             std::process::exit(1);
         }
     });
-    controller::run(ctx, ready).await;
+    controller::run(ctx, writers, ready).await;
     stop.cancel();
     let _ = campaign.await;
 }

@@ -15,7 +15,7 @@
 //! - the managed fields: another field manager owning fields outside `metadata` and `status`
 //!   (a `kubectl edit`, `kubectl set image`, `kubectl scale`). This one needs no memory, so a
 //!   change made while phaseloop was down is undone at the first reconcile after its start; the
-//!   caches keep only such entries, and of each only its top-level field names ([`lean_fields`]).
+//!   caches keep only such entries, and of each only its top-level field names ([`super::fields::lean_fields`]).
 //!
 //! Infrastructure components, of any kind, have no cache: they are read back (a GET, not a write)
 //! and compared the same way.
@@ -42,42 +42,29 @@ use super::fields::{FIELD_MANAGER, FINGERPRINT, Meta, changed_by_others, stamp};
 /// The metadata caches and the generations phaseloop's applies produced.
 #[derive(Default)]
 pub struct Children {
-    /// `Store<Meta<K>>` by `TypeId` of `K`.
+    /// `Store<Meta<K>>` by `TypeId` of `K`: one for each kind a watch fills (see `caches`).
     stores: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
-    /// `Writer<Meta<K>>` by `TypeId` of `K`, until the watch that fills the store takes it.
-    writers: Mutex<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     /// kind/namespace/name → version returned by phaseloop's last apply, of cached children and
     /// of infrastructure components alike (the key names the object, whichever path applied it).
     applied: Mutex<HashMap<String, Version>>,
 }
 
 impl Children {
-    /// Adds a cache for `K` children.
-    pub fn with<K>(mut self) -> Self
+    /// A cache for `K` children; the writer goes to the one watch that fills it.
+    pub fn cache<K>(&mut self) -> Writer<Meta<K>>
     where
         K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     {
         let (store, writer) = reflector::store::<Meta<K>>();
         self.stores.insert(TypeId::of::<K>(), Box::new(store));
-        self.writers.get_mut().expect("not shared yet").insert(TypeId::of::<K>(), Box::new(writer));
-        self
+        writer
     }
 
-    /// The writer of the `K` cache, for the one watch that fills it.
-    pub fn take_writer<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(
-        &self,
-    ) -> Option<Writer<Meta<K>>> {
-        let mut writers = self.writers.lock().ok()?;
-        writers.remove(&TypeId::of::<K>())?.downcast::<Writer<Meta<K>>>().ok().map(|w| *w)
-    }
-
-    /// Waits (up to 30s) until the `K` cache has completed its first list, when a watch fills it.
+    /// Waits (up to 30s) until the `K` cache has completed its first list, when there is one.
     /// Reconciles start once the owner's cache is synced, which can be before the children's: an
     /// apply decided on a partial cache would write what is already there.
     pub async fn synced<K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static>(&self) {
-        let filled = self.writers.lock().is_ok_and(|w| !w.contains_key(&TypeId::of::<K>()));
-        let store = self.stores.get(&TypeId::of::<K>()).and_then(|s| s.downcast_ref::<Store<Meta<K>>>());
-        if let (true, Some(store)) = (filled, store) {
+        if let Some(store) = self.stores.get(&TypeId::of::<K>()).and_then(|s| s.downcast_ref::<Store<Meta<K>>>()) {
             super::wait_synced(store).await;
         }
     }
@@ -298,12 +285,12 @@ mod tests {
 
     #[test]
     fn an_apply_is_skipped_only_when_the_synced_cache_has_the_same_unchanged_object() {
-        let children = Children::default().with::<Deployment>();
+        let mut children = Children::default();
+        let mut writer = children.cache::<Deployment>();
         let mut desired = deployment(2);
         stamp(&mut desired);
         assert!(!children.unchanged(&desired), "not synced: unsure");
         assert!(!children.absent::<Deployment>(Some("shop"), "web-v1"), "not synced: unsure");
-        let mut writer = children.take_writer::<Deployment>().unwrap();
         writer.apply_watcher_event(&Event::Init);
         writer.apply_watcher_event(&Event::InitDone);
         assert!(!children.unchanged(&desired), "absent");
@@ -372,8 +359,8 @@ mod tests {
 
     #[test]
     fn after_a_restart_a_child_changed_by_another_manager_is_applied_again() {
-        let children = Children::default().with::<Deployment>();
-        let mut writer = children.take_writer::<Deployment>().unwrap();
+        let mut children = Children::default();
+        let mut writer = children.cache::<Deployment>();
         writer.apply_watcher_event(&Event::Init);
         writer.apply_watcher_event(&Event::InitDone);
         let mut desired = deployment(2);

@@ -32,6 +32,9 @@ pub enum Error {
     /// still being deleted): looked at again shortly, not counted as a failure.
     #[error("waiting: {0}")]
     Waiting(String),
+    /// A state the code rules out (an object without a name): a bug, retried with backoff.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 impl From<kube::Error> for Error {
@@ -61,6 +64,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::NamespaceTerminating(_) => "terminating",
             Error::Waiting(_) => "waiting",
+            Error::Internal(_) => "internal",
         }
     }
 

@@ -1,7 +1,8 @@
 //! What phaseloop's objects carry and what its caches keep of them: the one field manager of
 //! every write, the fingerprint of what was applied, and the lean metadata (managed fields cut to
-//! what the drift check needs). A leaf module: the caches (`children`), status writes (`status`),
-//! the watches (`watch`) and the retry policy (`retry`) all build on it, and it on none of them.
+//! what the drift check needs). A leaf module: the caches (`children`, `caches`), status writes
+//! (`status`), the watches (`watch`), the retry policy (`retry`) and the latency bookkeeping
+//! (`latency`) all build on it, and it on none of them.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
 use kube::{Resource, ResourceExt, api::ObjectMeta, core::PartialObjectMeta};

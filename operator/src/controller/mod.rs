@@ -1,14 +1,18 @@
 //! Controllers, one module per resource, and what they share: context, errors, the run loop.
 
+pub mod caches;
 pub mod children;
 pub mod conditions;
 pub mod environment;
 pub mod error;
 pub mod fields;
 pub mod latency;
+#[cfg(test)]
+pub(crate) mod mock_api;
 pub mod reconciles;
 pub mod release;
 pub mod retry;
+pub mod startup;
 pub mod status;
 pub mod watch;
 
@@ -22,19 +26,18 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::{
     Client, Resource,
     runtime::{
         Controller,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::{self, store::Writer},
+        reflector,
     },
 };
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use error::Error;
 
@@ -120,7 +123,7 @@ impl Default for Config {
 /// A Release that changed: its name and namespace.
 pub type ReleaseChange = kube::core::PartialObjectMeta<crate::api::Release>;
 
-/// What every reconcile gets.
+/// What every reconcile gets: the connection, settings, caches and per-object bookkeeping.
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
@@ -128,106 +131,56 @@ pub struct Context {
     pub config: Config,
     /// Cancelled on SIGTERM: controllers finish the reconciles in flight and stop.
     pub shutdown: CancellationToken,
-    /// Every HorizontalPodAutoscaler, to find one targeting a phaseloop Deployment (a conflict
-    /// phaseloop reports instead of fighting it).
-    pub autoscalers: reflector::Store<HorizontalPodAutoscaler>,
+    /// Prometheus' HTTP API, for analysis and scaling (one HTTP client, its connections pooled).
+    pub prometheus: Option<crate::prometheus::Prometheus>,
+    /// What the controllers read instead of asking the API server.
+    pub caches: caches::Caches,
     /// Status writes the watch caches may not have delivered yet.
     pub written: status::Written,
-    /// Metadata caches of owned children, for applies that write only what changed.
-    pub children: children::Children,
     /// Watch events not yet followed by a reconcile.
     pub pending: latency::Pending,
     /// Consecutive failures per object, for the backoff of their retries.
     pub retries: retry::Retries,
     /// Which reconciles ran, per object (`/debug/reconciles`).
     pub reconciles: Arc<reconciles::Reconciles>,
-    /// The Environment controller's cache (unset in single-namespace mode).
-    pub environments: std::sync::OnceLock<reflector::Store<crate::api::Environment>>,
-    /// Owned Deployments of Releases, without their pod templates (for their status).
-    pub deployments: std::sync::OnceLock<reflector::Store<k8s_openapi::api::apps::v1::Deployment>>,
-    /// The Release controller's cache.
-    pub releases: std::sync::OnceLock<reflector::Store<crate::api::Release>>,
     /// What the DORA metrics have counted.
     dora: std::sync::Mutex<crate::dora::Ledger>,
-    /// Releases the Release controller's watch delivered, after its cache took them in, for the
-    /// Environment controller (whose status and sleep follow its Releases). A second watch of
-    /// Releases would cost memory and could deliver a change before the cache the Environment
-    /// reconcile reads has it. Absent in single-namespace mode (no Environment controller).
-    release_changes: Option<futures::channel::mpsc::UnboundedSender<ReleaseChange>>,
-    release_changes_rx: std::sync::Mutex<Option<futures::channel::mpsc::UnboundedReceiver<ReleaseChange>>>,
-    autoscalers_writer: std::sync::Mutex<Option<Writer<HorizontalPodAutoscaler>>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, config: Config, shutdown: CancellationToken) -> Self {
+    /// A context reading `caches`, whose writers (from [`caches::new`]) go to [`run`].
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        config: Config,
+        shutdown: CancellationToken,
+        caches: caches::Caches,
+    ) -> Self {
         let reporter = Reporter {
             controller: "phaseloop".into(),
             instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let (autoscalers, writer) = reflector::store();
-        let autoscalers_writer = std::sync::Mutex::new(Some(writer));
-        let written = status::Written::default();
-        let dora = Default::default();
-        use k8s_openapi::api::{apps::v1, batch::v1::Job, core::v1 as core, networking::v1::NetworkPolicy};
-        let (release_changes, release_changes_rx) = match config.watch_namespace {
-            None => {
-                let (tx, rx) = futures::channel::mpsc::unbounded();
-                (Some(tx), Some(rx))
-            }
-            Some(_) => (None, None),
-        };
-        let children = children::Children::default()
-            .with::<v1::Deployment>()
-            .with::<v1::StatefulSet>()
-            .with::<Job>()
-            .with::<core::Service>()
-            .with::<core::Namespace>()
-            .with::<core::ResourceQuota>()
-            .with::<core::LimitRange>()
-            .with::<NetworkPolicy>();
+        let prometheus = config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
         Context {
             client,
             recorder,
             metrics,
             config,
             shutdown,
-            autoscalers,
-            autoscalers_writer,
-            written,
-            dora,
-            children,
+            prometheus,
+            caches,
+            written: Default::default(),
             pending: Default::default(),
             retries: Default::default(),
             reconciles: Default::default(),
-            environments: Default::default(),
-            releases: Default::default(),
-            deployments: Default::default(),
-            release_changes,
-            release_changes_rx: std::sync::Mutex::new(release_changes_rx),
+            dora: Default::default(),
         }
-    }
-
-    /// Tells the Environment controller that a Release changed (see `release_changes`).
-    pub(crate) fn release_changed(&self, rel: &crate::api::Release) {
-        if let Some(tx) = &self.release_changes {
-            let metadata = kube::api::ObjectMeta {
-                name: rel.metadata.name.clone(),
-                namespace: rel.metadata.namespace.clone(),
-                ..Default::default()
-            };
-            let _ = tx.unbounded_send(ReleaseChange { types: None, metadata, _phantom: Default::default() });
-        }
-    }
-
-    /// The Releases changed, for the one controller that follows them.
-    pub(crate) fn take_release_changes(&self) -> Option<futures::channel::mpsc::UnboundedReceiver<ReleaseChange>> {
-        self.release_changes_rx.lock().ok().and_then(|mut r| r.take())
     }
 
     /// Counts the DORA facts of `rel` not counted yet.
     pub(crate) fn count_dora(&self, rel: &crate::api::Release) {
-        self.metrics.touch_dora(&kube::ResourceExt::namespace(rel).unwrap_or_default(), &rel.spec.app);
+        self.metrics.touch_dora(rel.ns(), &rel.spec.app);
         let records = self.dora.lock().map(|mut l| l.observe(rel)).unwrap_or_default();
         self.metrics.record_dora(&records);
     }
@@ -235,16 +188,11 @@ impl Context {
     /// Counts the DORA facts of every cached Release, in time order (once, after the first sync).
     fn rebuild_dora(&self, releases: &[Arc<crate::api::Release>]) {
         for r in releases {
-            self.metrics.touch_dora(&kube::ResourceExt::namespace(&**r).unwrap_or_default(), &r.spec.app);
+            self.metrics.touch_dora(r.ns(), &r.spec.app);
         }
         let records = self.dora.lock().map(|mut l| l.rebuild(releases.iter().map(|r| &**r))).unwrap_or_default();
         info!(records = records.len(), "DORA metrics rebuilt from Release status");
         self.metrics.record_dora(&records);
-    }
-
-    /// The writer of [`Context::autoscalers`], for the one watch that fills it.
-    pub(crate) fn take_autoscalers_writer(&self) -> Option<Writer<HorizontalPodAutoscaler>> {
-        self.autoscalers_writer.lock().ok().and_then(|mut w| w.take())
     }
 }
 
@@ -273,25 +221,41 @@ where
     false
 }
 
-/// The cache in `cell` once it has completed its first list ([`wait_synced`]). `None` when no
-/// watch fills it (a single-namespace operator has no Environment cache) or it is not ready in
-/// time: callers then ask the API server. Waiting is what keeps a restart's re-list from costing a
+/// `store` once it has completed its first list ([`wait_synced`]). `None` when there is no such
+/// cache (a single-namespace operator has no Environment cache) or it is not ready in time:
+/// callers then ask the API server. Waiting is what keeps a restart's re-list from costing a
 /// LIST per reconcile while the other controller's cache is still filling.
-pub async fn synced_store<K>(cell: &std::sync::OnceLock<reflector::Store<K>>) -> Option<&reflector::Store<K>>
+pub async fn synced_store<K>(store: Option<&reflector::Store<K>>) -> Option<&reflector::Store<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    let store = cell.get()?;
+    let store = store?;
     wait_synced(store).await.then_some(store)
 }
 
-/// Runs both controllers until `ctx.shutdown` is cancelled. `ready` turns true once both have
-/// listed and cached their objects (the `/readyz` signal).
-pub async fn run(ctx: Arc<Context>, ready: Arc<AtomicBool>) {
-    let releases = release::controller(ctx.clone());
-    let environments = ctx.config.watch_namespace.is_none().then(|| environment::controller(ctx.clone()));
-    let rel_store = releases.store();
-    let env_store = environments.as_ref().map(|c| c.store());
+/// Runs both controllers until `ctx.shutdown` is cancelled, their watches filling the caches
+/// through `writers` (from the same [`caches::new`] as `ctx.caches`). `ready` turns true once both
+/// have listed and cached their objects (the `/readyz` signal).
+pub async fn run(ctx: Arc<Context>, writers: caches::Writers, ready: Arc<AtomicBool>) {
+    // Releases the Release controller's watch delivered, after its cache took them in, go to the
+    // Environment controller (whose status and sleep follow its Releases): a second watch of
+    // Releases would cost memory and could deliver a change before the cache it reads has it.
+    let (release_changes, released) = match writers.environment {
+        Some(_) => {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            (Some(tx), Some(rx))
+        }
+        None => (None, None),
+    };
+    // And a changed Environment wakes the Releases of its namespace (sleep, freeze, promotion).
+    let (environment_changes, environments_changed) = futures::channel::mpsc::unbounded();
+    let releases = release::controller(ctx.clone(), writers.release, release_changes, environments_changed);
+    let environments = writers
+        .environment
+        .zip(released)
+        .map(|(w, released)| environment::controller(ctx.clone(), w, released, environment_changes));
+    let rel_store = ctx.caches.releases.clone();
+    let env_store = ctx.caches.environments.clone();
     let empty = || reflector::store::<crate::api::Environment>().0;
     let collector = crate::metrics::StateCollector::new(rel_store.clone(), env_store.clone().unwrap_or_else(empty));
     ctx.metrics.register(Box::new(collector));
@@ -360,7 +324,11 @@ where
             move |obj, err: &Error, ctx| {
                 let key = fields::key_of(&*obj);
                 let action = ctx.retries.failed(&key, err);
-                warn!(controller = name, object = %key, error = %err, next = ?action, "reconcile failed");
+                if let Error::Waiting(why) = err {
+                    debug!(controller = name, object = %key, why, "waiting");
+                } else {
+                    warn!(controller = name, object = %key, error = %err, next = ?action, "reconcile failed");
+                }
                 action
             },
             ctx,

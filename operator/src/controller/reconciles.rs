@@ -49,7 +49,7 @@ fn id(controller: &str, key: &str) -> String {
 }
 
 impl Reconciles {
-    /// A reconcile of `key` (see `triggers::key`) by `controller` finished, having seen the object
+    /// A reconcile of `key` (see [`super::fields::key`]) by `controller` finished, having seen the object
     /// at `resource_version`.
     pub fn finished(&self, controller: &str, key: &str, resource_version: Option<&str>, error: Option<String>) {
         let Ok(mut entries) = self.entries.lock() else { return };

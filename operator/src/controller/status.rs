@@ -126,13 +126,10 @@ impl Written {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus};
+    use crate::api::{Release, ReleasePhase, ReleaseStatus};
 
     fn release(rv: &str, phase: ReleasePhase) -> Release {
-        let spec: ReleaseSpec = serde_json::from_value(serde_json::json!({"app": "web", "version": "1",
-            "template": {"spec": {"containers": [{"name": "app", "image": "web"}]}}}))
-        .unwrap();
-        let mut r = Release::new("web-1", spec);
+        let mut r = crate::fixtures::release("web-1", serde_json::json!({"app": "web"}));
         r.metadata.namespace = Some("shop".into());
         r.metadata.resource_version = Some(rv.into());
         r.status = Some(ReleaseStatus { phase: Some(phase), ..Default::default() });

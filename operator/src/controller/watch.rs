@@ -79,3 +79,14 @@ pub fn owner(meta: &kube::api::ObjectMeta, kind: &str) -> Option<(String, Option
         .find(|o| o.controller == Some(true) && o.kind == kind && o.api_version.starts_with("phaseloop.dev/"))?;
     Some((o.name.clone(), meta.namespace.clone()))
 }
+
+/// All objects of `K`, or those of `namespace` (single-namespace mode).
+pub fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}

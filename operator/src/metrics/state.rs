@@ -79,7 +79,7 @@ impl Gauges {
     fn fill(&self, releases: &[Arc<Release>], environments: &[Arc<Environment>]) {
         let mut apps: BTreeMap<(String, String), Vec<&Release>> = BTreeMap::new();
         for r in releases {
-            apps.entry((r.namespace().unwrap_or_default(), r.spec.app.clone())).or_default().push(r);
+            apps.entry((r.ns().to_string(), r.spec.app.clone())).or_default().push(r);
         }
         for ((ns, app), rels) in &apps {
             let phase = |r: &Release| r.status.as_ref().and_then(|s| s.phase).unwrap_or(ReleasePhase::Pending);
@@ -159,12 +159,11 @@ mod tests {
     use serde_json::json;
 
     fn release(version: &str, phase: ReleasePhase, weight: i32, live_at: Option<i64>) -> Arc<Release> {
-        let spec = serde_json::from_value(json!({"app": "shop", "version": version,
-            "template": {"spec": {"containers": [{"name": "app", "image": "x"}]}},
-            "scaling": {"minReplicas": 1, "maxReplicas": 12, "metric": {"query": "q", "targetPerReplica": 1.0}}}))
-        .unwrap();
-        let mut r = Release::new(&format!("shop-{version}"), spec);
-        r.metadata.namespace = Some("prod".into());
+        let mut r = crate::fixtures::release(
+            &format!("shop-{version}"),
+            json!({"version": version,
+            "scaling": {"minReplicas": 1, "maxReplicas": 12, "metric": {"query": "q", "targetPerReplica": 1.0}}}),
+        );
         let mut status =
             ReleaseStatus { phase: Some(phase), weight: Some(weight), replicas: Some(8), ..Default::default() };
         if let Some(at) = live_at {

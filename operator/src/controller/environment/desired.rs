@@ -169,7 +169,7 @@ mod tests {
     use serde_json::json;
 
     fn env(spec: EnvironmentSpec) -> Environment {
-        let mut e = Environment::new("shop-staging", spec);
+        let mut e = crate::fixtures::env("shop-staging", serde_json::to_value(spec).unwrap());
         e.metadata.uid = Some("uid-1".into());
         e
     }

@@ -103,11 +103,11 @@ pub fn readiness(kind: &str, live: &DynamicObject) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EmbeddedObject, EnvironmentSpec};
+    use crate::api::EmbeddedObject;
     use serde_json::json;
 
     fn env() -> Environment {
-        let mut e = Environment::new("pr-1", EnvironmentSpec::default());
+        let mut e = crate::fixtures::env("pr-1", json!({}));
         e.metadata.uid = Some("u".into());
         e
     }

@@ -297,16 +297,10 @@ mod quantity_tests {
 mod tests {
     use super::*;
     use crate::api::Tier;
-    use kube::api::ObjectMeta;
 
     fn env(name: &str, spec: EnvironmentSpec) -> Environment {
-        let mut e = Environment::new(name, spec);
-        e.metadata = ObjectMeta {
-            name: Some(name.into()),
-            generation: Some(4),
-            creation_timestamp: Some(Time("2026-11-26T10:00:00Z".parse().unwrap())),
-            ..Default::default()
-        };
+        let mut e = crate::fixtures::env(name, serde_json::to_value(spec).unwrap());
+        e.metadata.generation = Some(4);
         e
     }
 

@@ -2,7 +2,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{
+    StreamExt, TryStreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender},
+};
 use jiff::Timestamp;
 use k8s_openapi::{
     api::{
@@ -17,13 +20,7 @@ use kube::{
     Api, Resource, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams},
     discovery::{ApiCapabilities, Scope, pinned_kind},
-    runtime::{
-        Controller,
-        controller::Action,
-        events::EventType,
-        reflector::{self, ObjectRef},
-        watcher,
-    },
+    runtime::{Controller, controller::Action, events::EventType, finalizer, reflector::ObjectRef, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
@@ -42,7 +39,8 @@ use crate::{
         EnvironmentStatus, Release, annotation, label, reason,
     },
     controller::{
-        Context, Error, fields, fields::FIELD_MANAGER, publish, publish_phase_change, status::apply_status, watch,
+        Context, Error, ReleaseChange, caches::EnvironmentWriters, fields, fields::FIELD_MANAGER, publish,
+        publish_phase_change, status::apply_status, watch,
     },
 };
 
@@ -51,19 +49,28 @@ pub const NAME: &str = "environment";
 /// Safety-net requeue while something is still coming up (child watches usually come first).
 const PROVISIONING_REQUEUE: Duration = Duration::from_secs(10);
 
-/// The Environment controller, ready to run: it also watches the namespaces and workloads it owns
-/// and the Releases whose activity keeps an Environment awake.
-pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
+/// The Environment controller, ready to run, its watches filling the caches through `w`: the
+/// namespaces and workloads it owns, and the Releases (from `released`, the Release controller's
+/// watch) whose activity keeps an Environment awake. Each Environment change, once cached, also
+/// goes to `environment_changes` (the Release controller's).
+pub fn controller(
+    ctx: Arc<Context>,
+    w: EnvironmentWriters,
+    released: UnboundedReceiver<ReleaseChange>,
+    environment_changes: UnboundedSender<Environment>,
+) -> Controller<Environment> {
     let client = ctx.client.clone();
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let owned = wc.clone().labels(&format!("{}={}", label::MANAGED_BY, label::MANAGER));
-    let (store, writer) = reflector::store();
-    let _ = ctx.environments.set(store.clone());
+    let store = ctx.caches.environments.clone().expect("the Environment cache exists when its writers do");
     // A changed Environment also wakes its branches (they follow their parent with `followParent`,
     // and a branching cycle involves both sides), once this controller's cache has the change.
     let (changes, changed) = futures::channel::mpsc::unbounded::<Environment>();
-    let environments = watch::objects(Api::<Environment>::all(client.clone()), wc.clone(), writer, ctx.clone())
-        .inspect_ok(move |e| drop(changes.unbounded_send(e.clone())));
+    let environments = watch::objects(Api::<Environment>::all(client.clone()), wc.clone(), w.environments, ctx.clone())
+        .inspect_ok(move |e| {
+            drop(changes.unbounded_send(e.clone()));
+            drop(environment_changes.unbounded_send(e.clone()));
+        });
     let controller = Controller::for_stream(environments, store.clone()).with_config(watch::controller_config(&ctx));
     let c = ctx.clone();
     let branches = store.clone();
@@ -77,35 +84,39 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Environment> {
         watch::marked(&c, refs)
     });
     // Children are namespaced, their owner cluster-scoped: they map to their owner by hand. All
-    // metadata-only, into the children caches.
+    // metadata-only, each into its children cache; Deployments' cache is the Release controller's
+    // (its watch of managed Deployments has the Environments' too), so this watch only wakes.
     let c = ctx.clone();
     let owner = move |meta: &kube::api::ObjectMeta| {
         let refs = watch::owner(meta, "Environment").map(|(name, _)| ObjectRef::new(&name)).into_iter().collect();
         watch::marked(&c, refs)
     };
     macro_rules! children {
-        ($controller:expr, $($kind:ty),+) => {{
+        ($controller:expr, $(($kind:ty, $writer:expr)),+) => {{
             let mut controller = $controller;
             $(
-                let stream = watch::metadata(
-                    Api::<watch::Meta<$kind>>::all(client.clone()),
-                    owned.clone(),
-                    ctx.children.take_writer::<$kind>(),
-                );
+                let stream = watch::metadata(Api::<watch::Meta<$kind>>::all(client.clone()), owned.clone(), $writer);
                 let mapper = owner.clone();
                 controller = controller.watches_stream(stream, move |o| mapper(&o.metadata));
             )+
             controller
         }};
     }
-    let controller =
-        children!(controller, Namespace, Deployment, StatefulSet, Job, ResourceQuota, LimitRange, NetworkPolicy);
+    let controller = children!(
+        controller,
+        (Namespace, Some(w.namespaces)),
+        (Deployment, None),
+        (StatefulSet, Some(w.statefulsets)),
+        (Job, Some(w.jobs)),
+        (ResourceQuota, Some(w.quotas)),
+        (LimitRange, Some(w.limit_ranges)),
+        (NetworkPolicy, Some(w.network_policies))
+    );
     // A Release's activity keeps its Environment awake and shows in `status.apps`. The changes
     // come from the Release controller's watch once its cache (which this reconcile reads) has
     // them; the namespace is all the mapping needs.
-    let Some(releases) = ctx.take_release_changes() else { return controller };
     let c = ctx.clone();
-    controller.watches_stream(releases.map(Ok::<_, watcher::Error>), move |rel| {
+    controller.watches_stream(released.map(Ok::<_, watcher::Error>), move |rel| {
         let ns = rel.metadata.namespace.unwrap_or_default();
         let all = store.state();
         let owners: Vec<String> = all.iter().filter(|e| namespace_of(e) == ns).map(|e| e.name_any()).collect();
@@ -128,25 +139,29 @@ pub async fn run(controller: Controller<Environment>, ctx: Arc<Context>) {
 
 use crate::controller::now;
 
-/// One reconcile; what its owner should hear of a failure (a refused child, a quota) is reported
-/// on the Environment (see [`crate::controller::reported`]).
+/// One reconcile, behind kube-runtime's finalizer helper: the finalizer goes on before anything
+/// is created (no namespace a deletion could orphan) and comes off once [`cleanup`] succeeds.
+/// What the owner should hear of a failure (a refused child, a quota) is reported on the
+/// Environment (see [`crate::controller::reported`]).
 async fn reconcile(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = reconcile_environment(env.clone(), ctx.clone()).await;
     let api: Api<Environment> = Api::all(ctx.client.clone());
+    let result = finalizer::finalizer(&api, FINALIZER, env.clone(), |event| async {
+        match event {
+            finalizer::Event::Apply(env) => reconcile_environment(env, ctx.clone()).await,
+            finalizer::Event::Cleanup(env) => cleanup(&api, &env, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => e.into(),
+        other => Error::Internal(other.to_string()),
+    });
     crate::controller::reported(&ctx, &api, &*env, env.status.as_ref(), result).await
 }
 
 async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let api: Api<Environment> = Api::all(ctx.client.clone());
-    if env.metadata.deletion_timestamp.is_some() {
-        return cleanup(&api, &env, &ctx).await;
-    }
-    if !env.finalizers().iter().any(|f| f == FINALIZER) {
-        // The finalizer goes on first, so no namespace exists that a deletion could orphan.
-        let patch = json!({"metadata": {"finalizers": env.finalizers().iter().cloned().chain([FINALIZER.to_string()]).collect::<Vec<_>>(), "resourceVersion": env.resource_version()}});
-        api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
-        return Ok(Action::await_change());
-    }
     let now = now();
     let now_t = Time(now);
     let base = env.status.clone().unwrap_or_default();
@@ -184,8 +199,9 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     }
     let mut base = base;
     let parent_spec = match resolve_parent(&api, &env, &mut base).await? {
-        Ok(spec) => spec,
-        Err(message) => {
+        Parent::Root => None,
+        Parent::Inherited(spec) => Some(*spec),
+        Parent::NotFound(message) => {
             let obs = Observation::blocked("ParentNotFound", message);
             write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
             return Ok(Action::requeue(PROVISIONING_REQUEUE));
@@ -197,8 +213,8 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
     // Ours when the cache of phaseloop's namespaces has it with this Environment's label; anything
     // else (a foreign namespace is not in that cache) is looked up.
-    ctx.children.synced::<Namespace>().await;
-    let cached = ctx.children.get::<Namespace>(None, &ns).ok().flatten();
+    ctx.caches.children.synced::<Namespace>().await;
+    let cached = ctx.caches.children.get::<Namespace>(None, &ns).ok().flatten();
     let ours = cached.is_some_and(|m| m.labels().get(label::ENVIRONMENT) == Some(&env.name_any()));
     if !ours
         && let Some(existing) = ns_api.get_opt(&ns).await?
@@ -209,7 +225,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
         write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
         return Ok(Action::requeue(PROVISIONING_REQUEUE * 3));
     }
-    ctx.children.apply(&ns_api, desired::namespace(&env, &ns)).await?;
+    ctx.caches.children.apply(&ns_api, desired::namespace(&env, &ns)).await?;
     apply_or_delete(&ctx, &ns, desired::QUOTA_NAME, spec.quota.as_ref().map(|q| desired::resource_quota(&env, &ns, q)))
         .await?;
     apply_or_delete(
@@ -248,7 +264,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     let infra_ready = refused.is_empty() && components.iter().all(|c| c.ready);
     let seed = seed(&ctx, &env, &ns, &spec, &base, infra_ready).await?;
 
-    apply_sleep(&ctx, &env, &ns, decision, &mut base, now).await?;
+    apply_sleep(&ctx, &env, decision, &mut base, now).await;
     if let Some(parent) = env.spec.from.as_deref() {
         branch_live_releases(&ctx, &api, parent, &ns, env.spec.follow_parent).await?;
     }
@@ -310,7 +326,7 @@ async fn cycle_of(ctx: &Context, env: &Environment) -> Result<Option<Vec<String>
     if env.spec.from.is_none() {
         return Ok(None);
     }
-    let all: Vec<Environment> = match crate::controller::synced_store(&ctx.environments).await {
+    let all: Vec<Environment> = match crate::controller::synced_store(ctx.caches.environments.as_ref()).await {
         Some(store) => store.state().iter().map(|e| (**e).clone()).collect(),
         None => Api::<Environment>::all(ctx.client.clone()).list(&ListParams::default()).await?.items,
     };
@@ -323,22 +339,32 @@ async fn cycle_of(ctx: &Context, env: &Environment) -> Result<Option<Vec<String>
     Ok(super::parent_cycle(&env.name_any(), from_of))
 }
 
+/// What an Environment inherits from its parent.
+enum Parent {
+    /// No parent: not a branch.
+    Root,
+    /// The parent's inheritable spec.
+    Inherited(Box<EnvironmentSpec>),
+    /// The parent is needed but missing (why, for the status).
+    NotFound(String),
+}
+
 /// The parent's inheritable spec: the snapshot in status, refreshed when the branch is new or
-/// follows its parent. `Ok(Err(_))` when the parent is needed but missing.
+/// follows its parent.
 async fn resolve_parent(
     api: &Api<Environment>,
     env: &Environment,
     status: &mut EnvironmentStatus,
-) -> Result<Result<Option<EnvironmentSpec>, String>, Error> {
+) -> Result<Parent, Error> {
     let Some(parent_name) = env.spec.from.as_deref() else {
         status.branch = None;
-        return Ok(Ok(None));
+        return Ok(Parent::Root);
     };
     let snapshot_of_this_parent = status.branch.as_ref().filter(|b| b.parent == parent_name);
     if let Some(b) = snapshot_of_this_parent
         && !env.spec.follow_parent
     {
-        return Ok(Ok(Some(b.snapshot.clone())));
+        return Ok(Parent::Inherited(Box::new(b.snapshot.clone())));
     }
     match api.get_opt(parent_name).await? {
         Some(parent) => {
@@ -350,19 +376,19 @@ async fn resolve_parent(
                     snapshot: desired::inheritable(&parent.spec),
                 });
             }
-            Ok(Ok(status.branch.as_ref().map(|b| b.snapshot.clone())))
+            Ok(status.branch.as_ref().map_or(Parent::Root, |b| Parent::Inherited(Box::new(b.snapshot.clone()))))
         }
         None => match snapshot_of_this_parent {
             // A following branch keeps its last snapshot when the parent goes away.
-            Some(b) => Ok(Ok(Some(b.snapshot.clone()))),
-            None => Ok(Err(format!("parent Environment {parent_name} not found"))),
+            Some(b) => Ok(Parent::Inherited(Box::new(b.snapshot.clone()))),
+            None => Ok(Parent::NotFound(format!("parent Environment {parent_name} not found"))),
         },
     }
 }
 
 /// The Releases of `ns`: from the Release controller's cache once it is synced, else listed.
 async fn releases_in(ctx: &Context, ns: &str) -> Result<Vec<Release>, Error> {
-    if let Some(store) = crate::controller::synced_store(&ctx.releases).await {
+    if let Some(store) = crate::controller::synced_store(Some(&ctx.caches.releases)).await {
         let mut releases: Vec<Release> = store
             .state()
             .into_iter()
@@ -398,8 +424,8 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     match desired {
-        Some(obj) => ctx.children.apply(&api, obj).await.map(|_| ())?,
-        None => ctx.children.delete(&api, Some(ns), name).await?,
+        Some(obj) => ctx.caches.children.apply(&api, obj).await.map(|_| ())?,
+        None => ctx.caches.children.delete(&api, Some(ns), name).await?,
     }
     Ok(())
 }
@@ -449,7 +475,7 @@ async fn provision_infrastructure(
     for component in &spec.infrastructure {
         let previous = old.iter().find(|c| c.name == component.name).map(|c| c.objects.clone()).unwrap_or_default();
         match apply_component(ctx, &mut kinds, env, ns, component, sleeping).await? {
-            Ok((applied, ready, waiting)) => {
+            Applied::Done { objects: applied, ready, waiting } => {
                 let gone: Vec<&AppliedObject> = previous.iter().filter(|o| !applied.contains(o)).collect();
                 delete_objects(ctx, &mut kinds, ns, gone).await?;
                 statuses.push(ComponentStatus {
@@ -459,7 +485,7 @@ async fn provision_infrastructure(
                     objects: applied,
                 });
             }
-            Err(why) => {
+            Applied::Refused(why) => {
                 // Refused: what was applied before stays as it is (it may be serving).
                 statuses.push(ComponentStatus {
                     name: component.name.clone(),
@@ -478,7 +504,15 @@ async fn provision_infrastructure(
     Ok((statuses, refused))
 }
 
-/// `Ok(Ok((applied, ready, waiting_for)))`, or `Ok(Err(reason))` when the component is refused.
+/// What became of one infrastructure component.
+enum Applied {
+    /// Applied: its objects, whether all are ready, and those not ready yet.
+    Done { objects: Vec<AppliedObject>, ready: bool, waiting: Vec<String> },
+    /// Refused (why), nothing of it applied: a kind outside the allow-list, a cluster-scoped or
+    /// unknown kind, an object the API server rejects.
+    Refused(String),
+}
+
 async fn apply_component(
     ctx: &Context,
     kinds: &mut Kinds,
@@ -486,20 +520,20 @@ async fn apply_component(
     ns: &str,
     component: &crate::api::Component,
     sleeping: bool,
-) -> Result<Result<(Vec<AppliedObject>, bool, Vec<String>), String>, Error> {
+) -> Result<Applied, Error> {
     let prepared = match infrastructure::prepare(env, ns, component) {
         Ok(p) => p,
-        Err(why) => return Ok(Err(why)),
+        Err(why) => return Ok(Applied::Refused(why)),
     };
     // Check every object before applying any, so a refused component changes nothing.
     let mut resolved: Vec<(Prepared, ApiResource)> = Vec::new();
     for p in prepared {
         let (ar, caps) = match kinds.get(ctx, &p.gvk).await {
             Ok(found) => found,
-            Err(why) => return Ok(Err(why)),
+            Err(why) => return Ok(Applied::Refused(why)),
         };
         if caps.scope == Scope::Cluster {
-            return Ok(Err(format!(
+            return Ok(Applied::Refused(format!(
                 "{} is cluster-scoped; infrastructure may only hold namespaced objects",
                 p.gvk.kind
             )));
@@ -510,7 +544,7 @@ async fn apply_component(
             &ar.plural,
             &p.gvk.kind,
         ) {
-            return Ok(Err(why));
+            return Ok(Applied::Refused(why));
         }
         resolved.push((p, ar));
     }
@@ -527,14 +561,17 @@ async fn apply_component(
         fields::stamp(&mut p.object);
         let current = api.get_opt(&name).await.ok().flatten();
         let live = match current {
-            Some(live) if ctx.children.unchanged_dynamic(&p.object, &p.gvk.kind, &live) => live,
+            Some(live) if ctx.caches.children.unchanged_dynamic(&p.object, &p.gvk.kind, &live) => live,
             _ => match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&p.object)).await {
                 Ok(live) => {
-                    ctx.children.record_dynamic(&live, &p.gvk.kind);
+                    ctx.caches.children.record_dynamic(&live, &p.gvk.kind);
                     live
                 }
                 Err(kube::Error::Api(e)) if (400..500).contains(&e.code) => {
-                    return Ok(Err(format!("{} {name} rejected by the API server: {}", p.gvk.kind, e.message)));
+                    return Ok(Applied::Refused(format!(
+                        "{} {name} rejected by the API server: {}",
+                        p.gvk.kind, e.message
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -543,11 +580,11 @@ async fn apply_component(
         match infrastructure::readiness(&p.gvk.kind, &live) {
             Ok(true) => {}
             Ok(false) => waiting.push(format!("{} {name}", p.gvk.kind)),
-            Err(why) => return Ok(Err(why)),
+            Err(why) => return Ok(Applied::Refused(why)),
         }
     }
     applied.sort();
-    Ok(Ok((applied, waiting.is_empty(), waiting)))
+    Ok(Applied::Done { objects: applied, ready: waiting.is_empty(), waiting })
 }
 
 async fn delete_objects(ctx: &Context, kinds: &mut Kinds, ns: &str, objects: Vec<&AppliedObject>) -> Result<(), Error> {
@@ -618,7 +655,7 @@ async fn branch_live_releases(
     ns: &str,
     follow: bool,
 ) -> Result<(), Error> {
-    let parent = match crate::controller::synced_store(&ctx.environments).await {
+    let parent = match crate::controller::synced_store(ctx.caches.environments.as_ref()).await {
         Some(store) => store.get(&ObjectRef::new(parent)).map(|e| (*e).clone()),
         None => envs.get_opt(parent).await?,
     };
@@ -656,65 +693,38 @@ async fn branch_live_releases(
     Ok(())
 }
 
-/// Scales the app workloads (phaseloop-managed Deployments that are not infrastructure) to zero
-/// or back, recording the counts in status. Infrastructure is handled by the apply above.
+/// Records the sleep decision in status. The app workloads follow from there: their replicas are
+/// the Release controller's alone (a Release of a sleeping Environment holds its app at zero, and
+/// at its last total again on wake), so no two writers fight over `spec.replicas`. Infrastructure
+/// is applied at zero by the apply above.
 async fn apply_sleep(
     ctx: &Context,
     env: &Environment,
-    ns: &str,
     decision: Decision,
     status: &mut EnvironmentStatus,
     now: Timestamp,
-) -> Result<(), Error> {
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let app_workloads = ListParams::default().labels(&format!(
-        "{}={},!{}",
-        label::MANAGED_BY,
-        label::MANAGER,
-        desired::COMPONENT_LABEL
-    ));
+) {
     match decision {
-        Decision::Sleep => {
-            if status.slept_at.is_none() {
-                info!(env = %env.name_any(), "sleepAfter reached without activity; scaling to zero");
-                status.slept_at = Some(Time(now));
-            }
-            for d in deployments.list(&app_workloads).await?.items {
-                let replicas = d.spec.replicas.unwrap_or(1);
-                if replicas > 0 {
-                    status.slept_replicas.insert(d.name_any(), replicas);
-                    scale(&deployments, &d.name_any(), 0).await?;
-                }
-            }
+        Decision::Sleep if status.slept_at.is_none() => {
+            info!(env = %env.name_any(), "sleepAfter reached without activity; scaling to zero");
+            status.slept_at = Some(Time(now));
+            let note = "no Release activity for sleepAfter: app workloads and infrastructure held at zero".into();
+            publish(ctx, env, EventType::Normal, "Slept", note).await;
         }
         Decision::Wake => {
             info!(env = %env.name_any(), "waking up");
-            for (name, replicas) in std::mem::take(&mut status.slept_replicas) {
-                match scale(&deployments, &name, replicas).await {
-                    Err(e) if e.is_status(404) => {}
-                    other => other?,
-                }
-            }
             status.slept_at = None;
             status.last_activity = Some(Time(now));
-            publish(ctx, env, EventType::Normal, "Woken", "workloads restored to their previous replicas".into()).await;
+            publish(ctx, env, EventType::Normal, "Woken", "workloads return to their replicas before the sleep".into())
+                .await;
         }
-        Decision::Awake { .. } => {}
+        Decision::Sleep | Decision::Awake { .. } => {}
     }
-    Ok(())
 }
 
-async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), Error> {
-    let patch = json!({"spec": {"replicas": replicas}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    Ok(())
-}
-
-/// Deletion: the namespace goes first (phase `Terminating` while it does), then the finalizer.
+/// Deletion: the namespace goes first (phase `Terminating` while it does); the finalizer helper
+/// removes the finalizer once this returns `Ok`, so it waits (an error) until the namespace is gone.
 async fn cleanup(api: &Api<Environment>, env: &Environment, ctx: &Context) -> Result<Action, Error> {
-    let Some(index) = env.finalizers().iter().position(|f| f == FINALIZER) else {
-        return Ok(Action::await_change());
-    };
     if env.status.as_ref().and_then(|s| s.phase) != Some(EnvironmentPhase::Terminating) {
         let mut status = env.status.clone().unwrap_or_default();
         status.phase = Some(EnvironmentPhase::Terminating);
@@ -735,12 +745,10 @@ async fn cleanup(api: &Api<Environment>, env: &Environment, ctx: &Context) -> Re
             }
             ns_api.delete(&ns, &DeleteParams::background()).await?;
         }
-        return Ok(Action::requeue(Duration::from_secs(2)));
+        return Err(Error::Waiting(format!("namespace {ns} is being deleted")));
     }
-    // resourceVersion makes this a compare-and-swap: other finalizers added meanwhile survive.
-    let mut finalizers = env.finalizers().to_vec();
-    finalizers.remove(index);
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": env.resource_version()}});
-    api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod tests;

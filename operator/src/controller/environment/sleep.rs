@@ -7,9 +7,10 @@ use jiff::{SignedDuration, Timestamp};
 pub enum Decision {
     /// Stay (or become) awake; sleep is due at the given time, if ever.
     Awake { sleep_at: Option<Timestamp> },
-    /// Scale workloads to zero (or keep them there).
+    /// Hold workloads at zero (or keep them there): `status.sleptAt` says so to the Release
+    /// controller, which owns the app's replicas; infrastructure is applied at zero.
     Sleep,
-    /// Restore the recorded replica counts.
+    /// Wake: the Release controller returns each app to its total before the sleep.
     Wake,
 }
 

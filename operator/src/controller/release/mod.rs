@@ -5,9 +5,10 @@
 //! the verdict, and the next status with the effects that carry it out. Its parts, pure too:
 //! [`validate`], [`queue`] (who rolls out), [`gate`] (the promotion rule), [`rollout`] (the step
 //! machine), [`split`] (replicas by weight), [`handover`] (a rolling handover between two versions),
-//! [`analysis`] (measurement bookkeeping), [`testing`] and [`workload`] (the objects built),
-//! [`desired_status`]. `reconcile.rs` observes (caches, Jobs, Prometheus, through [`operate`] for the
-//! app's total) and acts.
+//! [`analysis`] (measurement bookkeeping), [`test_jobs`] and [`workload`] (the objects built, and
+//! the verdict of test Jobs), [`desired_status`]. The I/O is in `reconcile.rs`, which observes
+//! (caches, Jobs, Prometheus) and acts, and in [`operate`], which reads the load from Prometheus for
+//! the app's total and publishes the Events of scaling.
 
 pub mod analysis;
 pub mod gate;
@@ -128,18 +129,9 @@ pub fn desired_status(rel: &Release, tier: Option<Tier>, now: &Time) -> ReleaseS
 mod tests {
     use super::*;
     use crate::api::{Analysis, AnalysisMetric, Strategy};
-    use kube::api::ObjectMeta;
 
     fn release(spec_json: serde_json::Value) -> Release {
-        let spec: ReleaseSpec = serde_json::from_value(spec_json).unwrap();
-        let mut r = Release::new("shop-1-2-0", spec);
-        r.metadata = ObjectMeta {
-            name: Some("shop-1-2-0".into()),
-            namespace: Some("prod".into()),
-            generation: Some(1),
-            ..Default::default()
-        };
-        r
+        crate::fixtures::release("shop-1-2-0", spec_json)
     }
 
     fn minimal() -> serde_json::Value {

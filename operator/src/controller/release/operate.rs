@@ -75,7 +75,7 @@ pub fn conflicting<'a>(
 
 /// The HPA (or KEDA's HPA) targeting Deployment `name` in `namespace`, if any.
 pub fn autoscaler_of(ctx: &Context, namespace: &str, name: &str) -> Option<String> {
-    conflicting(ctx.autoscalers.state().iter().map(|h| &**h), namespace, &[name.to_string()])
+    conflicting(ctx.caches.autoscalers.state().iter().map(|h| &**h), namespace, &[name.to_string()])
 }
 
 /// Decides the app's total for this reconcile of its owner, reading the load when a reading is
@@ -104,7 +104,7 @@ pub async fn total(
     }
     let deployments: Vec<String> =
         siblings.iter().map(|s| workload::deployment_name(&s.spec.app, &s.spec.version)).collect();
-    if let Some(conflict) = conflicting(ctx.autoscalers.state().iter().map(|h| &**h), &ns, &deployments) {
+    if let Some(conflict) = conflicting(ctx.caches.autoscalers.state().iter().map(|h| &**h), &ns, &deployments) {
         let why = format!("{conflict}: phaseloop leaves the replicas to it; remove it or spec.scaling");
         if !reported(status, "ConflictingAutoscaler") {
             publish(ctx, rel, EventType::Warning, "ConflictingAutoscaler", why.clone()).await;
@@ -155,13 +155,13 @@ pub async fn total(
 }
 
 async fn read_load(ctx: &Context, rel: &Release, spec: &Scaling, stable_version: &str) -> scaling::Reading {
-    let Some(url) = ctx.config.prometheus_url.as_deref() else {
+    let Some(prometheus) = &ctx.prometheus else {
         return Err("no Prometheus is configured (--prometheus-url)".into());
     };
     let ns = rel.ns().to_string();
     let vars = crate::promql::Vars { app: &rel.spec.app, version: &rel.spec.version, namespace: &ns, stable_version };
     let query = crate::promql::render(&spec.metric.query, &vars).map_err(|e| e.to_string())?;
-    let result = crate::prometheus::Prometheus::new(url).query_scalar(&query).await;
+    let result = prometheus.query_scalar(&query).await;
     ctx.metrics.observe_query("scaling", &result);
     result.map_err(|e| e.to_string())
 }
@@ -181,15 +181,15 @@ fn set(status: &mut ReleaseStatus, ok: bool, reason: &'static str, message: &str
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ReleaseSpec;
+
     use serde_json::json;
 
     fn release(name: &str, version: &str, scaling: Option<ScalingStatus>) -> Release {
-        let spec: ReleaseSpec = serde_json::from_value(json!({"app": "web", "version": version, "replicas": 2,
-            "scaling": {"minReplicas": 3, "maxReplicas": 9, "metric": {"query": "q", "targetPerReplica": 10.0}},
-            "template": {"spec": {"containers": [{"name": "app", "image": "web"}]}}}))
-        .unwrap();
-        let mut r = Release::new(name, spec);
+        let mut r = crate::fixtures::release(
+            name,
+            json!({"app": "web", "version": version, "replicas": 2,
+            "scaling": {"minReplicas": 3, "maxReplicas": 9, "metric": {"query": "q", "targetPerReplica": 10.0}}}),
+        );
         r.metadata.namespace = Some("shop".into());
         r.status = Some(ReleaseStatus { scaling, ..Default::default() });
         r

@@ -2,7 +2,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{
+    StreamExt, TryStreamExt,
+    channel::mpsc::{UnboundedReceiver, UnboundedSender},
+};
 use k8s_openapi::{
     api::{apps::v1::Deployment, autoscaling::v2::HorizontalPodAutoscaler, batch::v1::Job, core::v1::Service},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -10,13 +13,7 @@ use k8s_openapi::{
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams},
-    runtime::{
-        Controller, WatchStreamExt,
-        controller::Action,
-        events::EventType,
-        reflector::{self, ObjectRef},
-        watcher,
-    },
+    runtime::{Controller, WatchStreamExt, controller::Action, events::EventType, reflector::ObjectRef, watcher},
 };
 use serde_json::json;
 
@@ -28,36 +25,47 @@ use super::{
 use crate::{
     api::{Environment, EnvironmentPhase, Release, ReleasePhase, ReleaseStatus, condition},
     controller::{
-        Context, Error, conditions, environment::namespace_of, fields::FIELD_MANAGER, publish_phase_change,
-        status::apply_status, watch,
+        Context, Error, ReleaseChange, caches::ReleaseWriters, conditions, environment::namespace_of,
+        fields::FIELD_MANAGER, publish_phase_change, status::apply_status, watch,
     },
 };
 
-/// The Release controller, ready to run: it also watches the Deployments Releases own and
-/// re-runs every Release of an app when one of them changes (the queue is per app).
-pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
+/// The Release controller, ready to run, its watches filling the caches through `w`: Releases,
+/// the Deployments they own (re-running every Release of an app when one changes: the queue is per
+/// app), their Services, and HorizontalPodAutoscalers. Each Release change, once cached, also goes
+/// to `release_changes` (the Environment controller's); each Environment change from
+/// `environments_changed` wakes the Releases of its namespace (sleep, freeze, promotion).
+pub fn controller(
+    ctx: Arc<Context>,
+    w: ReleaseWriters,
+    release_changes: Option<UnboundedSender<ReleaseChange>>,
+    environments_changed: UnboundedReceiver<Environment>,
+) -> Controller<Release> {
     let client = ctx.client.clone();
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let scope = ctx.config.watch_namespace.as_deref();
-    let (store, writer) = reflector::store();
-    let _ = ctx.releases.set(store.clone());
+    let store = ctx.caches.releases.clone();
     let (changes, changed) = futures::channel::mpsc::unbounded::<Release>();
-    let c = ctx.clone();
-    let releases =
-        watch::objects(scoped::<Release>(&client, scope), wc.clone(), writer, ctx.clone()).inspect_ok(move |r| {
-            c.release_changed(r);
+    let releases = watch::objects(watch::scoped::<Release>(&client, scope), wc.clone(), w.releases, ctx.clone())
+        .inspect_ok(move |r| {
+            if let Some(tx) = &release_changes {
+                let metadata = kube::api::ObjectMeta {
+                    name: r.metadata.name.clone(),
+                    namespace: r.metadata.namespace.clone(),
+                    ..Default::default()
+                };
+                drop(tx.unbounded_send(ReleaseChange { types: None, metadata, _phantom: Default::default() }));
+            }
             drop(changes.unbounded_send(r.clone()))
         });
     let controller = Controller::for_stream(releases, store.clone()).with_config(watch::controller_config(&ctx));
     let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
-    // HorizontalPodAutoscalers fill `ctx.autoscalers` and wake the Releases of the app they target.
+    // HorizontalPodAutoscalers fill their cache and wake the Releases of the app they target.
     let rel_store = store.clone();
-    let autoscalers =
-        watcher(scoped::<HorizontalPodAutoscaler>(&client, scope), wc.clone()).default_backoff().modify(watch::lean);
-    let autoscalers = match ctx.take_autoscalers_writer() {
-        Some(writer) => autoscalers.reflect(writer).boxed(),
-        None => autoscalers.boxed(),
-    };
+    let autoscalers = watcher(watch::scoped::<HorizontalPodAutoscaler>(&client, scope), wc.clone())
+        .default_backoff()
+        .modify(watch::lean)
+        .reflect(w.autoscalers);
     let c = ctx.clone();
     let targeted = move |hpa: HorizontalPodAutoscaler| {
         let target = hpa.spec.scale_target_ref.name;
@@ -74,34 +82,28 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
     // Owned Deployments: their status is what rollouts wait for, so these are full objects, lean:
     // without the pod template (the largest part, which phaseloop builds and never reads back)
     // and managed fields. Their metadata also feeds the children cache. Services: metadata only.
-    let (deployment_store, deployment_writer) = reflector::store();
-    let _ = ctx.deployments.set(deployment_store);
-    let mut children_writer = ctx.children.take_writer::<Deployment>();
-    let deployments = watcher(scoped::<Deployment>(&client, scope), owned.clone())
+    let mut deployment_meta = w.deployment_meta;
+    let deployments = watcher(watch::scoped::<Deployment>(&client, scope), owned.clone())
         .default_backoff()
         .modify(|d| {
             watch::lean(d);
             d.spec.template = Default::default();
         })
         .map_ok(move |event| {
-            if let Some(w) = children_writer.as_mut() {
-                w.apply_watcher_event(&crate::controller::children::metadata_event(&event));
-            }
+            deployment_meta.apply_watcher_event(&crate::controller::children::metadata_event(&event));
             event
         })
-        .reflect(deployment_writer)
+        .reflect(w.deployments)
         .touched_objects();
-    let services =
-        watch::metadata(scoped::<watch::Meta<Service>>(&client, scope), owned, ctx.children.take_writer::<Service>());
+    let services = watch::metadata(watch::scoped::<watch::Meta<Service>>(&client, scope), owned, Some(w.service_meta));
     let c = ctx.clone();
-    let owner = move |meta: &kube::api::ObjectMeta| {
-        let refs = watch::owner(meta, "Release")
+    let service_owner = move |s: watch::Meta<Service>| {
+        let refs = watch::owner(&s.metadata, "Release")
             .map(|(name, ns)| ObjectRef::new(&name).within(&ns.unwrap_or_default()))
             .into_iter()
             .collect::<Vec<_>>();
         watch::marked(&c, refs)
     };
-    let owner2 = owner.clone();
     // A Deployment wakes its owner, and the Release of the app rolling out: a rollout also waits
     // for the other version's pods (the warm pods of the switch, a handover back).
     let c = ctx.clone();
@@ -127,9 +129,21 @@ pub fn controller(ctx: Arc<Context>) -> Controller<Release> {
         }
         watch::marked(&c, refs)
     };
-    let controller = controller
-        .watches_stream(deployments, deployment_owners)
-        .watches_stream(services, move |s| owner2(&s.metadata));
+    let controller = controller.watches_stream(deployments, deployment_owners).watches_stream(services, service_owner);
+    // An Environment's change (it fell asleep, woke, froze, its promotion rules changed) re-runs
+    // the Releases of its namespace, from the Environment controller's cache.
+    let c = ctx.clone();
+    let in_namespace = store.clone();
+    let controller = controller.watches_stream(environments_changed.map(Ok::<_, watcher::Error>), move |env| {
+        let ns = namespace_of(&env);
+        let refs = in_namespace
+            .state()
+            .into_iter()
+            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
+            .map(|r| ObjectRef::from_obj(&*r))
+            .collect::<Vec<_>>();
+        watch::marked(&c, refs)
+    });
     // Every Release of an app re-runs when one of them changes (the queue is per app). The changes
     // come from this controller's own watch, after its cache has taken them in: a sibling woken by
     // a deletion no longer sees the deleted Release, and no second watch of Releases is needed.
@@ -180,7 +194,7 @@ async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
 
     // Observe. Pod counts come from the Deployments cache: after a start, wait for its first list
     // (an empty cache would read as "no pods Ready" and rewrite every status).
-    crate::controller::synced_store(&ctx.deployments).await;
+    crate::controller::synced_store(Some(&ctx.caches.deployments)).await;
     let siblings = siblings(&ctx, &rel);
     let entries: Vec<Entry> = siblings.iter().map(entry).collect();
     let roles = queue::roles(&entries);
@@ -306,21 +320,10 @@ fn entry(r: &Release) -> Entry {
     Entry { name: r.name_any(), created: (created, r.name_any()), phase, approved }
 }
 
-/// All namespaces, or only the one of single-namespace mode.
-fn scoped<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// The Releases of `rel`'s app in its namespace (itself included), from the cache, each as this
 /// process last wrote it when the cache has not caught up yet.
 fn siblings(ctx: &Context, rel: &Release) -> Vec<Release> {
-    let Some(store) = ctx.releases.get() else { return vec![rel.clone()] };
+    let store = &ctx.caches.releases;
     let ns = rel.namespace();
     let mut siblings: Vec<Release> = store
         .state()
@@ -339,7 +342,7 @@ async fn environment_of(ctx: &Context, ns: &str) -> Result<Option<Environment>, 
     }
     // From the Environment controller's cache once it is synced (awaited after a start); from the
     // API server if it is not, since "no Environment" would change the gates.
-    if let Some(store) = crate::controller::synced_store(&ctx.environments).await {
+    if let Some(store) = crate::controller::synced_store(ctx.caches.environments.as_ref()).await {
         return Ok(store.find(|e| namespace_of(e) == ns).map(|e| (*ctx.written.freshest(e)).clone()));
     }
     // An Environment's namespace defaults to its name: one GET in the common case, a LIST otherwise.
@@ -370,7 +373,7 @@ fn deployed(ctx: &Context, rel: &Release) -> phase::Deployed {
 }
 
 fn deployed_in(ctx: &Context, ns: &str, name: &str) -> phase::Deployed {
-    let Some(d) = ctx.deployments.get().and_then(|s| s.get(&ObjectRef::new(name).within(ns))) else {
+    let Some(d) = ctx.caches.deployments.get(&ObjectRef::new(name).within(ns)) else {
         return Default::default();
     };
     let status = d.status.clone().unwrap_or_default();
@@ -396,7 +399,6 @@ async fn measure(
     if last.is_some_and(|l| (now.0.duration_since(l).as_secs() as u64) < interval.as_secs()) {
         return None;
     }
-    let prometheus = ctx.config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
     let ns = rel.ns().to_string();
     let vars = crate::promql::Vars {
         app: &rel.spec.app,
@@ -406,7 +408,7 @@ async fn measure(
     };
     let mut values = Vec::new();
     for m in &analysis.metrics {
-        let value = match (&prometheus, crate::promql::render(&m.query, &vars)) {
+        let value = match (&ctx.prometheus, crate::promql::render(&m.query, &vars)) {
             (Some(p), Ok(q)) => {
                 let result = p.query_scalar(&q).await;
                 ctx.metrics.observe_query("analysis", &result);
@@ -501,7 +503,7 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
         )));
     }
     let ours = |d: &Deployment| d.owner_references().iter().any(|o| Some(&o.uid) == rel.metadata.uid.as_ref());
-    let cached = ctx.deployments.get().and_then(|s| s.get(&ObjectRef::new(&deployment).within(&ns)));
+    let cached = ctx.caches.deployments.get(&ObjectRef::new(&deployment).within(&ns));
     let found = match cached {
         Some(d) => Some((*d).clone()),
         None => Api::<Deployment>::namespaced(ctx.client.clone(), &ns)
@@ -519,7 +521,7 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
     let preview = rel.spec.strategy.type_ == crate::api::StrategyType::BlueGreen || !rel.spec.tests.is_empty();
     let services = [Some(app.clone()), preview.then(|| format!("{app}-preview"))];
     for name in services.into_iter().flatten().filter(|_| rel.spec.service.is_some()) {
-        let labels = match ctx.children.get::<Service>(Some(&ns), &name) {
+        let labels = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
             Ok(Some(cached)) => Some(cached.labels().clone()),
             _ => Api::<Service>::namespaced(ctx.client.clone(), &ns)
                 .get_metadata_opt(&name)
@@ -542,13 +544,13 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
 
 /// The Releases of `rel`'s app in the namespace of Environment `from`: `None` when it does not exist.
 async fn upstream_releases(ctx: &Context, rel: &Release, from: &str) -> Result<Option<Vec<Release>>, Error> {
-    let env = match crate::controller::synced_store(&ctx.environments).await {
+    let env = match crate::controller::synced_store(ctx.caches.environments.as_ref()).await {
         Some(store) => store.get(&ObjectRef::new(from)).map(|e| (*e).clone()),
         None => Api::<Environment>::all(ctx.client.clone()).get_opt(from).await?,
     };
     let Some(env) = env else { return Ok(None) };
     let ns = namespace_of(&env);
-    if let Some(store) = ctx.releases.get().filter(|_| ctx.config.watch_namespace.is_none()) {
+    if let Some(store) = Some(&ctx.caches.releases).filter(|_| ctx.config.watch_namespace.is_none()) {
         let cached = store.state().into_iter().filter(|r| r.namespace().as_deref() == Some(ns.as_str()));
         return Ok(Some(cached.filter(|r| r.spec.app == rel.spec.app).map(|r| (*r).clone()).collect()));
     }
@@ -584,11 +586,11 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
                     phase::Serving::Only(_) => workload::selector(first),
                     phase::Serving::Both { .. } => workload::app_selector(&rel.spec.app),
                 };
-                ctx.children.apply(&api, workload::service(&selected, &rel.spec.app, ports, selector)).await?;
+                ctx.caches.children.apply(&api, workload::service(&selected, &rel.spec.app, ports, selector)).await?;
                 if *preview && let Some(own_ports) = &rel.spec.service {
                     let name = format!("{}-preview", rel.spec.app);
                     let svc = workload::service(&[rel], &name, own_ports, workload::selector(rel));
-                    ctx.children.apply(&api, svc).await?;
+                    ctx.caches.children.apply(&api, svc).await?;
                 }
             }
         }
@@ -609,7 +611,7 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
             for name in delete.iter().filter_map(|n| find(n)) {
                 let d = workload::deployment_name(&name.spec.app, &name.spec.version);
-                ctx.children.delete(&deployments, Some(&ns), &d).await?;
+                ctx.caches.children.delete(&deployments, Some(&ns), &d).await?;
             }
             for old in keep.iter().filter_map(|n| find(n)) {
                 // Kept ones go to zero: nothing to do when absent (deleted earlier) or already at zero.
@@ -663,13 +665,13 @@ async fn test_candidate(ctx: &Context, rel: &Release, ns: &str, replicas: i32) -
     } else {
         let mut deployment = workload::deployment(rel, replicas);
         relocate(&mut deployment.metadata, rel, ns);
-        ctx.children.apply(&Api::<Deployment>::namespaced(ctx.client.clone(), ns), deployment).await?;
+        ctx.caches.children.apply(&Api::<Deployment>::namespaced(ctx.client.clone(), ns), deployment).await?;
     }
     if let Some(ports) = rel.spec.service.as_ref().filter(|_| replicas > 0) {
         let name = format!("{}-preview", rel.spec.app);
         let mut preview = workload::service(&[rel], &name, ports, workload::selector(rel));
         relocate(&mut preview.metadata, rel, ns);
-        ctx.children.apply(&Api::<Service>::namespaced(ctx.client.clone(), ns), preview).await?;
+        ctx.caches.children.apply(&Api::<Service>::namespaced(ctx.client.clone(), ns), preview).await?;
     }
     Ok(())
 }
@@ -731,7 +733,7 @@ async fn apply_deployment(ctx: &Context, rel: &Release, replicas: i32) -> Result
     if operate::autoscaler_of(ctx, &ns, &name).is_some() {
         return Ok(api.get_opt(&name).await?);
     }
-    Ok(ctx.children.apply(&api, d).await?)
+    Ok(ctx.caches.children.apply(&api, d).await?)
 }
 
 /// Removes a one-shot annotation once acted upon.
@@ -743,3 +745,6 @@ async fn consume(ctx: &Context, rel: &Release, key: &str) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

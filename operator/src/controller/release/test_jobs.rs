@@ -110,19 +110,19 @@ pub fn result(test: &TestSpec, attempt: i32, phase: &str, job: &str, message: Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::ReleaseSpec;
+
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
 
     fn rel() -> Release {
-        let spec: ReleaseSpec = serde_json::from_value(serde_json::json!({
-            "app": "shop", "version": "2", "template": {"spec": {"containers": [{"name": "a", "image": "a"}]}},
-            "tests": [{"name": "smoke", "retries": 1, "timeout": "90s",
-                       "template": {"spec": {"containers": [{"name": "t", "image": "curl",
-                         "env": [{"name": "PHASELOOP_CANDIDATE_URL", "value": "stale"}]}]}}}]
-        }))
-        .unwrap();
-        let mut r = Release::new("shop-2", spec);
-        r.metadata.namespace = Some("prod".into());
+        let mut r = crate::fixtures::release(
+            "shop-2",
+            serde_json::json!({
+                "version": "2",
+                "tests": [{"name": "smoke", "retries": 1, "timeout": "90s",
+                           "template": {"spec": {"containers": [{"name": "t", "image": "curl",
+                             "env": [{"name": "PHASELOOP_CANDIDATE_URL", "value": "stale"}]}]}}}]
+            }),
+        );
         r.metadata.uid = Some("u".into());
         r
     }

@@ -121,16 +121,14 @@ pub fn service(owners: &[&Release], name: &str, ports: &ServiceSpec, selector: B
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ReleaseSpec, ServicePort};
+    use crate::api::ServicePort;
 
     fn release() -> Release {
-        let spec: ReleaseSpec = serde_json::from_value(serde_json::json!({
-            "app": "shop", "version": "1.4.0-RC.1_build.7",
-            "template": {"metadata": {"labels": {"team": "web"}}, "spec": {"containers": [{"name": "app", "image": "shop"}]}}
-        }))
-        .unwrap();
-        let mut r = Release::new("shop-1-4-0", spec);
-        r.metadata.namespace = Some("prod".into());
+        let mut r = crate::fixtures::release(
+            "shop-1-4-0",
+            serde_json::json!({"version": "1.4.0-RC.1_build.7",
+            "template": {"metadata": {"labels": {"team": "web"}}, "spec": {"containers": [{"name": "app", "image": "shop"}]}}}),
+        );
         r.metadata.uid = Some("uid".into());
         r
     }

@@ -7,7 +7,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::api::ReleaseSpec;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -16,16 +15,10 @@ fn t(s: i64) -> Time {
 }
 
 fn rel(name: &str, version: &str, strategy: Value, phase: Option<ReleasePhase>) -> Release {
-    let spec: ReleaseSpec = serde_json::from_value(json!({
-        "app": "shop", "version": version, "replicas": 4,
-        "template": {"spec": {"containers": [{"name": "app", "image": "shop"}]}},
-        "service": {"ports": [{"port": 80}]},
-        "strategy": strategy,
-    }))
-    .unwrap();
-    let mut r = Release::new(name, spec);
-    r.metadata.namespace = Some("prod".into());
-    r.metadata.generation = Some(1);
+    let mut r = crate::fixtures::release(
+        name,
+        json!({"version": version, "replicas": 4, "service": {"ports": [{"port": 80}]}, "strategy": strategy}),
+    );
     r.metadata.creation_timestamp = Some(t(-1000));
     r.status = phase.map(|p| ReleaseStatus { phase: Some(p), ..Default::default() });
     r
