@@ -42,6 +42,48 @@ pub fn broken(mut release: Value) -> Value {
     release
 }
 
+/// `release` with `fields` laid over its spec: objects merge key by key, anything else replaces.
+pub fn with_spec(mut release: Value, fields: Value) -> Value {
+    merge(&mut release["spec"], fields);
+    release
+}
+
+/// `release` under another name.
+pub fn named(mut release: Value, name: &str) -> Value {
+    release["metadata"]["name"] = json!(name);
+    release
+}
+
+/// `release` with pods Ready as soon as they run (kwok's default), for tests about something other
+/// than readiness over time.
+pub fn ready_at_once(mut release: Value) -> Value {
+    if let Some(metadata) = release["spec"]["template"]["metadata"].as_object_mut() {
+        metadata.remove("annotations");
+    }
+    release
+}
+
+/// `release` with a smoke test Job (see `e2e/manifests/kwok-stages.yaml`: it succeeds, or fails
+/// when `fail`).
+pub fn with_test(mut release: Value, fail: bool) -> Value {
+    let annotations = if fail { json!({"e2e.phaseloop.dev/fail": "true"}) } else { json!({}) };
+    release["spec"]["tests"] = json!([{"name": "smoke", "retries": 1, "timeout": "1m",
+        "template": {"metadata": {"annotations": annotations},
+                     "spec": {"containers": [{"name": "smoke", "image": "curl"}]}}}]);
+    release
+}
+
+fn merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
 /// Replicas the Deployment `name` asks for.
 pub async fn replicas(client: &Client, ns: &str, name: &str) -> Option<i32> {
     Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await.unwrap()?.spec.replicas

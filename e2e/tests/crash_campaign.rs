@@ -71,19 +71,6 @@ fn killer(rng: Arc<Rng>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u32> 
     })
 }
 
-fn release(ns: &str, version: &str, strategy: serde_json::Value, tests: bool) -> serde_json::Value {
-    let mut spec = json!({"app": "shop", "version": version, "replicas": 4,
-        "template": {"spec": {"containers": [{"name": "app", "image": format!("shop:{version}")}]}},
-        "service": {"ports": [{"port": 80, "targetPort": 8080}]},
-        "strategy": strategy});
-    if tests {
-        spec["tests"] = json!([{"name": "smoke", "template": {"spec": {"restartPolicy": "Never",
-            "containers": [{"name": "t", "image": "shop-tests:1"}]}}}]);
-    }
-    json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
-        "metadata": {"name": format!("shop-{version}"), "namespace": ns}, "spec": spec})
-}
-
 /// What a round leaves behind, independent of names made unique per round.
 async fn final_state(client: &kube::Client, ns: &str) -> BTreeMap<String, String> {
     let mut state = BTreeMap::new();
@@ -111,14 +98,14 @@ async fn round(client: &kube::Client, n: u32) -> BTreeMap<String, String> {
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
         "metadata": {"name": env}, "spec": {"tier": "test", "ttl": "20s"}}));
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    create(&release(&ns.name, "1", json!({}), false));
+    create(&ready_at_once(release(&ns.name, "shop", "1", 4, json!({}))));
     wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
     let canary = json!({"type": "Canary",
         "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "3s"}}, {"setWeight": 50},
                              {"pause": {"duration": "3s"}}]},
         "analysis": {"interval": "2s", "metrics": [{"name": "up", "min": 0, "inconclusiveLimit": 100,
             "query": "count(up{job=\"phaseloop-operator\"}) or vector(1)"}]}});
-    create(&release(&ns.name, "2", canary, true));
+    create(&with_test(ready_at_once(release(&ns.name, "shop", "2", 4, canary)), false));
     wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
     let revert = json!({"metadata": {"annotations": {"phaseloop.dev/revert": "chaos"}}});
     api.patch("shop-2", &PatchParams::default(), &Patch::Merge(&revert)).await.unwrap();

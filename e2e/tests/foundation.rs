@@ -16,16 +16,9 @@ use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-fn release_yaml(ns: &str, name: &str, extra_spec: serde_json::Value) -> String {
-    let mut r = json!({
-        "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": {"app": "shop", "version": "1.0.0",
-                 "template": {"metadata": {"labels": {"app": "shop"}},
-                              "spec": {"containers": [{"name": "app", "image": "shop:1.0.0"}]}}}
-    });
-    r["spec"].as_object_mut().unwrap().extend(extra_spec.as_object().unwrap().clone());
-    serde_json::to_string(&r).unwrap()
+/// Release `name` of `shop` 1.0.0 with `fields` laid over its spec, as YAML (JSON) for kubectl.
+fn release_yaml(ns: &str, name: &str, fields: serde_json::Value) -> String {
+    named(with_spec(release(ns, "shop", "1.0.0", 1, json!({})), fields), name).to_string()
 }
 
 #[tokio::test]

@@ -4,27 +4,16 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use kube::{
-    Api,
-    api::{Patch, PatchParams},
-};
+use kube::Api;
 use phaseloop::api::{Release, ReleasePhase};
 use phaseloop_e2e::*;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn release(ns: &str, version: &str, strategy: Value) -> Value {
-    json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
-        "metadata": {"name": format!("dora-{version}"), "namespace": ns},
-        "spec": {"app": "dora", "version": version,
-                 "template": {"spec": {"containers": [{"name": "app", "image": format!("dora:{version}")}]}},
-                 "strategy": strategy}})
-}
-
-async fn annotate(api: &Api<Release>, name: &str, key: &str) {
-    let patch = json!({"metadata": {"annotations": {key: "e2e"}}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+/// A Release of the app `dora`, one replica Ready at once.
+fn dora(ns: &str, version: &str, strategy: Value) -> Value {
+    ready_at_once(release(ns, "dora", version, 1, strategy))
 }
 
 /// The single value of an instant query, once Prometheus returns one that `want` accepts. On a
@@ -80,23 +69,23 @@ async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
     // are (metav1.Time): a commit at 12:00:00.6 and Live at 12:10:00.9, recorded as 12:10:00,
     // would be a lead time of 599.4s, and v1 often goes Live within the second it was created.
     let committed = jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() - 600).unwrap();
-    let mut v1 = release(&ns.name, "1", json!({}));
+    let mut v1 = dora(&ns.name, "1", json!({}));
     v1["metadata"]["annotations"] = json!({"phaseloop.dev/commit-time": committed.to_string()});
     create(&v1);
     wait_release_phase(&api, "dora-1", ReleasePhase::Live).await;
     // v2's canary is aborted: rolled back, a change failure.
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
-    create(&release(&ns.name, "2", canary));
+    create(&dora(&ns.name, "2", canary));
     wait_release_phase(&api, "dora-2", ReleasePhase::Paused).await;
-    annotate(&api, "dora-2", "phaseloop.dev/abort").await;
+    annotate(&api, "dora-2", "phaseloop.dev/abort", "e2e").await;
     wait_release_phase(&api, "dora-2", ReleasePhase::RolledBack).await;
     // v3 goes Live: the app is restored.
-    create(&release(&ns.name, "3", json!({})));
+    create(&dora(&ns.name, "3", json!({})));
     wait_release_phase(&api, "dora-3", ReleasePhase::Live).await;
     // v4 goes Live and is reverted to v3: a success, then a change failure restored at once.
-    create(&release(&ns.name, "4", json!({})));
+    create(&dora(&ns.name, "4", json!({})));
     wait_release_phase(&api, "dora-4", ReleasePhase::Live).await;
-    annotate(&api, "dora-4", "phaseloop.dev/revert").await;
+    annotate(&api, "dora-4", "phaseloop.dev/revert", "e2e").await;
     wait_release_phase(&api, "dora-4", ReleasePhase::Reverted).await;
     wait_release_phase(&api, "dora-3", ReleasePhase::Live).await;
 

@@ -21,12 +21,7 @@ fn scaled_release(ns: &str, app: &str, version: &str, scaling: Value, strategy: 
     let mut spec_scaling = json!({"minReplicas": 1, "maxReplicas": 10, "interval": "2s",
         "metric": {"query": Load::QUERY, "targetPerReplica": 100.0}});
     spec_scaling.as_object_mut().unwrap().extend(scaling.as_object().unwrap().clone());
-    json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
-        "metadata": {"name": format!("{app}-{version}"), "namespace": ns},
-        "spec": {"app": app, "version": version,
-                 "template": {"spec": {"containers": [{"name": "app", "image": format!("{app}:{version}")}]}},
-                 "service": {"ports": [{"port": 80, "targetPort": 8080}]},
-                 "scaling": spec_scaling, "strategy": strategy}})
+    with_spec(ready_at_once(release(ns, app, version, 1, strategy)), json!({"scaling": spec_scaling}))
 }
 
 /// Waits until Deployment `name` asks for `want` replicas; returns when it did.
@@ -37,10 +32,6 @@ async fn replicas_become(client: &kube::Client, ns: &str, name: &str, want: i32)
     })
     .await
     .unwrap()
-}
-
-async fn replicas(client: &kube::Client, ns: &str, name: &str) -> Option<i32> {
-    Api::<Deployment>::namespaced(client.clone(), ns).get(name).await.unwrap().spec.replicas
 }
 
 /// The `ScalingActive` condition's (status, reason) once it has `reason`.

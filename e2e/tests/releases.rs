@@ -521,14 +521,6 @@ async fn an_approval_gate_holds_until_approved() {
     assert!(out.stdout.contains("steps:    [##] 2/2"), "{}", out.stdout);
 }
 
-fn with_test(mut r: Value, fail: bool) -> Value {
-    let annotations = if fail { json!({"e2e.phaseloop.dev/fail": "true"}) } else { json!({}) };
-    r["spec"]["tests"] = json!([{"name": "smoke", "retries": 1, "timeout": "1m",
-        "template": {"metadata": {"annotations": annotations},
-                     "spec": {"containers": [{"name": "smoke", "image": "curl"}]}}}]);
-    r
-}
-
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn tests_pass_before_the_rollout_and_a_failing_test_leaves_the_stable_version_serving() {
