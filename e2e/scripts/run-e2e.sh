@@ -48,7 +48,7 @@ bash "$S/install-chart.sh"
 bash "$S/run-operator.sh" start
 
 set +e
-cargo test -p phaseloop-e2e --no-fail-fast --test "${E2E_TEST:-*}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
+cargo test -p phaseloop-e2e --features phaseloop/binaries --no-fail-fast --test "${E2E_TEST:-*}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
   tee "$E2E_STATE/logs/e2e-tests.log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -89,7 +89,7 @@ fn parse(file: &str, text: &str) -> Case {
         other => panic!("{file}: unknown expectation {other:?}"),
     };
     let keep_name = text.lines().take_while(|l| l.starts_with('#')).any(|l| l.trim_end() == "# keep-name");
-    let doc: serde_yaml::Value = serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{file}: not YAML: {e}"));
+    let doc: yaml_serde::Value = yaml_serde::from_str(text).unwrap_or_else(|e| panic!("{file}: not YAML: {e}"));
     let kind = doc["kind"].as_str().unwrap_or_else(|| panic!("{file}: no kind")).to_string();
     assert!(kind == "Release" || kind == "Environment", "{file}: kind {kind} is neither Release nor Environment");
     assert!(

@@ -8,7 +8,7 @@ use std::process::Command;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Namespace};
 use kube::Api;
 use phaseloop_e2e::*;
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 const NS: &str = "phaseloop-system";
 const SA: &str = "system:serviceaccount:phaseloop-system:phaseloop";
@@ -30,7 +30,7 @@ fn render(sets: &[&str]) -> Vec<Value> {
     }
     let out = helm(&args);
     assert!(out.ok, "helm template {sets:?}: {}", out.stderr);
-    serde_yaml::Deserializer::from_str(&out.stdout)
+    yaml_serde::Deserializer::from_str(&out.stdout)
         .map(|d| Value::deserialize(d).unwrap())
         .filter(|v| !v.is_null())
         .collect()
@@ -131,7 +131,7 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
     // Monitoring extras come from deploy/monitoring (one source of truth).
     let extras = render(&["serviceMonitor.enabled=true", "prometheusRule.enabled=true", "dashboard.enabled=true"]);
     let rule = of_kind(&extras, "PrometheusRule")[0];
-    let file: Value = serde_yaml::from_str(
+    let file: Value = yaml_serde::from_str(
         &std::fs::read_to_string(repo_root().join("deploy/monitoring/phaseloop-rules.yaml")).unwrap(),
     )
     .unwrap();

@@ -43,9 +43,11 @@ struct Data {
 }
 
 impl Prometheus {
-    pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("HTTP client builds");
-        Prometheus { base_url: base_url.trim_end_matches('/').to_string(), http }
+    /// A client of the Prometheus HTTP API at `base_url`, built once per process: its connections
+    /// are pooled across every analysis and scaling read.
+    pub fn new(base_url: &str) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        Ok(Prometheus { base_url: base_url.trim_end_matches('/').to_string(), http })
     }
 
     /// Runs an instant query that must yield exactly one number.

@@ -102,7 +102,6 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let config = controller::Config {
         page_size: args.page_size,
-        prometheus_url: args.prometheus_url,
         monitoring_namespace: args.monitoring_namespace,
         watch_namespace: args.watch_namespace,
         concurrency: args.concurrency,
@@ -110,7 +109,20 @@ async fn main() -> anyhow::Result<()> {
     };
     controller::startup::check_crds(&client, config.watch_namespace.as_deref()).await.map_err(anyhow::Error::msg)?;
     let (caches, writers) = controller::caches::new(config.watch_namespace.is_none());
-    let ctx = Arc::new(controller::Context::new(client.clone(), metrics.clone(), config, shutdown.clone(), caches));
+    let prometheus = args
+        .prometheus_url
+        .as_deref()
+        .map(phaseloop::prometheus::Prometheus::new)
+        .transpose()
+        .context("cannot build the Prometheus HTTP client")?;
+    let ctx = Arc::new(controller::Context::new(
+        client.clone(),
+        metrics.clone(),
+        config,
+        shutdown.clone(),
+        caches,
+        prometheus,
+    ));
 
     let listener = tokio::net::TcpListener::bind(args.metrics_addr)
         .await

@@ -119,6 +119,16 @@ pub fn status(code: u16, reason: &str, message: &str, causes: &[(&str, &str)]) -
 /// A Context on `api`'s client in single-namespace mode (`prod`) with `releases` cached and every
 /// cache synced, as after a start; its Environment cache too when `environments` is given.
 pub fn context(api: &MockApi, releases: &[Release], environments: Option<&[Environment]>) -> Arc<Context> {
+    context_with(api, releases, environments, None)
+}
+
+/// [`context`] with a Prometheus client.
+pub fn context_with(
+    api: &MockApi,
+    releases: &[Release],
+    environments: Option<&[Environment]>,
+    prometheus: Option<crate::prometheus::Prometheus>,
+) -> Arc<Context> {
     use kube::runtime::watcher::Event;
     let (caches, mut w) = caches::new(environments.is_some());
     let config =
@@ -148,7 +158,7 @@ pub fn context(api: &MockApi, releases: &[Release], environments: Option<&[Envir
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
     // The writers go out of scope: a dropped writer keeps its store as it is.
-    Arc::new(Context::new(api.client(), metrics, config, shutdown, caches))
+    Arc::new(Context::new(api.client(), metrics, config, shutdown, caches, prometheus))
 }
 
 /// An empty cache, listed.

@@ -48,8 +48,6 @@ use crate::metrics::Metrics;
 pub struct Config {
     /// Page size of the initial LISTs: small pages bound the memory peak of a re-list.
     pub page_size: u32,
-    /// Prometheus HTTP API used by analysis and scaling.
-    pub prometheus_url: Option<String>,
     /// Namespace whose pods may reach isolated Environments (Prometheus scraping them).
     pub monitoring_namespace: String,
     /// Single-namespace mode: only Releases of this namespace, no Environments (they are
@@ -111,7 +109,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             page_size: 50,
-            prometheus_url: None,
             monitoring_namespace: "monitoring".into(),
             watch_namespace: None,
             concurrency: 16,
@@ -148,20 +145,21 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context reading `caches`, whose writers (from [`caches::new`]) go to [`run`].
+    /// A context reading `caches`, whose writers (from [`caches::new`]) go to [`run`], and
+    /// `prometheus` for analysis and scaling (`None`: not configured).
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
         config: Config,
         shutdown: CancellationToken,
         caches: caches::Caches,
+        prometheus: Option<crate::prometheus::Prometheus>,
     ) -> Self {
         let reporter = Reporter {
             controller: "phaseloop".into(),
             instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         };
         let recorder = Recorder::new(client.clone(), reporter);
-        let prometheus = config.prometheus_url.as_deref().map(crate::prometheus::Prometheus::new);
         Context {
             client,
             recorder,

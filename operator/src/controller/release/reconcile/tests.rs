@@ -145,3 +145,50 @@ async fn a_terminating_namespace_ends_the_retries() {
     // Its deletion takes the Release too: no retry, only a change would wake it.
     assert_eq!(ctx.retries.failed("prod/shop-1", &err), Action::await_change());
 }
+
+/// A Prometheus HTTP API on 127.0.0.1 answering every instant query with `value`; the queries it
+/// got.
+async fn prometheus(value: &'static str) -> (crate::prometheus::Prometheus, Arc<std::sync::Mutex<Vec<String>>>) {
+    use axum::{Json, routing::post};
+    let queries = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = queries.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/query",
+        post(move |form: String| {
+            let query =
+                form_urlencoded::parse(form.as_bytes()).find(|(k, _)| k == "query").map(|(_, v)| v.into_owned());
+            seen.lock().unwrap().push(query.unwrap_or_default());
+            async move {
+                Json(json!({"status": "success",
+                    "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, value]}]}}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (crate::prometheus::Prometheus::new(&url).unwrap(), queries)
+}
+
+#[tokio::test]
+async fn the_live_release_reads_the_load_from_the_injected_prometheus_and_applies_the_total() {
+    let mut rel = fixtures::release(
+        "shop-1",
+        json!({"scaling": {"minReplicas": 1, "maxReplicas": 10,
+            "metric": {"query": "sum(rate(requests_total{namespace=\"{{namespace}}\",app=\"{{app}}\"}[1m]))",
+                       "targetPerReplica": 100.0}}}),
+    );
+    rel.status = Some(crate::api::ReleaseStatus { phase: Some(crate::api::ReleasePhase::Live), ..Default::default() });
+    let api = MockApi::default();
+    api.accept("PATCH", STATUS, serde_json::to_value(&rel).unwrap());
+    api.accept("PATCH", DEPLOYMENT, json!({}));
+    api.on("POST", "/events", |r| (201, r.body.clone()));
+    let (prometheus, queries) = prometheus("250").await;
+    let ctx = crate::controller::mock_api::context_with(&api, std::slice::from_ref(&rel), None, Some(prometheus));
+    reconcile(Arc::new(rel), ctx).await.unwrap();
+    assert_eq!(*queries.lock().unwrap(), ["sum(rate(requests_total{namespace=\"prod\",app=\"shop\"}[1m]))"]);
+    let applied = api.requests().into_iter().rfind(|r| r.is("PATCH", DEPLOYMENT)).expect("the Deployment applied");
+    assert_eq!(applied.body["spec"]["replicas"], 3, "250 at 100 per replica");
+    let written = api.requests().into_iter().rfind(|r| r.is("PATCH", STATUS)).expect("a status");
+    assert_eq!(written.body["status"]["scaling"]["desiredReplicas"], 3);
+}
