@@ -45,10 +45,12 @@ deny: ## cargo-deny: licenses, bans and sources of every dependency (deny.toml)
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-crds: ## Regenerate crds/ and docs/api.md from the API types
+crds: ## Regenerate crds/, the chart's copy of them and docs/api.md from the API types
 	$(CARGO) run -q -p phaseloop --bin crdgen -- crds docs/api.md
+	rm -f charts/phaseloop/crds/*.yaml && cp crds/*.yaml charts/phaseloop/crds/
 
-deploy: bins ## Regenerate deploy/phaseloop.yaml (plain manifests) from the Helm chart
+deploy: bins ## Copy deploy/monitoring/ into the chart and render deploy/phaseloop.yaml from it
+	cp deploy/monitoring/phaseloop-rules.yaml deploy/monitoring/grafana-dashboard.json charts/phaseloop/files/
 	bash $(E2E)/render-deploy.sh
 
 bins: ## Build the pinned control-plane binaries into the cache (outside the repository)

@@ -77,11 +77,12 @@ async fn api_server_restart_mid_rollout() {
 }
 
 /// Forwards 127.0.0.1:<returned port> to `target`, sleeping `delay` before each chunk each way.
-async fn slow_proxy(target: &'static str, delay: Duration) -> u16 {
+async fn slow_proxy(target: String, delay: Duration) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(target).await else { return };
                 let (cr, cw) = client.into_split();
@@ -125,10 +126,12 @@ async fn slow_api_server() {
     let state = std::env::var("E2E_STATE").expect("E2E_STATE (env.sh)");
 
     // The operator's credentials, pointed at a proxy adding 150 ms to every chunk each way.
-    let port = slow_proxy("127.0.0.1:16443", Duration::from_millis(150)).await;
     let original = std::fs::read_to_string(format!("{state}/operator.kubeconfig")).unwrap();
-    let slow = original.replace("https://127.0.0.1:16443", &format!("https://127.0.0.1:{port}"));
-    assert_ne!(slow, original, "the kubeconfig names the API server at 127.0.0.1:16443");
+    // The API server's address as the kubeconfig names it (its port is configurable).
+    let at = original.find("https://127.0.0.1:").expect("the kubeconfig names the API server on 127.0.0.1") + 8;
+    let server: String = original[at..].chars().take_while(|c| c.is_ascii_digit() || ".:".contains(*c)).collect();
+    let port = slow_proxy(server.clone(), Duration::from_millis(150)).await;
+    let slow = original.replace(&format!("https://{server}"), &format!("https://127.0.0.1:{port}"));
     let kubeconfig = format!("{state}/operator-slow.kubeconfig");
     std::fs::write(&kubeconfig, slow).unwrap();
 

@@ -55,10 +55,20 @@ fn committed_crds_and_api_reference_match_the_types() {
         let generated = std::fs::read_to_string(fresh.join(&name)).unwrap();
         assert!(committed == generated, "{} drifted from the API types: run `make crds`", committed_path.display());
     }
-    // Nothing in crds/ that crdgen does not write (a renamed CRD leaves its old file behind).
-    for entry in std::fs::read_dir(root.join("crds")).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        assert!(fresh.join(&name).exists(), "crds/{name} is not generated: remove it");
+    // Nothing in crds/ that crdgen does not write (a renamed CRD leaves its old file behind), and
+    // the chart carries the same files (real copies: a packaged chart must not depend on links).
+    for dir in ["crds", "charts/phaseloop/crds"] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            assert!(fresh.join(&name).exists(), "{dir}/{name} is not generated: remove it");
+            assert!(!entry.file_type().unwrap().is_symlink(), "{dir}/{name} is a link: run `make crds`");
+            let copy = std::fs::read_to_string(entry.path()).unwrap();
+            assert!(
+                copy == std::fs::read_to_string(fresh.join(&name)).unwrap(),
+                "{dir}/{name} drifted: run `make crds`"
+            );
+        }
     }
     std::fs::remove_dir_all(&fresh).unwrap();
 }

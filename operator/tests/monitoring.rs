@@ -88,3 +88,18 @@ fn every_metric_of_the_dashboard_and_the_rules_is_exposed() {
     }
     assert!(checked > 10, "only {checked} metric references found");
 }
+
+#[test]
+fn the_chart_carries_real_copies_of_the_monitoring_files() {
+    // `make deploy` copies them; a packaged chart must not depend on links out of it.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["grafana-dashboard.json", "phaseloop-rules.yaml"] {
+        let copy = root.join("charts/phaseloop/files").join(file);
+        assert!(!std::fs::symlink_metadata(&copy).unwrap().file_type().is_symlink(), "{file}: run `make deploy`");
+        let source = std::fs::read_to_string(root.join("deploy/monitoring").join(file)).unwrap();
+        assert!(
+            std::fs::read_to_string(&copy).unwrap() == source,
+            "charts/phaseloop/files/{file} drifted: run `make deploy`"
+        );
+    }
+}
