@@ -64,6 +64,7 @@ E2E_NODE_NAME=${E2E_NODE_NAME:-real-node-0}
 E2E_NODE_NETNS=${E2E_NODE_NETNS:-phaseloop-node-$E2E_NODE_ID}
 E2E_NODE_IP=${E2E_NODE_IP:-10.201.0.1}          # inside the node's namespace only
 E2E_NODE_POD_CIDR=${E2E_NODE_POD_CIDR:-10.88.0.0/16} # inside the node's namespace only
+E2E_SERVICE_CIDR=10.96.0.0/16 # the API server's --service-cluster-ip-range (start-cluster.sh)
 E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the node's Prometheus
 NODE_STATE=$E2E_STATE/node
 NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup v1 hierarchy
