@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod fleet;
+pub mod real_node;
 
 use std::{fmt::Debug, path::PathBuf, process::Command, time::Duration};
 
