@@ -69,6 +69,14 @@ async fn wait_all_answered_by(traffic: &Traffic, version: &str, window: Duration
     .unwrap()
 }
 
+/// Seconds from `at` to the last request answered by `version` (negative: before `at`).
+fn last_answer_by(recs: &[Request], version: &str, at: u64) -> String {
+    match recs.iter().filter(|r| r.version == version).map(|r| r.t).max() {
+        Some(t) => format!("{:+.1}s", (t as f64 - at as f64) / 1000.0),
+        None => "never".into(),
+    }
+}
+
 fn report(scenario: &str, what: &str, s: impl std::fmt::Display) {
     eprintln!("[real-node] {scenario}: {what}: {s}");
 }
@@ -114,9 +122,10 @@ async fn a_canary_that_fails_5_percent_of_real_requests_is_rolled_back_by_its_ow
         "canary 5% errors",
         "seconds",
         format!(
-            "create -> {seen:?} {:.1}s; {seen:?} -> every request on 1.0.0 {:.1}s",
+            "create -> {seen:?} seen {:.1}s; last 2.0.0 answer {} from then; steady on 1.0.0 from {:+.1}s",
             (rolled_back - started) as f64 / 1000.0,
-            back.saturating_sub(rolled_back) as f64 / 1000.0
+            last_answer_by(&recs, "2.0.0", rolled_back),
+            (back as f64 - rolled_back as f64) / 1000.0
         ),
     );
     assert_eq!(seen, ReleasePhase::RolledBack, "{:?}", status.message);
@@ -206,8 +215,9 @@ async fn a_revert_within_the_window_serves_the_previous_version_again_without_fa
         "revert",
         "seconds",
         format!(
-            "revert -> every request on 1.0.0: {:.1}s; previous version's ready pods at the revert: {warm}",
-            back.saturating_sub(reverted) as f64 / 1000.0
+            "revert -> every request on 1.0.0: {:.1}s (last 2.0.0 answer {}); previous version's ready pods at the revert: {warm}",
+            back.saturating_sub(reverted) as f64 / 1000.0,
+            last_answer_by(&recs, "2.0.0", reverted)
         ),
     );
     assert_eq!(summarize(&recs, 0, u64::MAX).failed, 0, "failed requests: {:?}", errors(&recs));
