@@ -24,6 +24,9 @@ TARGET=x86_64-unknown-linux-gnu
 OUT=$REPO_ROOT/target/$TARGET/release
 IMAGES=$E2E_CACHE/images
 mkdir -p "$IMAGES"
+# Archives unused for three days go (every build of a changed binary leaves one; rebuilding is cheap).
+find "$IMAGES" -maxdepth 1 -name '*.tar' -mtime +3 -delete
+find "$IMAGES" -maxdepth 1 -name '.tmp-image.*' -mmin +60 -exec rm -rf {} +
 T0=$(date +%s)
 
 # One static release build of everything that goes into an image (and of e2e-pod-sd, the node
@@ -52,6 +55,7 @@ image() {
   } | sha256sum | cut -c1-16)
   archive=$IMAGES/$(tr '/:' '__' <<<"$ref")-$key.tar
   if [ -s "$archive" ]; then
+    touch "$archive" # in use: not pruned
     echo "$archive"
     return
   fi
@@ -124,8 +128,9 @@ if [ "$MODE" = import ]; then
     ref=$(sed -E 's/.*"io.containerd.image.name":"([^"]+)".*/\1/' <<<"$idx")
     digest=$(sed -E 's/.*"digest":"(sha256:[0-9a-f]+)".*/\1/' <<<"$idx")
     if grep -qxF "$ref $digest" <<<"$have"; then continue; fi
-    "${CTR[@]}" images import --local --snapshotter overlayfs "$a" >/dev/null ||
-      die "ctr images import $a failed"
+    # Quiet unless it fails (ctr warns about cgroup v1 on every call).
+    out=$("${CTR[@]}" images import --local --snapshotter overlayfs "$a" 2>&1) ||
+      die "ctr images import $a failed: $out"
     n=$((n + 1))
   done
   log "images: $n imported into the node's containerd ($(($(date +%s) - T0))s)"

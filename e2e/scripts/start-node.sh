@@ -125,10 +125,12 @@ ip -n "$NS" addr replace "$E2E_NODE_IP/32" dev lo
 # traffic generator): kube-proxy's output DNAT happens after the first route lookup. lo keeps
 # them inside; after DNAT the packets are routed to the pod bridge.
 ip -n "$NS" route replace "$E2E_SERVICE_CIDR" dev lo
-ip netns exec "$NS" sysctl -qw net.ipv4.ip_forward=1
+# Network sysctls are per namespace: written from inside it (no procps needed).
+nsysctl() { nsenter "--net=/run/netns/$NS" sh -c "echo $2 >/proc/sys/$1" 2>/dev/null; }
+nsysctl net/ipv4/ip_forward 1 || die "cannot enable forwarding in $NS"
 # Pod-to-Service-to-pod on the same bridge: bridged packets go through conntrack, so replies are
 # translated back (br_netfilter; the setting is per network namespace).
-ip netns exec "$NS" sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null ||
+nsysctl net/bridge/bridge-nf-call-iptables 1 ||
   log "warning: net.bridge.bridge-nf-call-iptables not available (br_netfilter): pod -> Service -> pod on the node may fail"
 
 # cgroup v1: the pods' root under every hierarchy (cpuset needs its cpus/mems filled in).
