@@ -69,6 +69,10 @@ E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the nod
 NODE_STATE=$E2E_STATE/node
 NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup v1 hierarchy
 NODE_RUN_DIR=/run/phaseloop-node-$E2E_NODE_ID # containerd's shim sockets (short paths)
+# node_cgroup_mounts: the hierarchies holding the node's cgroup root: every cgroup v1 hierarchy
+# (this machine kind) and the cgroup2 mount (empty here, but runc creates the pods' cgroups in it
+# too; the only one on a cgroup v2 host).
+node_cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts; }
 # Local images (no registry is reachable): built by build-images.sh, imported into containerd.
 E2E_IMAGE_PREFIX=phaseloop.local
 

@@ -20,7 +20,6 @@ source "$(dirname "$0")/lib.sh"
 
 TIMEOUT=${E2E_START_TIMEOUT:-90}
 T0=$(date +%s)
-K8S_BIN=$(k8s_bin_dir)
 NODE_BIN=$(kubelet_bin_dir)
 CTRD_BIN=$(containerd_bin_dir)
 PKI=$E2E_STATE/pki
@@ -42,8 +41,8 @@ mkdir -p "$E2E_STATE"/{pids,logs} "$NODE_STATE"
 
 # ---------------------------------------------------------------------------------------------
 # Credentials: the kubelet as system:node:<name> (Node authorizer), kube-proxy as
-# system:kube-proxy (the default system:node-proxier binding); CoreDNS and Prometheus read the API
-# with the admin certificate of the test cluster.
+# system:kube-proxy (the default system:node-proxier binding); CoreDNS and e2e-pod-sd read the API
+# with the admin kubeconfig of the test cluster.
 node_cert() { # node_cert NAME SUBJECT
   [ -s "$NODE_STATE/pki/$1.crt" ] && return
   mkdir -p "$NODE_STATE/pki"
@@ -133,11 +132,10 @@ nsysctl net/ipv4/ip_forward 1 || die "cannot enable forwarding in $NS"
 nsysctl net/bridge/bridge-nf-call-iptables 1 ||
   log "warning: net.bridge.bridge-nf-call-iptables not available (br_netfilter): pod -> Service -> pod on the node may fail"
 
-# cgroup v1: the pods' root under every hierarchy (cpuset needs its cpus/mems filled in).
-for h in /sys/fs/cgroup/*/; do
-  [ -f "$h/cgroup.procs" ] || continue
+# The pods' cgroup root under every hierarchy (a v1 cpuset needs its cpus/mems filled in).
+for h in $(node_cgroup_mounts); do
   mkdir -p "$h$NODE_CGROUP_ROOT"
-  if [ -f "$h/cpuset.cpus" ]; then
+  if [ -f "$h/cpuset.cpus" ] && [ -f "$h$NODE_CGROUP_ROOT/cpuset.cpus" ]; then
     cat "$h/cpuset.cpus" >"$h$NODE_CGROUP_ROOT/cpuset.cpus"
     cat "$h/cpuset.mems" >"$h$NODE_CGROUP_ROOT/cpuset.mems"
   fi

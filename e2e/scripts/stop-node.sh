@@ -31,7 +31,7 @@ pids_in_ns() {
 # pids_in_cgroups: every process in a cgroup under the node's cgroup root (any hierarchy)
 pids_in_cgroups() {
   local h
-  for h in /sys/fs/cgroup/*/; do
+  for h in $(node_cgroup_mounts); do
     [ -d "$h$NODE_CGROUP_ROOT" ] || continue
     find "$h$NODE_CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null
   done | sort -u
@@ -71,7 +71,7 @@ done
 kill_group node-mntns
 
 # 5. cgroups (deepest first), the network namespace, the shim socket dir, runtime state.
-for h in /sys/fs/cgroup/*/; do
+for h in $(node_cgroup_mounts); do
   [ -d "$h$NODE_CGROUP_ROOT" ] || continue
   for _ in 1 2 3 4 5; do
     find "$h$NODE_CGROUP_ROOT" -depth -type d -exec rmdir {} + 2>/dev/null || true
