@@ -54,7 +54,7 @@ E2E_PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-19090}
 E2E_PUSHGATEWAY_PORT=${E2E_PUSHGATEWAY_PORT:-19091}
 PHASELOOP_METRICS_PORT=${PHASELOOP_METRICS_PORT:-18080} # the operator's /metrics, scraped by Prometheus
 
-# The real node (start-node.sh): kubelet, kube-proxy and containerd in a network namespace of
+# The real node (start-node.sh; the SC2034 disables: used by the scripts sourcing this file): kubelet, kube-proxy and containerd in a network namespace of
 # their own, which holds the whole pod network (bridge, pod CIDR, Service rules, conntrack). The
 # namespace's name and the cgroup root are derived from $E2E_STATE, so two checkouts on one machine
 # never share them. Addresses inside the namespace exist nowhere else; from the host only
@@ -64,16 +64,21 @@ E2E_NODE_NAME=${E2E_NODE_NAME:-real-node-0}
 E2E_NODE_NETNS=${E2E_NODE_NETNS:-phaseloop-node-$E2E_NODE_ID}
 E2E_NODE_IP=${E2E_NODE_IP:-10.201.0.1}          # inside the node's namespace only
 E2E_NODE_POD_CIDR=${E2E_NODE_POD_CIDR:-10.88.0.0/16} # inside the node's namespace only
+# shellcheck disable=SC2034
 E2E_SERVICE_CIDR=10.96.0.0/16 # the API server's --service-cluster-ip-range (start-cluster.sh)
 E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the node's Prometheus
+# shellcheck disable=SC2034
 NODE_STATE=$E2E_STATE/node
-NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup v1 hierarchy
+# shellcheck disable=SC2034
+NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup hierarchy
+# shellcheck disable=SC2034
 NODE_RUN_DIR=/run/phaseloop-node-$E2E_NODE_ID # containerd's shim sockets (short paths)
 # node_cgroup_mounts: the hierarchies holding the node's cgroup root: every cgroup v1 hierarchy
 # (this machine kind) and the cgroup2 mount (empty here, but runc creates the pods' cgroups in it
 # too; the only one on a cgroup v2 host).
 node_cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts; }
 # Local images (no registry is reachable): built by build-images.sh, imported into containerd.
+# shellcheck disable=SC2034
 E2E_IMAGE_PREFIX=phaseloop.local
 
 # Start order; stop-cluster.sh stops in reverse.

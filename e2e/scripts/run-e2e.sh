@@ -83,7 +83,7 @@ if [ "$KWOK_SUITE" = 1 ]; then
     tee "$E2E_STATE/logs/e2e-tests.log"
   rc=${PIPESTATUS[0]}
   set -e
-  if [ $rc -ne 0 ]; then
+  if [ "$rc" -ne 0 ]; then
     log "e2e failed; operator log tail:"
     tail -n 40 "$E2E_STATE/logs/operator.log" >&2 || true
   fi
@@ -122,4 +122,4 @@ if [ "$REAL_NODE" = 1 ]; then
   log "real-node phase finished in $(($(date +%s) - T1))s (rc=$node_rc)"
 fi
 log "e2e finished in $(($(date +%s) - T0))s (rc=$rc)"
-exit $rc
+exit "$rc"

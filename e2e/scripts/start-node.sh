@@ -47,7 +47,7 @@ node_cert() { # node_cert NAME SUBJECT
   [ -s "$NODE_STATE/pki/$1.crt" ] && return
   mkdir -p "$NODE_STATE/pki"
   (
-    cd "$NODE_STATE/pki"
+    cd "$NODE_STATE/pki" || exit 1
     printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
       "extendedKeyUsage=clientAuth" >client.ext
     openssl req -new -nodes -newkey rsa:2048 -keyout "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
