@@ -11,14 +11,11 @@
 # like the development setup.
 FROM rust:1.95-bookworm AS builder
 
-# A fully static binary: the musl target links libc in, so the runtime image needs no libc at all.
-# The crate uses rustls (no OpenSSL to link); `ring` compiles some C and assembly, hence musl-gcc
-# from musl-tools.
-RUN apt-get update \
- && apt-get install -y --no-install-recommends musl-tools \
- && rm -rf /var/lib/apt/lists/* \
- && rustup target add x86_64-unknown-linux-musl
-
+# A fully static binary: glibc's static build on the gnu target (`+crt-static`), so the runtime
+# image needs no libc at all. The same build as e2e/scripts/build-images.sh, which makes the image
+# the e2e suite runs on its real node: the musl target is not used because its standard library is
+# a rustup download that offline build machines cannot fetch. The crate uses rustls (no OpenSSL to
+# link); `ring` and jemalloc compile some C with the image's gcc.
 WORKDIR /src
 # Only what cargo needs (see .dockerignore): the workspace manifest and lock file, and both members
 # (e2e is a workspace member, so its manifest and sources must be present for cargo to load the
@@ -31,10 +28,12 @@ COPY e2e/ e2e/
 
 # --locked: exactly the dependency versions of Cargo.lock. The cache mounts keep the registry and
 # the target directory between builds (BuildKit), so the binary is copied out of the mount.
+# With an explicit --target, RUSTFLAGS apply to the binary's crates only, not to build scripts.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --locked --release --bin phaseloop-operator --target x86_64-unknown-linux-musl \
- && cp target/x86_64-unknown-linux-musl/release/phaseloop-operator /phaseloop-operator
+    RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --locked --release --bin phaseloop-operator --target x86_64-unknown-linux-gnu \
+ && cp target/x86_64-unknown-linux-gnu/release/phaseloop-operator /phaseloop-operator
 
 # --- runtime -----------------------------------------------------------------------------------
 # distroless/static: CA certificates, /etc/passwd with the nonroot user, tzdata; no shell, no

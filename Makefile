@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 E2E := e2e/scripts
 
-.PHONY: help run test unit e2e chaos bench lint deny fmt crds deploy bins cluster-up cluster-down
+.PHONY: help run test unit e2e chaos bench lint deny fmt crds deploy bins cluster-up cluster-down node-up node-down images
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,3 +62,14 @@ cluster-up: bins ## Start the local control plane, Prometheus and the pushgatewa
 
 cluster-down: ## Stop exactly the processes cluster-up started
 	bash $(E2E)/stop-cluster.sh
+
+node-up: cluster-up ## Start the real node (containerd, kubelet, kube-proxy in a network namespace) beside kwok
+	bash $(E2E)/build-e2e-bins.sh node
+	bash $(E2E)/start-node.sh
+
+node-down: ## Stop the real node and remove its namespaces, pods, mounts and cgroups
+	bash $(E2E)/stop-node.sh
+
+images: ## Build the real node's images (operator, demo app, pause, curl); import them when the node is up
+	@if [ -S $${E2E_STATE:-target/e2e-cluster}/node/containerd.sock ]; then bash $(E2E)/build-images.sh import; \
+	else bash $(E2E)/build-images.sh build; fi

@@ -4,11 +4,15 @@
 #   etcd: etcd (wrapper e2e/tools/etcd)
 #   kwok: kwok (go install, no replaces upstream)
 #   helm: helm (go install)
+#   node: kubelet kube-proxy (wrapper e2e/tools/k8s, own cache dir) and containerd,
+#         containerd-shim-runc-v2, ctr (wrapper e2e/tools/containerd), coredns (wrapper
+#         e2e/tools/coredns): only for the real node, so not in the default list; run-e2e.sh asks
+#         for it unless E2E_REAL_NODE=0.
 # Each component is built into a temp dir next to its cache dir and renamed into place only when
 # complete, so an interrupted build never leaves a half-filled cache dir. Binaries never go into
 # the repository. Cold: ~30 min on 2 cores (run it in the background); all cached: well under 1s.
 #
-# Usage: build-e2e-bins.sh [k8s|etcd|kwok|helm ...]   (default: all)
+# Usage: build-e2e-bins.sh [k8s|etcd|kwok|helm|node ...]   (default: k8s etcd kwok helm)
 source "$(dirname "$0")/lib.sh"
 
 # 2 cores: two compile jobs at a time; more only adds memory pressure.
@@ -60,12 +64,10 @@ timed() {
   return $rc
 }
 
-build_k8s() {
-  local dir tmp minor ldf p c
-  dir=$(k8s_bin_dir)
-  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
-  if have "$dir" "${bins[@]}"; then log "k8s: cached in $dir"; return; fi
-  new_tmp k8s
+# k8s_build OUT_DIR CMD... -> builds k8s.io/kubernetes/cmd/CMD from the wrapper module into OUT_DIR
+k8s_build() {
+  local out=$1 minor ldf p c
+  shift
   minor=$(cut -d. -f2 <<<"${KUBE_VERSION#v}")
   # Same version variables as upstream's hack/lib/version.sh, in both packages that carry them;
   # without them the binaries say v0.0.0-master and kubectl/helm version checks misbehave. The
@@ -76,12 +78,72 @@ build_k8s() {
     ldf+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
   # Upstream's release build: static, -trimpath, tags selinux,notest,grpcnotrace (hack/lib/golang.sh).
-  for c in "${bins[@]}"; do
+  for c in "$@"; do
     (cd "$E2E_ROOT/tools/k8s" && timed "build $c" go build -p "$GO_P" -trimpath \
-      -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$tmp/$c" "k8s.io/kubernetes/cmd/$c")
+      -tags=selinux,notest,grpcnotrace -ldflags="$ldf" -o "$out/$c" "k8s.io/kubernetes/cmd/$c")
   done
+}
+
+build_k8s() {
+  local dir tmp
+  dir=$(k8s_bin_dir)
+  local bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+  if have "$dir" "${bins[@]}"; then log "k8s: cached in $dir"; return; fi
+  new_tmp k8s
+  k8s_build "$tmp" "${bins[@]}"
   expect_version "Kubernetes $KUBE_VERSION" "$tmp/kube-apiserver" --version
   expect_version "Client Version: $KUBE_VERSION" "$tmp/kubectl" version --client
+  publish "$tmp" "$dir"
+}
+
+# The real node: kubelet and kube-proxy (same wrapper module and flags as the control plane, their
+# own cache dir so the kwok-only suite never waits for them), and containerd 2.x. runc and the CNI
+# plugins come from Debian (install-deps.sh).
+build_node() {
+  local dir tmp ldf
+  dir=$(kubelet_bin_dir)
+  if have "$dir" kubelet kube-proxy; then
+    log "kubelet, kube-proxy: cached in $dir"
+  else
+    new_tmp k8s-node
+    k8s_build "$tmp" kubelet kube-proxy
+    expect_version "Kubernetes $KUBE_VERSION" "$tmp/kubelet" --version
+    expect_version "Kubernetes $KUBE_VERSION" "$tmp/kube-proxy" --version
+    publish "$tmp" "$dir"
+  fi
+  dir=$(coredns_bin_dir)
+  if have "$dir" coredns; then
+    log "coredns: cached in $dir"
+  else
+    new_tmp coredns
+    # Only the plugins of the node's Corefile (main.go); the version is a constant upstream.
+    (cd "$E2E_ROOT/tools/coredns" && timed "build coredns" go build -p "$GO_P" -trimpath -ldflags="-s -w" \
+      -o "$tmp/coredns" .)
+    expect_version "CoreDNS-${COREDNS_VERSION#v}" "$tmp/coredns" -version
+    publish "$tmp" "$dir"
+  fi
+  dir=$(containerd_bin_dir)
+  if have "$dir" containerd containerd-shim-runc-v2 ctr; then
+    log "containerd: cached in $dir"
+    return
+  fi
+  new_tmp containerd
+  # Upstream's static release build uses cgo only for the btrfs snapshotter; without cgo (and with
+  # the unused snapshotters left out) everything is pure Go. urfave_cli_no_docs as upstream;
+  # no_grpc for the shim as upstream's Makefile.
+  ldf="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  ldf+=" -X github.com/containerd/containerd/v2/version.Package=github.com/containerd/containerd/v2"
+  local tags=urfave_cli_no_docs,no_btrfs,no_devmapper,no_zfs,osusergo,netgo
+  local c
+  for c in containerd ctr; do
+    (cd "$E2E_ROOT/tools/containerd" && timed "build $c" go build -p "$GO_P" -trimpath -tags="$tags" \
+      -ldflags="$ldf" -o "$tmp/$c" "github.com/containerd/containerd/v2/cmd/$c")
+  done
+  (cd "$E2E_ROOT/tools/containerd" && timed "build containerd-shim-runc-v2" go build -p "$GO_P" -trimpath \
+    -tags="$tags,no_grpc" -ldflags="$ldf" -o "$tmp/containerd-shim-runc-v2" \
+    "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2")
+  expect_version "$CONTAINERD_VERSION" "$tmp/containerd" --version
+  expect_version "${CONTAINERD_VERSION}" "$tmp/ctr" --version
   publish "$tmp" "$dir"
 }
 
@@ -133,12 +195,13 @@ T0=$(date +%s)
 for c in "${@:-k8s etcd kwok helm}"; do
   for c1 in $c; do
     case $c1 in
-      k8s | etcd | kwok | helm) "build_$c1" ;;
-      *) die "unknown component '$c1' (k8s, etcd, kwok, helm)" ;;
+      k8s | etcd | kwok | helm | node) "build_$c1" ;;
+      *) die "unknown component '$c1' (k8s, etcd, kwok, helm, node)" ;;
     esac
   done
 done
 log "build-e2e-bins: done in $(($(date +%s) - T0))s"
-for d in "$(k8s_bin_dir)" "$(etcd_bin_dir)" "$(kwok_bin_dir)" "$(helm_bin_dir)"; do
+for d in "$(k8s_bin_dir)" "$(etcd_bin_dir)" "$(kwok_bin_dir)" "$(helm_bin_dir)" "$(kubelet_bin_dir)" \
+  "$(containerd_bin_dir)" "$(coredns_bin_dir)"; do
   [ -d "$d" ] && ls -s --block-size=M "$d" | sed 1d | sed "s|^|  $(basename "$d"): |" >&2
 done

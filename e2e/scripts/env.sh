@@ -2,7 +2,8 @@
 # Prints the environment of the e2e cluster as `export` lines:
 #   eval "$(e2e/scripts/env.sh)"
 # KUBECONFIG, PATH (pinned kubectl, helm, kwok... first), PROMETHEUS_URL, PUSHGATEWAY_URL and
-# PHASELOOP_METRICS_PORT are what the Rust e2e tests read.
+# PHASELOOP_METRICS_PORT are what the Rust e2e tests read; E2E_NODE_NAME, E2E_NODE_NETNS and
+# NODE_PROMETHEUS_URL those of the real node.
 source "$(dirname "$0")/lib.sh"
 # PATH keeps the caller's entries after the pinned dirs ("$PATH" is expanded by the eval).
 printf 'export PATH=%q:"$PATH"\n' "$(e2e_bin_path)"
@@ -11,4 +12,7 @@ printf 'export %s=%q\n' \
   PROMETHEUS_URL "http://127.0.0.1:$E2E_PROMETHEUS_PORT" \
   PUSHGATEWAY_URL "http://127.0.0.1:$E2E_PUSHGATEWAY_PORT" \
   PHASELOOP_METRICS_PORT "$PHASELOOP_METRICS_PORT" \
-  E2E_STATE "$E2E_STATE"
+  E2E_STATE "$E2E_STATE" \
+  E2E_NODE_NAME "$E2E_NODE_NAME" \
+  E2E_NODE_NETNS "$E2E_NODE_NETNS" \
+  NODE_PROMETHEUS_URL "http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates e2e/tools/k8s/go.mod for KUBE_VERSION and resolves go.sum.
+# Regenerates e2e/tools/k8s/go.mod for KUBE_VERSION and resolves go.sum. The tool list names
+# every binary built from it: the control plane, kubectl, and the real node's kubelet and kube-proxy.
 #
 # k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with ./staging paths, so
 # `go install k8s.io/kubernetes/cmd/...@v1.x` is refused. This wrapper module replaces each staging
@@ -25,7 +26,7 @@ GO_LINE=$(printf '%s\n1.24.0\n' "$KK_GO" | sort -V | tail -1) # `tool` needs go 
   for m in $STAGING; do printf '\t%s => %s %s\n' "$m" "$m" "$STAGING_VERSION"; done
   echo ")"; echo
   echo "tool ("
-  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     printf '\tk8s.io/kubernetes/cmd/%s\n' "$c"
   done
   echo ")"

@@ -7,9 +7,17 @@ source "$(dirname "$0")/lib.sh"
 # package:command pairs; the command tells whether the package is already there.
 WANT=(prometheus:prometheus prometheus-pushgateway:prometheus-pushgateway openssl:openssl
   curl:curl ca-certificates:update-ca-certificates)
+# The real node (unless E2E_REAL_NODE=0): runc, the CNI plugins (bridge, host-local, loopback,
+# portmap), nftables for kube-proxy, conntrack, socat for the unix-socket bridges between the
+# node's network namespace and 127.0.0.1, iproute2 and util-linux (nsenter, unshare).
+if [ "${E2E_REAL_NODE:-1}" != 0 ]; then
+  WANT+=(runc:runc containernetworking-plugins:/usr/lib/cni/bridge nftables:nft conntrack:conntrack
+    socat:socat iproute2:ip util-linux:nsenter)
+fi
 missing=()
 for pc in "${WANT[@]}"; do
-  command -v "${pc#*:}" >/dev/null || missing+=("${pc%%:*}")
+  c=${pc#*:}
+  if [[ $c == /* ]]; then [ -x "$c" ] || missing+=("${pc%%:*}"); else command -v "$c" >/dev/null || missing+=("${pc%%:*}"); fi
 done
 if [ ${#missing[@]} -eq 0 ]; then
   log "install-deps: all present"

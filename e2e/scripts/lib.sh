@@ -10,6 +10,8 @@ KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=v3.6.16 # also pinned in e2e/tools/etcd/go.mod
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+CONTAINERD_VERSION=v2.4.2 # also pinned in e2e/tools/containerd/go.mod
+COREDNS_VERSION=v1.15.0   # also pinned in e2e/tools/coredns/go.mod
 
 export GOTOOLCHAIN=local # fail fast instead of silently switching toolchains
 export CGO_ENABLED=0     # upstream builds the control-plane binaries static
@@ -28,6 +30,11 @@ k8s_bin_dir() { echo "$E2E_CACHE/k8s-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k
 etcd_bin_dir() { echo "$E2E_CACHE/etcd-$ETCD_VERSION-$(pin_hash "$E2E_ROOT/tools/etcd/go.mod" "$E2E_ROOT/tools/etcd/go.sum" "$E2E_ROOT/tools/etcd/main.go")"; }
 kwok_bin_dir() { echo "$E2E_CACHE/kwok-$KWOK_VERSION"; }
 helm_bin_dir() { echo "$E2E_CACHE/helm-$HELM_VERSION"; }
+# The real node's binaries (only built when the real node is wanted): kubelet and kube-proxy from
+# the same k8s wrapper module as the control plane, containerd and CoreDNS from their own wrappers.
+kubelet_bin_dir() { echo "$E2E_CACHE/k8s-node-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k8s/go.mod" "$E2E_ROOT/tools/k8s/go.sum")"; }
+coredns_bin_dir() { echo "$E2E_CACHE/coredns-$COREDNS_VERSION-$(pin_hash "$E2E_ROOT/tools/coredns/go.mod" "$E2E_ROOT/tools/coredns/go.sum" "$E2E_ROOT/tools/coredns/main.go")"; }
+containerd_bin_dir() { echo "$E2E_CACHE/containerd-$CONTAINERD_VERSION-$(pin_hash "$E2E_ROOT/tools/containerd/go.mod" "$E2E_ROOT/tools/containerd/go.sum")"; }
 
 # PATH with every pinned binary first, so scripts and tests never pick up an older kubectl.
 e2e_bin_path() { echo "$(k8s_bin_dir):$(etcd_bin_dir):$(kwok_bin_dir):$(helm_bin_dir)"; }
@@ -46,6 +53,33 @@ E2E_SCHEDULER_PORT=${E2E_SCHEDULER_PORT:-11259}
 E2E_PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-19090}
 E2E_PUSHGATEWAY_PORT=${E2E_PUSHGATEWAY_PORT:-19091}
 PHASELOOP_METRICS_PORT=${PHASELOOP_METRICS_PORT:-18080} # the operator's /metrics, scraped by Prometheus
+
+# The real node (start-node.sh; the SC2034 disables: used by the scripts sourcing this file): kubelet, kube-proxy and containerd in a network namespace of
+# their own, which holds the whole pod network (bridge, pod CIDR, Service rules, conntrack). The
+# namespace's name and the cgroup root are derived from $E2E_STATE, so two checkouts on one machine
+# never share them. Addresses inside the namespace exist nowhere else; from the host only
+# 127.0.0.1 bridges (socat over unix sockets) lead in and out.
+E2E_NODE_ID=$(printf '%s' "$E2E_STATE" | sha256sum | cut -c1-8)
+E2E_NODE_NAME=${E2E_NODE_NAME:-real-node-0}
+E2E_NODE_NETNS=${E2E_NODE_NETNS:-phaseloop-node-$E2E_NODE_ID}
+E2E_NODE_IP=${E2E_NODE_IP:-10.201.0.1}          # inside the node's namespace only
+E2E_NODE_POD_CIDR=${E2E_NODE_POD_CIDR:-10.88.0.0/16} # inside the node's namespace only
+# shellcheck disable=SC2034
+E2E_SERVICE_CIDR=10.96.0.0/16 # the API server's --service-cluster-ip-range (start-cluster.sh)
+E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the node's Prometheus
+# shellcheck disable=SC2034
+NODE_STATE=$E2E_STATE/node
+# shellcheck disable=SC2034
+NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup hierarchy
+# shellcheck disable=SC2034
+NODE_RUN_DIR=/run/phaseloop-node-$E2E_NODE_ID # containerd's shim sockets (short paths)
+# node_cgroup_mounts: the hierarchies holding the node's cgroup root: every cgroup v1 hierarchy
+# (this machine kind) and the cgroup2 mount (empty here, but runc creates the pods' cgroups in it
+# too; the only one on a cgroup v2 host).
+node_cgroup_mounts() { awk '$3 == "cgroup" || $3 == "cgroup2" {print $2}' /proc/self/mounts; }
+# Local images (no registry is reachable): built by build-images.sh, imported into containerd.
+# shellcheck disable=SC2034
+E2E_IMAGE_PREFIX=phaseloop.local
 
 # Start order; stop-cluster.sh stops in reverse.
 # shellcheck disable=SC2034 # used by the scripts sourcing this file

@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
 # The end-to-end suite: builds what is missing, starts the local control plane (unless one is
 # already running), installs the CRDs, runs the operator as a host process and the e2e tests
-# against it, then stops what it started. E2E_TEST=<binary> runs one test binary (e.g. operate);
-# arguments after the script name are passed to the test harness (a name filter, --nocapture).
+# against it (pods on the kwok node), then the real node's scenarios (e2e/tests/real_node.rs):
+# the host operator stops and hands its Lease over, the real node starts, and the chart is upgraded
+# to run the operator as a pod from the image built here. Everything it started is stopped at the
+# end. E2E_TEST=<binary> runs one test binary (e.g. operate, or real_node for the real-node phase
+# alone); E2E_REAL_NODE=0 leaves the real node out. Arguments after the script name are passed to
+# the test harness (a name filter, --nocapture).
 source "$(dirname "$0")/lib.sh"
 S=$E2E_ROOT/scripts
 T0=$(date +%s)
+REAL_NODE=${E2E_REAL_NODE:-1}
+KWOK_SUITE=1
+case "${E2E_TEST:-}" in
+  "") ;;
+  real_node) KWOK_SUITE=0 ;;
+  *) REAL_NODE=0 ;;
+esac
+if [ "$REAL_NODE" = 0 ] && [ "${E2E_TEST:-}" = real_node ]; then die "E2E_TEST=real_node needs E2E_REAL_NODE=1"; fi
+export E2E_REAL_NODE=$REAL_NODE # install-deps.sh installs the node's packages only when wanted
 
 bash "$S/install-deps.sh"
 bash "$S/build-e2e-bins.sh"
+if [ "$REAL_NODE" = 1 ]; then bash "$S/build-e2e-bins.sh" node; fi
 # One build for the operator binary and the tests: the same feature set as `cargo test --workspace`
 # (dev-dependencies enable kube's `cel`), so nothing is compiled twice.
 cargo test --workspace --no-run
-# The release binary the Dockerfile ships: its build and size are checked (e2e/tests/packaging.rs).
-# E2E_RELEASE_BUILD=0 skips it while iterating on other tests.
-if [ "${E2E_RELEASE_BUILD:-1}" != 0 ]; then cargo build --release --bin phaseloop-operator; fi
+# The static release build (the operator's image and the real node's images): its size and
+# linkage are checked (e2e/tests/packaging.rs). E2E_RELEASE_BUILD=0 skips it while iterating on
+# kwok-suite tests.
+if [ "${E2E_RELEASE_BUILD:-1}" != 0 ] || [ "$REAL_NODE" = 1 ]; then
+  t=$(date +%s)
+  bash "$S/build-images.sh" build >/dev/null
+  log "static release build and images: $(($(date +%s) - t))s"
+fi
 
 # Start the cluster only when it is not up, and then stop it at the end.
 STARTED_CLUSTER=
 APISERVER_PID=$E2E_STATE/pids/kube-apiserver.pid
 if ! { [ -f "$APISERVER_PID" ] && kill -0 "$(cat "$APISERVER_PID")" 2>/dev/null; }; then STARTED_CLUSTER=1; fi
+STARTED_NODE=
 cleanup() {
   bash "$S/run-operator.sh" stop || true
+  if [ -n "$STARTED_NODE" ] && [ -z "${E2E_KEEP_CLUSTER:-}" ]; then bash "$S/stop-node.sh" || true; fi
   if [ -n "$STARTED_CLUSTER" ] && [ -z "${E2E_KEEP_CLUSTER:-}" ]; then bash "$S/stop-cluster.sh" || true; fi
   # The closing line: every e2e test binary summed up.
   if [ -f "$E2E_STATE/logs/e2e-tests.log" ]; then
@@ -44,17 +65,61 @@ for _ in $(seq 60); do
     >/dev/null 2>&1 && break
   sleep 1
 done
-bash "$S/install-chart.sh"
-bash "$S/run-operator.sh" start
+rc=0
+if [ "$KWOK_SUITE" = 1 ]; then
+  bash "$S/install-chart.sh"
+  bash "$S/run-operator.sh" start
+  # Every test binary but the real node's (its scenarios need the node and the in-cluster operator).
+  TESTS=()
+  if [ -n "${E2E_TEST:-}" ]; then
+    TESTS=(--test "$E2E_TEST")
+  else
+    for f in "$E2E_ROOT"/tests/*.rs; do
+      [ "$(basename "$f" .rs)" = real_node ] || TESTS+=(--test "$(basename "$f" .rs)")
+    done
+  fi
+  set +e
+  cargo test -p phaseloop-e2e --features phaseloop/binaries --no-fail-fast "${TESTS[@]}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
+    tee "$E2E_STATE/logs/e2e-tests.log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    log "e2e failed; operator log tail:"
+    tail -n 40 "$E2E_STATE/logs/operator.log" >&2 || true
+  fi
+  log "kwok suite finished in $(($(date +%s) - T0))s (rc=$rc)"
+fi
 
-set +e
-cargo test -p phaseloop-e2e --features phaseloop/binaries --no-fail-fast --test "${E2E_TEST:-*}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
-  tee "$E2E_STATE/logs/e2e-tests.log"
-rc=${PIPESTATUS[0]}
-set -e
-if [ $rc -ne 0 ]; then
-  log "e2e failed; operator log tail:"
-  tail -n 40 "$E2E_STATE/logs/operator.log" >&2 || true
+if [ "$REAL_NODE" = 1 ]; then
+  T1=$(date +%s)
+  # The host operator stops (SIGTERM releases its Lease); the chart's pod takes the Lease over.
+  bash "$S/run-operator.sh" stop
+  if [ ! -e "$E2E_STATE/pids/node-kubelet.pid" ]; then STARTED_NODE=1; fi
+  bash "$S/start-node.sh"
+  eval "$(bash "$S/build-images.sh" import)"
+  export E2E_OPERATOR_IMAGE E2E_CURL_IMAGE E2E_DEMO_IMAGE
+  t=$(date +%s)
+  # The operator as a pod on the real node, from its image, with the node's Prometheus (the pods
+  # reach it on the node's address): helm upgrade of the release the kwok suite used.
+  bash "$S/install-chart.sh" --set image.repository="${E2E_OPERATOR_IMAGE%:*}" \
+    --set image.tag="${E2E_OPERATOR_IMAGE##*:}" --set image.pullPolicy=Never \
+    --set test.image="$E2E_CURL_IMAGE" --set prometheus.url="http://$E2E_NODE_IP:9090" \
+    --set-json 'nodeSelector={"phaseloop.dev/real-node":"true"}' \
+    --set-json 'tolerations=[{"key":"phaseloop.dev/real-node","operator":"Exists","effect":"NoSchedule"}]'
+  log "operator pod ready on $E2E_NODE_NAME in $(($(date +%s) - t))s"
+  # --show-output: the scenarios' figures (failed requests, seconds, latency) are their report.
+  set +e
+  cargo test -p phaseloop-e2e --features phaseloop/binaries --no-fail-fast --test real_node -- --ignored \
+    --test-threads="${E2E_NODE_THREADS:-4}" --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+  node_rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$node_rc" -ne 0 ]; then
+    # kubectl logs cannot reach a kubelet inside the namespace: the kubelet's log files instead.
+    log "real-node scenarios failed; operator pod log tail:"
+    tail -q -n 40 "$NODE_STATE"/pod-logs/"${PHASELOOP_NAMESPACE:-phaseloop-system}"_phaseloop-*/operator/*.log >&2 || true
+    rc=$node_rc
+  fi
+  log "real-node phase finished in $(($(date +%s) - T1))s (rc=$node_rc)"
 fi
 log "e2e finished in $(($(date +%s) - T0))s (rc=$rc)"
-exit $rc
+exit "$rc"

@@ -13,6 +13,11 @@ case "${1:-}" in
   *) die "usage: $0 [--purge]" ;;
 esac
 
+# The real node first (its pods, namespaces and bridges), while the API server is still up.
+if [ -e "$E2E_STATE/pids/node-mntns.pid" ] || [ -e "/run/netns/$E2E_NODE_NETNS" ] || [ -d "$NODE_STATE/containerd" ]; then
+  bash "$E2E_ROOT/scripts/stop-node.sh"
+fi
+
 if [ -d "$E2E_STATE/pids" ]; then
   # First whatever else recorded a pid file there (the operator of run-operator.sh), as it talks
   # to the cluster, then the cluster in reverse start order.

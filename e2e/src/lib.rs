@@ -7,6 +7,7 @@ pub mod bench;
 pub mod fleet;
 pub mod objects;
 pub mod operator;
+pub mod real_node;
 pub mod traffic;
 
 pub use objects::*;
