@@ -35,9 +35,12 @@ chaos: ## The crash campaign: CHAOS_ROUNDS rounds (default 20; make test runs 2)
 bench: ## Benchmarks on a local control plane with a release build (not part of test; its smoke runs are)
 	bash $(E2E)/run-bench.sh $(BENCH)
 
-lint: ## rustfmt and clippy, warnings are errors
+lint: ## rustfmt, clippy, rustdoc and shellcheck; warnings are errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The docs are for the people working on phaseloop: private items included, and linked.
+	RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" $(CARGO) doc --workspace --no-deps --document-private-items
+	bash $(E2E)/install-deps.sh && cd $(E2E) && shellcheck --severity=style -x *.sh
 
 deny: ## cargo-deny: licenses, bans and sources of every dependency (deny.toml)
 	bash $(E2E)/cargo-deny.sh

@@ -6,6 +6,7 @@
 # NODE_PROMETHEUS_URL those of the real node.
 source "$(dirname "$0")/lib.sh"
 # PATH keeps the caller's entries after the pinned dirs ("$PATH" is expanded by the eval).
+# shellcheck disable=SC2016 # $PATH is expanded by the shell that evals this, not here
 printf 'export PATH=%q:"$PATH"\n' "$(e2e_bin_path)"
 printf 'export %s=%q\n' \
   KUBECONFIG "$E2E_STATE/kubeconfig" \

@@ -4,9 +4,10 @@
 # is too old.
 source "$(dirname "$0")/lib.sh"
 
-# package:command pairs; the command tells whether the package is already there.
+# package:command pairs; the command tells whether the package is already there. shellcheck is
+# for `make lint`.
 WANT=(prometheus:prometheus prometheus-pushgateway:prometheus-pushgateway openssl:openssl
-  curl:curl ca-certificates:update-ca-certificates)
+  curl:curl ca-certificates:update-ca-certificates shellcheck:shellcheck)
 # The real node (unless E2E_REAL_NODE=0): runc, the CNI plugins (bridge, host-local, loopback,
 # portmap), nftables for kube-proxy, conntrack, socat for the unix-socket bridges between the
 # node's network namespace and 127.0.0.1, iproute2 and util-linux (nsenter, unshare).
