@@ -9,16 +9,23 @@ E2E := e2e/scripts
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-run: ## Run the operator; starts the local control plane first when no cluster is configured
+# `make run` builds with the features the test build resolves (the tests enable kube's CEL
+# validator), so that running after testing, or testing after running, compiles nothing again.
+TEST_FEATURES := --features kube/cel
+
+run: ## Run the operator on this host (starting the local control plane when no cluster is configured)
 	@if [ -z "$$KUBECONFIG" ] && [ ! -f "$$HOME/.kube/config" ]; then \
 	  bash $(E2E)/install-deps.sh && bash $(E2E)/build-e2e-bins.sh && bash $(E2E)/start-cluster.sh && \
-	  eval "$$($(E2E)/env.sh)" && export PHASELOOP_METRICS_ADDR=127.0.0.1:$$PHASELOOP_METRICS_PORT \
-	    PHASELOOP_PROMETHEUS_URL=$$PROMETHEUS_URL && \
-	  echo "local control plane up: export KUBECONFIG=$$KUBECONFIG" && \
-	  kubectl apply -f crds/ && $(CARGO) run --bin phaseloop-operator -p phaseloop; \
-	else \
-	  kubectl apply -f crds/ && $(CARGO) run --bin phaseloop-operator -p phaseloop; \
-	fi
+	  eval "$$($(E2E)/env.sh)" && \
+	  echo 'local control plane up; to use it from your shell: eval "$$(e2e/scripts/env.sh)"'; \
+	fi && \
+	kubectl apply -f crds/ && \
+	$(CARGO) build -q -p phaseloop --bins $(TEST_FEATURES) && \
+	url=$${PHASELOOP_PROMETHEUS_URL:-$${PROMETHEUS_URL:-}} && \
+	if [ -n "$$url" ]; then export PHASELOOP_PROMETHEUS_URL=$$url; \
+	else echo 'no Prometheus (set PROMETHEUS_URL): analysis and autoscaling cannot read' >&2; fi && \
+	PHASELOOP_METRICS_ADDR=$${PHASELOOP_METRICS_ADDR:-127.0.0.1:$${PHASELOOP_METRICS_PORT:-18080}} \
+	  exec $${CARGO_TARGET_DIR:-target}/debug/phaseloop-operator
 
 test: lint deny unit e2e ## Everything CI runs: lint, cargo-deny, unit tests, end-to-end tests on a local control plane
 

@@ -4,18 +4,22 @@
 # against it (pods on the kwok node), then the real node's scenarios (e2e/tests/real_node.rs):
 # the host operator stops and hands its Lease over, the real node starts, and the chart is upgraded
 # to run the operator as a pod from the image built here. Everything it started is stopped at the
-# end. E2E_TEST=<binary> runs one test binary (e.g. operate, or real_node for the real-node phase
-# alone); E2E_REAL_NODE=0 leaves the real node out. Arguments after the script name are passed to
-# the test harness (a name filter, --nocapture).
+# end. First of all, when no cluster is up, the README's quick tour is played as printed
+# (e2e/tests/tour.rs: it starts and stops a cluster itself). E2E_TEST=<binary> runs one test
+# binary (e.g. operate, real_node for the real-node phase alone, tour for the tour alone);
+# E2E_REAL_NODE=0 leaves the real node out, E2E_TOUR=0 the tour. Arguments after the script name
+# are passed to the test harness (a name filter, --nocapture).
 source "$(dirname "$0")/lib.sh"
 S=$E2E_ROOT/scripts
 T0=$(date +%s)
 REAL_NODE=${E2E_REAL_NODE:-1}
+TOUR=${E2E_TOUR:-1}
 KWOK_SUITE=1
 case "${E2E_TEST:-}" in
   "") ;;
-  real_node) KWOK_SUITE=0 ;;
-  *) REAL_NODE=0 ;;
+  real_node) KWOK_SUITE=0 TOUR=0 ;;
+  tour) KWOK_SUITE=0 REAL_NODE=0 ;;
+  *) REAL_NODE=0 TOUR=0 ;;
 esac
 if [ "$REAL_NODE" = 0 ] && [ "${E2E_TEST:-}" = real_node ]; then die "E2E_TEST=real_node needs E2E_REAL_NODE=1"; fi
 export E2E_REAL_NODE=$REAL_NODE # install-deps.sh installs the node's packages only when wanted
@@ -35,10 +39,32 @@ if [ "${E2E_RELEASE_BUILD:-1}" != 0 ] || [ "$REAL_NODE" = 1 ]; then
   log "static release build and images: $(($(date +%s) - t))s"
 fi
 
+APISERVER_PID=$E2E_STATE/pids/kube-apiserver.pid
+cluster_up() { [ -f "$APISERVER_PID" ] && kill -0 "$(cat "$APISERVER_PID")" 2>/dev/null; }
+rm -f "$E2E_STATE/logs/e2e-tests.log"
+mkdir -p "$E2E_STATE/logs"
+rc=0
+# The README's tour, run outside `cargo test` (which holds the build directory's lock while tests
+# run, and the tour's `make run` builds): the test binary is run directly.
+if [ "$TOUR" = 1 ]; then
+  if cluster_up; then
+    log "README tour skipped: a cluster is running (the tour starts and stops its own)"
+  else
+    t=$(date +%s)
+    tour=$(cargo test -p phaseloop-e2e --features phaseloop/default --test tour --no-run --message-format=json 2>/dev/null |
+      grep '"kind":\["test"\],"crate_types":\["bin"\],"name":"tour"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
+    [ -x "$tour" ] || die "the tour test binary was not built"
+    set +e
+    "$tour" --ignored --test-threads=1 "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+    rc=${PIPESTATUS[0]}
+    set -e
+    log "README tour finished in $(($(date +%s) - t))s (rc=$rc; log $E2E_STATE/logs/tour.log)"
+  fi
+fi
+
 # Start the cluster only when it is not up, and then stop it at the end.
 STARTED_CLUSTER=
-APISERVER_PID=$E2E_STATE/pids/kube-apiserver.pid
-if ! { [ -f "$APISERVER_PID" ] && kill -0 "$(cat "$APISERVER_PID")" 2>/dev/null; }; then STARTED_CLUSTER=1; fi
+if ! cluster_up; then STARTED_CLUSTER=1; fi
 STARTED_NODE=
 cleanup() {
   bash "$S/run-operator.sh" stop || true
@@ -51,9 +77,9 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
+if [ "$KWOK_SUITE" = 0 ] && [ "$REAL_NODE" = 0 ]; then exit "$rc"; fi
 # A cluster started here starts empty: objects left by an earlier run would be reconciled too.
 if [ -n "$STARTED_CLUSTER" ]; then bash "$S/stop-cluster.sh" --purge >/dev/null; fi
-rm -f "$E2E_STATE/logs/e2e-tests.log"
 bash "$S/start-cluster.sh"
 eval "$("$S/env.sh")"
 export PATH="$REPO_ROOT/target/debug:$PATH" # kubectl finds the kubectl-phaseloop plugin here
@@ -65,7 +91,6 @@ for _ in $(seq 60); do
     >/dev/null 2>&1 && break
   sleep 1
 done
-rc=0
 if [ "$KWOK_SUITE" = 1 ]; then
   bash "$S/install-chart.sh"
   bash "$S/run-operator.sh" start
@@ -75,19 +100,20 @@ if [ "$KWOK_SUITE" = 1 ]; then
     TESTS=(--test "$E2E_TEST")
   else
     for f in "$E2E_ROOT"/tests/*.rs; do
-      [ "$(basename "$f" .rs)" = real_node ] || TESTS+=(--test "$(basename "$f" .rs)")
+      case "$(basename "$f" .rs)" in real_node | tour) ;; *) TESTS+=(--test "$(basename "$f" .rs)") ;; esac
     done
   fi
   set +e
-  cargo test -p phaseloop-e2e --features phaseloop/binaries --no-fail-fast "${TESTS[@]}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
-    tee "$E2E_STATE/logs/e2e-tests.log"
-  rc=${PIPESTATUS[0]}
+  cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast "${TESTS[@]}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
+    tee -a "$E2E_STATE/logs/e2e-tests.log"
+  suite_rc=${PIPESTATUS[0]}
+  if [ "$suite_rc" -ne 0 ]; then rc=$suite_rc; fi
   set -e
-  if [ "$rc" -ne 0 ]; then
+  if [ "$suite_rc" -ne 0 ]; then
     log "e2e failed; operator log tail:"
     tail -n 40 "$E2E_STATE/logs/operator.log" >&2 || true
   fi
-  log "kwok suite finished in $(($(date +%s) - T0))s (rc=$rc)"
+  log "kwok suite finished in $(($(date +%s) - T0))s (rc=$suite_rc)"
 fi
 
 if [ "$REAL_NODE" = 1 ]; then
@@ -109,7 +135,7 @@ if [ "$REAL_NODE" = 1 ]; then
   log "operator pod ready on $E2E_NODE_NAME in $(($(date +%s) - t))s"
   # --show-output: the scenarios' figures (failed requests, seconds, latency) are their report.
   set +e
-  cargo test -p phaseloop-e2e --features phaseloop/binaries --no-fail-fast --test real_node -- --ignored \
+  cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test real_node -- --ignored \
     --test-threads="${E2E_NODE_THREADS:-4}" --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
   node_rc=${PIPESTATUS[0]}
   set -e

@@ -182,12 +182,15 @@ async fn environments_get_status_and_printer_columns() {
     let status = env.status.unwrap();
     assert_eq!(status.namespace.as_deref(), Some(name.as_str()));
     let created = env.metadata.creation_timestamp.unwrap().0;
-    assert_eq!(status.expires_at.unwrap().0.duration_since(created).as_secs(), 4 * 3600);
+    assert_eq!(status.expires_at.as_ref().unwrap().0.duration_since(created).as_secs(), 4 * 3600);
 
     let out = kubectl(&["get", "env", &name]);
     let header = out.header();
     assert_eq!(header, ["NAME", "TIER", "NAMESPACE", "PHASE", "EXPIRES", "AGE"], "{}", out.stdout);
     assert!(out.stdout.contains("preview") && out.stdout.contains("Ready"), "{}", out.stdout);
+    // The expiry is in the future: shown as the time it is (a `date` column would say <invalid>).
+    let expiry = status.expires_at.as_ref().unwrap().0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    assert!(out.stdout.contains(&expiry) && !out.stdout.contains("<invalid>"), "{}", out.stdout);
 
     let ns = TestNamespace::new(&client, "e2e-columns").await;
     assert!(kubectl_stdin(&["create", "-f", "-"], &release_yaml(&ns.name, "shop-1", json!({}))).ok);

@@ -24,8 +24,9 @@ use tracing::{error, info};
 #[derive(Parser, Debug)]
 #[command(version, about = "phaseloop: Environments and Releases for the Ops half of the DevOps loop")]
 struct Args {
-    /// Address of /metrics, /healthz and /readyz.
-    #[arg(long, env = "PHASELOOP_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    /// Address of /metrics, /healthz and /readyz. Loopback by default, for a process on a host;
+    /// the chart sets 0.0.0.0:<port> for its pod, which the kubelet and Prometheus reach.
+    #[arg(long, env = "PHASELOOP_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
     /// Prometheus HTTP API for analysis and scaling, e.g. http://prometheus:9090.
     #[arg(long, env = "PHASELOOP_PROMETHEUS_URL")]
