@@ -207,52 +207,8 @@ pub fn desired_status(
     };
     base.phase = Some(phase);
 
-    let not_ready: Vec<&str> = obs.components.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
-    let infra = if infra_ready {
-        Desired {
-            type_: condition::INFRASTRUCTURE_READY,
-            status: true,
-            reason: "AllReady",
-            message: format!("{} component(s) ready", obs.components.len()),
-        }
-    } else if !obs.refused.is_empty() {
-        Desired {
-            type_: condition::INFRASTRUCTURE_READY,
-            status: false,
-            reason: "ComponentRefused",
-            message: degraded.as_ref().map(|d| d.1.clone()).unwrap_or_default(),
-        }
-    } else {
-        Desired {
-            type_: condition::INFRASTRUCTURE_READY,
-            status: false,
-            reason: "NotReady",
-            message: format!("waiting for: {}", not_ready.join(", ")),
-        }
-    };
-    let seeded = match (&obs.seed, base.seeded) {
-        (_, true) => Desired {
-            type_: condition::SEEDED,
-            status: true,
-            reason: "Succeeded",
-            message: "seed Job succeeded".into(),
-        },
-        (SeedState::NotConfigured, _) => {
-            Desired { type_: condition::SEEDED, status: true, reason: "NoSeed", message: "no seed configured".into() }
-        }
-        (SeedState::Failed(m), _) => {
-            Desired { type_: condition::SEEDED, status: false, reason: "Failed", message: m.clone() }
-        }
-        (SeedState::Running, _) => {
-            Desired { type_: condition::SEEDED, status: false, reason: "Running", message: "seed Job running".into() }
-        }
-        _ => Desired {
-            type_: condition::SEEDED,
-            status: false,
-            reason: "Waiting",
-            message: "waiting for the infrastructure".into(),
-        },
-    };
+    let infra = infrastructure_condition(obs, infra_ready, degraded.as_ref().map(|d| d.1.as_str()));
+    let seeded = seeded_condition(&obs.seed, base.seeded);
     let ready = Desired {
         type_: condition::READY,
         status: phase == EnvironmentPhase::Ready,
@@ -276,6 +232,32 @@ pub fn desired_status(
         conditions::upsert(&mut base.conditions, c, generation, now);
     }
     base
+}
+
+/// `InfrastructureReady`: every component ready, one refused (`refusal`, the Degraded message), or
+/// those still coming up.
+fn infrastructure_condition(obs: &Observation, infra_ready: bool, refusal: Option<&str>) -> Desired<'static> {
+    let (status, reason, message) = if infra_ready {
+        (true, "AllReady", format!("{} component(s) ready", obs.components.len()))
+    } else if !obs.refused.is_empty() {
+        (false, "ComponentRefused", refusal.unwrap_or_default().to_string())
+    } else {
+        let not_ready: Vec<&str> = obs.components.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+        (false, "NotReady", format!("waiting for: {}", not_ready.join(", ")))
+    };
+    Desired { type_: condition::INFRASTRUCTURE_READY, status, reason, message }
+}
+
+/// `Seeded`, from the seed Job this reconcile saw and whether it ever succeeded.
+fn seeded_condition(seed: &SeedState, seeded: bool) -> Desired<'static> {
+    let (status, reason, message) = match (seed, seeded) {
+        (_, true) => (true, "Succeeded", "seed Job succeeded".to_string()),
+        (SeedState::NotConfigured, _) => (true, "NoSeed", "no seed configured".into()),
+        (SeedState::Failed(m), _) => (false, "Failed", m.clone()),
+        (SeedState::Running, _) => (false, "Running", "seed Job running".into()),
+        _ => (false, "Waiting", "waiting for the infrastructure".into()),
+    };
+    Desired { type_: condition::SEEDED, status, reason, message }
 }
 
 #[cfg(test)]

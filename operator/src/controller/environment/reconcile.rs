@@ -164,40 +164,10 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     let api: Api<Environment> = Api::all(ctx.client.clone());
     let now = now();
     let now_t = Time(now);
-    let base = env.status.clone().unwrap_or_default();
-
-    let problems = validate(&env.name_any(), &env.spec);
-    if !problems.is_empty() {
-        let obs = Observation::blocked(reason::INVALID_SPEC, problems.join("; "));
-        write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
-        return Ok(Action::await_change());
+    let mut base = env.status.clone().unwrap_or_default();
+    if let Some(action) = stopped(&ctx, &api, &env, &base, &now_t).await? {
+        return Ok(action);
     }
-
-    if let Some(expiry) = expires_at(&env, base.expires_at.as_ref())
-        && now >= expiry.0
-    {
-        let mut status = base;
-        if status.phase != Some(EnvironmentPhase::Expiring) {
-            ctx.metrics.observe_expiration(env.spec.tier.as_str());
-        }
-        status.phase = Some(EnvironmentPhase::Expiring);
-        write_status(&api, &env, &ctx, status).await?;
-        info!(env = %env.name_any(), "ttl reached; deleting");
-        api.delete(&env.name_any(), &DeleteParams::background()).await?;
-        return Ok(Action::await_change());
-    }
-
-    if let Some(cycle) = cycle_of(&ctx, &env).await? {
-        // Neither namespace is touched: branching has no first Environment to start from.
-        let message = format!(
-            "spec.from forms a branching cycle ({}): change the from of one of them; nothing was changed",
-            cycle.join(" -> ")
-        );
-        let obs = Observation::blocked("ParentCycle", message);
-        write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
-        return Ok(Action::await_change());
-    }
-    let mut base = base;
     let parent_spec = match resolve_parent(&api, &env, &mut base).await? {
         Parent::Root => None,
         Parent::Inherited(spec) => Some(*spec),
@@ -209,50 +179,24 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     };
     let spec = desired::effective_spec(&env.spec, parent_spec.as_ref());
     let ns = namespace_of(&env);
-
-    let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
-    // Ours when the cache of phaseloop's namespaces has it with this Environment's label; anything
-    // else (a foreign namespace is not in that cache) is looked up.
-    ctx.caches.children.synced::<Namespace>().await;
-    let cached = ctx.caches.children.get::<Namespace>(None, &ns).ok().flatten();
-    let ours = cached.is_some_and(|m| m.labels().get(label::ENVIRONMENT) == Some(&env.name_any()));
-    if !ours
-        && let Some(existing) = ns_api.get_opt(&ns).await?
-        && existing.labels().get(label::ENVIRONMENT) != Some(&env.name_any())
-    {
-        let message = format!("namespace {ns} exists and is not managed by this Environment; it is left untouched");
+    if let Some(message) = provision_namespace(&ctx, &env, &ns, &spec).await? {
         let obs = Observation::blocked("NamespaceConflict", message);
         write_status(&api, &env, &ctx, desired_status(&env, base, &obs, &now_t)).await?;
         return Ok(Action::requeue(PROVISIONING_REQUEUE * 3));
     }
-    ctx.caches.children.apply(&ns_api, desired::namespace(&env, &ns)).await?;
-    apply_or_delete(&ctx, &ns, desired::QUOTA_NAME, spec.quota.as_ref().map(|q| desired::resource_quota(&env, &ns, q)))
-        .await?;
-    apply_or_delete(
-        &ctx,
-        &ns,
-        desired::LIMIT_RANGE_NAME,
-        spec.defaults.as_ref().map(|d| desired::limit_range(&env, &ns, d)),
-    )
-    .await?;
-    let isolation = (spec.isolation == crate::api::Isolation::Namespace)
-        .then(|| desired::network_policy(&env, &ns, &ctx.config.monitoring_namespace));
-    apply_or_delete::<NetworkPolicy>(&ctx, &ns, desired::NETWORK_POLICY_NAME, isolation).await?;
 
     // Sleep: decided before the infrastructure, which is applied at zero replicas while asleep.
     // One list of the namespace's Releases serves both the sleep clock and `status.apps`.
     let releases = releases_in(&ctx, &ns).await?;
-    let last_activity = last_activity(&env, &releases, &base);
     let wake_requested = env.annotations().contains_key(annotation::WAKE);
     let decision = sleep::decide(
         env.spec.sleep_after.map(Into::into),
-        last_activity,
+        last_activity(&env, &releases, &base),
         base.slept_at.as_ref().map(|t| t.0),
         wake_requested,
         now,
     );
     let sleeping = decision == Decision::Sleep;
-
     let (components, refused) = provision_infrastructure(&ctx, &env, &ns, &spec, &base.components, sleeping).await?;
     for (component, why) in &refused {
         let was = base.components.iter().find(|c| &c.name == component).and_then(|c| c.message.as_ref());
@@ -263,7 +207,6 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     }
     let infra_ready = refused.is_empty() && components.iter().all(|c| c.ready);
     let seed = seed(&ctx, &env, &ns, &spec, &base, infra_ready).await?;
-
     apply_sleep(&ctx, &env, decision, &mut base, now).await;
     if let Some(parent) = env.spec.from.as_deref() {
         branch_live_releases(&ctx, &api, parent, &ns, env.spec.follow_parent).await?;
@@ -271,19 +214,94 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     base.apps = super::live_apps(&releases);
     let obs = Observation { blocked: None, components, refused, seed, sleeping };
     let status = desired_status(&env, base, &obs, &now_t);
-    let ready = status.phase == Some(EnvironmentPhase::Ready) || status.phase == Some(EnvironmentPhase::Sleeping);
+    let ready = matches!(status.phase, Some(EnvironmentPhase::Ready | EnvironmentPhase::Sleeping));
     write_status(&api, &env, &ctx, status).await?;
-
     if wake_requested {
         // Consumed only after the status saying "awake" is written: a reconcile that sees the
         // annotation gone therefore also sees the wake, and cannot put the Environment back to sleep.
         let patch = json!({"metadata": {"annotations": {annotation::WAKE: null}}});
         api.patch(&env.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
+    Ok(next_wake(&env, now, decision, ready))
+}
 
-    // Timed requeues instead of polling: the next expiry or sleep, whichever is first.
+/// What stops an Environment before anything is provisioned: an invalid spec, a reached expiry
+/// (then it deletes itself), a branching cycle. `Some` when one did (its status written).
+async fn stopped(
+    ctx: &Context,
+    api: &Api<Environment>,
+    env: &Environment,
+    base: &EnvironmentStatus,
+    now: &Time,
+) -> Result<Option<Action>, Error> {
+    let problems = validate(&env.name_any(), &env.spec);
+    if !problems.is_empty() {
+        let obs = Observation::blocked(reason::INVALID_SPEC, problems.join("; "));
+        write_status(api, env, ctx, desired_status(env, base.clone(), &obs, now)).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    if let Some(expiry) = expires_at(env, base.expires_at.as_ref())
+        && now.0 >= expiry.0
+    {
+        let mut status = base.clone();
+        if status.phase != Some(EnvironmentPhase::Expiring) {
+            ctx.metrics.observe_expiration(env.spec.tier.as_str());
+        }
+        status.phase = Some(EnvironmentPhase::Expiring);
+        write_status(api, env, ctx, status).await?;
+        info!(env = %env.name_any(), "ttl reached; deleting");
+        api.delete(&env.name_any(), &DeleteParams::background()).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    if let Some(cycle) = cycle_of(ctx, env).await? {
+        // Neither namespace is touched: branching has no first Environment to start from.
+        let message = format!(
+            "spec.from forms a branching cycle ({}): change the from of one of them; nothing was changed",
+            cycle.join(" -> ")
+        );
+        let obs = Observation::blocked("ParentCycle", message);
+        write_status(api, env, ctx, desired_status(env, base.clone(), &obs, now)).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    Ok(None)
+}
+
+/// The namespace and its quota, defaults and isolation. `Some(why)` when the namespace exists and
+/// is not this Environment's: then nothing is touched.
+async fn provision_namespace(
+    ctx: &Context,
+    env: &Environment,
+    ns: &str,
+    spec: &EnvironmentSpec,
+) -> Result<Option<String>, Error> {
+    let ns_api: Api<Namespace> = Api::all(ctx.client.clone());
+    // Ours when the cache of phaseloop's namespaces has it with this Environment's label; anything
+    // else (a foreign namespace is not in that cache) is looked up.
+    ctx.caches.children.synced::<Namespace>().await;
+    let cached = ctx.caches.children.get::<Namespace>(None, ns).ok().flatten();
+    let ours = cached.is_some_and(|m| m.labels().get(label::ENVIRONMENT) == Some(&env.name_any()));
+    if !ours
+        && let Some(existing) = ns_api.get_opt(ns).await?
+        && existing.labels().get(label::ENVIRONMENT) != Some(&env.name_any())
+    {
+        return Ok(Some(format!("namespace {ns} exists and is not managed by this Environment; it is left untouched")));
+    }
+    ctx.caches.children.apply(&ns_api, desired::namespace(env, ns)).await?;
+    let quota = spec.quota.as_ref().map(|q| desired::resource_quota(env, ns, q));
+    apply_or_delete(ctx, ns, desired::QUOTA_NAME, quota).await?;
+    let defaults = spec.defaults.as_ref().map(|d| desired::limit_range(env, ns, d));
+    apply_or_delete(ctx, ns, desired::LIMIT_RANGE_NAME, defaults).await?;
+    let isolation = (spec.isolation == crate::api::Isolation::Namespace)
+        .then(|| desired::network_policy(env, ns, &ctx.config.monitoring_namespace));
+    apply_or_delete::<NetworkPolicy>(ctx, ns, desired::NETWORK_POLICY_NAME, isolation).await?;
+    Ok(None)
+}
+
+/// Timed requeues instead of polling: the next expiry or sleep, whichever is first; shortly again
+/// while something is still coming up.
+fn next_wake(env: &Environment, now: Timestamp, decision: Decision, ready: bool) -> Action {
     let mut next: Vec<Duration> = vec![];
-    if let Some(e) = expires_at(&env, env.status.as_ref().and_then(|s| s.expires_at.as_ref())) {
+    if let Some(e) = expires_at(env, env.status.as_ref().and_then(|s| s.expires_at.as_ref())) {
         next.push(until(now, e.0));
     }
     if let Decision::Awake { sleep_at: Some(at) } = decision {
@@ -292,7 +310,7 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
     if !ready {
         next.push(PROVISIONING_REQUEUE);
     }
-    Ok(next.into_iter().min().map(Action::requeue).unwrap_or_else(Action::await_change))
+    next.into_iter().min().map(Action::requeue).unwrap_or_else(Action::await_change)
 }
 
 fn until(now: Timestamp, at: Timestamp) -> Duration {

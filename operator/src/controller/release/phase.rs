@@ -183,6 +183,32 @@ pub struct Outcome {
     pub requeue: Option<Duration>,
 }
 
+/// Where a rollout is (see [`Draft::position`]).
+struct At {
+    plan: Vec<Step>,
+    step: usize,
+    kind: Step,
+    /// The weight the step asks for.
+    weight: i32,
+    started: jiff::Timestamp,
+    elapsed: Duration,
+    deadline: Duration,
+}
+
+impl At {
+    /// Whether the step has run past the progress deadline.
+    fn late(&self) -> bool {
+        self.elapsed > self.deadline
+    }
+}
+
+/// Replicas of both versions at a step, and what the Service selects.
+struct Placement {
+    candidate: i32,
+    stable: i32,
+    serving: Serving,
+}
+
 struct Draft<'a> {
     o: &'a Observation<'a>,
     status: ReleaseStatus,
@@ -664,18 +690,82 @@ impl Draft<'_> {
     fn rollout(&mut self) {
         let o = self.o;
         let strategy = &o.rel.spec.strategy;
-        let me = self.name();
+        let at = self.position();
+        let mut verdict = self.tally();
+        let aborted = self.has(ABORT);
+        let rolling_back = conditions::find(&self.status.conditions, condition::PROGRESSING)
+            .is_some_and(|c| c.reason == "RollingBack");
+        let placement = self.placement(&at);
+        let warm = scaled(&strategy.warm_replicas, o.total, true);
+        let pods_ready = match at.kind {
+            Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
+            Step::Weight(_) if o.stable.is_some() && strategy.type_ == StrategyType::Rolling => o.own.ready(o.total),
+            Step::Weight(_) => o.own.ready(placement.candidate),
+            _ => true,
+        };
+        let mut deadline_missed = matches!(at.kind, Step::Weight(_)) && !pods_ready && at.late();
+        if self.overridden(&verdict, deadline_missed, aborted || rolling_back) {
+            verdict = Verdict::Passing;
+            deadline_missed = false;
+        }
+        if aborted {
+            verdict = Verdict::Failed("aborted by a person".into());
+        }
+        let metrics = strategy.analysis.as_ref().map(|a| a.metrics.as_slice()).unwrap_or_default();
+        let unmeasured =
+            if metrics.is_empty() { Default::default() } else { analysis::unmeasured(metrics, &self.status.analysis) };
+        let observed = rollout::Observed {
+            step: at.step,
+            step_started: at.started,
+            now: o.now.0,
+            pods_ready,
+            promoted: self.has(PROMOTE),
+            analysis: verdict.clone(),
+            deadline_missed,
+            unmeasured: unmeasured.clone(),
+        };
+        let decision = if rolling_back {
+            Decision::Abort(self.status.message.clone().unwrap_or_else(|| "rolling back".into()))
+        } else if at.kind == Step::Switch && !pods_ready && at.late() {
+            // The candidate serves everything already; a previous version that cannot warm up (a
+            // tight quota, say) does not hold the Release back: the window goes on cold.
+            let why = format!(
+                "the previous version has {} of {warm} warm pods Ready after the progress deadline: \
+                 the revert window starts cold (a revert waits for its pods)",
+                o.other.available.max(0)
+            );
+            self.event(true, "RevertWindowCold", why);
+            Decision::Advance { step: at.step + 1 }
+        } else {
+            rollout::decide(&at.plan, &observed)
+        };
+        if let Decision::Abort(why) = &decision
+            && (aborted || rolling_back || strategy.auto_rollback || o.stable.is_none())
+        {
+            return self.roll_back(why.clone());
+        }
+        self.serve(&at, placement);
+        let fresh_tally = matches!(verdict, Verdict::Inconclusive(_)) || unmeasured != Default::default();
+        self.carry_out(decision, &at, fresh_tally);
+    }
+
+    /// Where the rollout is: its plan, the step and how long it has been on it.
+    fn position(&self) -> At {
+        let o = self.o;
+        let strategy = &o.rel.spec.strategy;
         let plan = rollout::plan(strategy);
         let step = self.status.current_step.unwrap_or(0).max(0) as usize;
-        let step_kind = plan.get(step).cloned().unwrap_or(Step::Switch);
-        let step_weight = rollout::weight_at(&plan, step);
-        let total = o.total;
-        let now = o.now.0;
-        let started = self.status.step_started_at.as_ref().map(|t| t.0).unwrap_or(now);
-        let elapsed = Duration::try_from(now.duration_since(started)).unwrap_or_default();
-        let deadline: Duration = strategy.progress_deadline.into();
+        let kind = plan.get(step).cloned().unwrap_or(Step::Switch);
+        let weight = rollout::weight_at(&plan, step);
+        let started = self.status.step_started_at.as_ref().map(|t| t.0).unwrap_or(o.now.0);
+        let elapsed = Duration::try_from(o.now.0.duration_since(started)).unwrap_or_default();
+        At { plan, step, kind, weight, started, elapsed, deadline: strategy.progress_deadline.into() }
+    }
 
-        // The verdict: this reconcile's measurements into the tally first.
+    /// This reconcile's measurements into the tally, and the verdict of the tally.
+    fn tally(&mut self) -> Verdict {
+        let o = self.o;
+        let strategy = &o.rel.spec.strategy;
         if let (Some(a), Some(values)) = (&strategy.analysis, &o.measurements) {
             for m in &a.metrics {
                 let value = values.iter().find(|(n, _)| *n == m.name).and_then(|(_, v)| *v);
@@ -688,125 +778,97 @@ impl Draft<'_> {
             }
         }
         let metrics = strategy.analysis.as_ref().map(|a| a.metrics.as_slice()).unwrap_or_default();
-        let mut verdict = analysis::verdict(metrics, &self.status.analysis);
-        let aborted = self.has(ABORT);
-        let rolling_back = conditions::find(&self.status.conditions, condition::PROGRESSING)
-            .is_some_and(|c| c.reason == "RollingBack");
+        analysis::verdict(metrics, &self.status.analysis)
+    }
 
-        // This step's replicas, and what the Service selects.
-        let blue_green = strategy.type_ == StrategyType::BlueGreen;
+    /// This step's replicas of both versions, and what the Service selects.
+    fn placement(&self, at: &At) -> Placement {
+        let o = self.o;
+        let strategy = &o.rel.spec.strategy;
+        let (me, total) = (self.name(), o.total);
         let warm = scaled(&strategy.warm_replicas, total, true);
-        let switch = step_kind == Step::Switch;
-        let (candidate, stable_replicas, serving) = match o.stable {
-            None => (total, 0, Serving::Only(me.clone())),
-            Some(_) if switch => (total, warm, Serving::Only(me.clone())),
-            Some(s) if blue_green => (total, total, Serving::Only(s.name_any())),
+        let (candidate, stable, serving) = match o.stable {
+            None => (total, 0, Serving::Only(me)),
+            Some(_) if at.kind == Step::Switch => (total, warm, Serving::Only(me)),
+            Some(s) if strategy.type_ == StrategyType::BlueGreen => (total, total, Serving::Only(s.name_any())),
             Some(s) => {
-                let both = Serving::Both { stable: s.name_any(), candidate: me.clone() };
+                let both = Serving::Both { stable: s.name_any(), candidate: me };
                 if strategy.type_ == StrategyType::Rolling {
                     let (surge, unavailable) = self.limits();
                     let (c, st) = handover::step(total, surge, unavailable, o.own.side(), o.other.side());
                     (c, st, both)
-                } else if step_weight >= 100 {
+                } else if at.weight >= 100 {
                     // The stable version keeps its pods until the switch: capacity never drops.
                     (total, o.other.replicas.clamp(0, total), both)
                 } else {
-                    let (c, st) = split(total, step_weight);
+                    let (c, st) = split(total, at.weight);
                     // It gives up pods only as the candidate's become Ready.
                     (c, st.max((total - o.own.available).clamp(0, o.other.replicas.max(0))), both)
                 }
             }
         };
-        let pods_ready = match step_kind {
-            Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
-            Step::Weight(_) if o.stable.is_some() && strategy.type_ == StrategyType::Rolling => o.own.ready(total),
-            Step::Weight(_) => o.own.ready(candidate),
-            _ => true,
-        };
-        let waiting_for_pods = matches!(step_kind, Step::Weight(_));
-        let mut deadline_missed = waiting_for_pods && !pods_ready && elapsed > deadline;
+        Placement { candidate, stable, serving }
+    }
 
-        // With autoRollback off, a person may let the rollout go on past a failure.
-        let failure = match &verdict {
+    /// With autoRollback off, a person may let the rollout go on past a failure
+    /// (`promote --override`): recorded in status, the tally restarted. Whether it was. A request
+    /// with nothing to override is spent all the same.
+    fn overridden(&mut self, verdict: &Verdict, deadline_missed: bool, stopping: bool) -> bool {
+        let o = self.o;
+        let failure = match verdict {
             Verdict::Failed(why) => Some(format!("analysis failed: {why}")),
             _ if deadline_missed => Some("the candidate did not become ready within the progress deadline".into()),
             _ => None,
         };
-        if let Some(what) =
-            failure.filter(|_| !strategy.auto_rollback && !aborted && !rolling_back && self.has(OVERRIDE))
-        {
-            let by = o.rel.annotations().get(OVERRIDE).cloned().unwrap_or_default();
-            self.status.override_ = Some(OverrideRecord { by: by.clone(), at: o.now.clone(), verdict: what.clone() });
-            self.event(false, "Overridden", format!("{by} let the rollout go on past: {what}"));
-            self.set(condition::DEGRADED, false, reason::AS_EXPECTED, "overridden by a person");
-            analysis::restart(&mut self.status.analysis);
-            self.status.step_started_at = Some(o.now.clone());
-            self.effects.push(Effect::Consume(OVERRIDE));
-            verdict = Verdict::Passing;
-            deadline_missed = false;
+        if !self.has(OVERRIDE) {
+            return false;
         }
-        if self.has(OVERRIDE) && !self.effects.contains(&Effect::Consume(OVERRIDE)) {
-            // Nothing to override (or autoRollback decides): the request is spent.
-            self.effects.push(Effect::Consume(OVERRIDE));
-        }
-        if aborted {
-            verdict = Verdict::Failed("aborted by a person".into());
-        }
-        let unmeasured =
-            if metrics.is_empty() { Default::default() } else { analysis::unmeasured(metrics, &self.status.analysis) };
-        let promoted = self.has(PROMOTE);
-        let observed = rollout::Observed {
-            step,
-            step_started: started,
-            now,
-            pods_ready,
-            promoted,
-            analysis: verdict.clone(),
-            deadline_missed,
-            unmeasured: unmeasured.clone(),
-        };
-        let decision = if rolling_back {
-            Decision::Abort(self.status.message.clone().unwrap_or_else(|| "rolling back".into()))
-        } else if switch && !pods_ready && elapsed > deadline {
-            // The candidate serves everything already; a previous version that cannot warm up (a
-            // tight quota, say) does not hold the Release back: the window goes on cold.
-            let why = format!(
-                "the previous version has {} of {warm} warm pods Ready after the progress deadline: \
-                 the revert window starts cold (a revert waits for its pods)",
-                o.other.available.max(0)
-            );
-            self.event(true, "RevertWindowCold", why);
-            Decision::Advance { step: step + 1 }
-        } else {
-            rollout::decide(&plan, &observed)
-        };
+        self.effects.push(Effect::Consume(OVERRIDE));
+        let Some(what) = failure.filter(|_| !o.rel.spec.strategy.auto_rollback && !stopping) else { return false };
+        let by = o.rel.annotations().get(OVERRIDE).cloned().unwrap_or_default();
+        self.status.override_ = Some(OverrideRecord { by: by.clone(), at: o.now.clone(), verdict: what.clone() });
+        self.event(false, "Overridden", format!("{by} let the rollout go on past: {what}"));
+        self.set(condition::DEGRADED, false, reason::AS_EXPECTED, "overridden by a person");
+        analysis::restart(&mut self.status.analysis);
+        self.status.step_started_at = Some(o.now.clone());
+        true
+    }
 
-        if let Decision::Abort(why) = &decision
-            && (aborted || rolling_back || strategy.auto_rollback || o.stable.is_none())
-        {
-            return self.roll_back(why.clone());
-        }
+    /// Both versions at this step's replicas, the Service on `serving`, and the status saying so.
+    fn serve(&mut self, at: &At, placement: Placement) {
+        let o = self.o;
+        let me = self.name();
+        let Placement { candidate, stable, serving } = placement;
         self.scale(&me, candidate);
         if let Some(s) = o.stable {
-            self.scale(&s.name_any(), stable_replicas);
+            self.scale(&s.name_any(), stable);
         }
+        let blue_green = o.rel.spec.strategy.type_ == StrategyType::BlueGreen;
         self.effects.push(Effect::Services { serving: serving.clone(), preview: blue_green });
         self.status.weight = Some(served_weight(&serving, &me, &o.own, &o.other));
-        self.status.step_weight = Some(step_weight);
+        self.status.step_weight = Some(at.weight);
         self.status.candidate_replicas = Some(candidate);
-        self.status.stable_replicas = o.stable.map(|_| stable_replicas);
-        self.status.replicas = Some(candidate + o.stable.map_or(0, |_| stable_replicas));
-        let position = format!("step {}/{}", (step + 1).min(plan.len()), plan.len());
+        self.status.stable_replicas = o.stable.map(|_| stable);
+        self.status.replicas = Some(candidate + o.stable.map_or(0, |_| stable));
+    }
+
+    /// The rollout decision in status, Events and effects. `fresh_tally`: a promotion past an
+    /// inconclusive pause starts the tally of what follows afresh.
+    fn carry_out(&mut self, decision: Decision, at: &At, fresh_tally: bool) {
+        let o = self.o;
+        let strategy = &o.rel.spec.strategy;
+        let position = format!("step {}/{}", (at.step + 1).min(at.plan.len()), at.plan.len());
         match decision {
             Decision::Hold { wait, .. } => {
                 self.enter(ReleasePhase::Progressing);
                 self.set(condition::PROGRESSING, true, "RollingOut", &position);
-                self.status.message = Some(match step_kind {
+                self.status.message = Some(match at.kind {
                     Step::Switch => format!("{position}: switching; keeping the previous version warm"),
-                    _ => format!("{position}: weight {step_weight}%"),
+                    _ => format!("{position}: weight {}%", at.weight),
                 });
                 let interval = strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
-                self.requeue(rollout::recheck_after(wait, deadline.saturating_sub(elapsed), interval, ROLLOUT_RECHECK));
+                let left = at.deadline.saturating_sub(at.elapsed);
+                self.requeue(rollout::recheck_after(wait, left, interval, ROLLOUT_RECHECK));
             }
             Decision::Pause { reason, .. } => {
                 self.enter(ReleasePhase::Paused);
@@ -817,9 +879,8 @@ impl Draft<'_> {
                 self.status.current_step = Some(next as i32);
                 self.status.step_started_at = Some(o.now.clone());
                 analysis::next_step(&mut self.status.analysis);
-                if promoted {
-                    // Past an inconclusive pause a person asked for: a fresh tally for what follows.
-                    if matches!(verdict, Verdict::Inconclusive(_)) || unmeasured != Default::default() {
+                if self.has(PROMOTE) {
+                    if fresh_tally {
                         analysis::restart(&mut self.status.analysis);
                     }
                     self.effects.push(Effect::Consume(PROMOTE));
@@ -837,21 +898,23 @@ impl Draft<'_> {
                 self.set(condition::PROGRESSING, false, "Complete", "the rollout is complete");
                 self.requeue(AT_ONCE);
             }
-            Decision::Abort(why) => {
-                // autoRollback is off: a person decides (abort, or override and go on).
-                let reason_ = if why.contains("deadline") { "ProgressDeadlineExceeded" } else { "AnalysisFailed" };
-                let message = format!(
-                    "{why}; autoRollback is off: kubectl phaseloop abort, or kubectl phaseloop promote --override to go on"
-                );
-                if self.status.phase != Some(ReleasePhase::Paused) {
-                    self.event(true, reason_, message.clone());
-                }
-                self.enter(ReleasePhase::Paused);
-                self.set(condition::PROGRESSING, true, "Paused", &message);
-                self.set(condition::DEGRADED, true, reason_, &why);
-                self.status.message = Some(message);
-            }
+            Decision::Abort(why) => self.hold_failure(why),
         }
+    }
+
+    /// A failure with autoRollback off: paused, and a person decides (abort, or override and go on).
+    fn hold_failure(&mut self, why: String) {
+        let reason_ = if why.contains("deadline") { "ProgressDeadlineExceeded" } else { "AnalysisFailed" };
+        let message = format!(
+            "{why}; autoRollback is off: kubectl phaseloop abort, or kubectl phaseloop promote --override to go on"
+        );
+        if self.status.phase != Some(ReleasePhase::Paused) {
+            self.event(true, reason_, message.clone());
+        }
+        self.enter(ReleasePhase::Paused);
+        self.set(condition::PROGRESSING, true, "Paused", &message);
+        self.set(condition::DEGRADED, true, reason_, &why);
+        self.status.message = Some(message);
     }
 
     /// Returns all traffic to the stable version (failed analysis, missed deadline, abort): without

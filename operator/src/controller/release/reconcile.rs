@@ -41,12 +41,10 @@ pub fn controller(
     release_changes: Option<UnboundedSender<ReleaseChange>>,
     environments_changed: UnboundedReceiver<Environment>,
 ) -> Controller<Release> {
-    let client = ctx.client.clone();
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let scope = ctx.config.watch_namespace.as_deref();
-    let store = ctx.caches.releases.clone();
     let (changes, changed) = futures::channel::mpsc::unbounded::<Release>();
-    let releases = watch::objects(watch::scoped::<Release>(&client, scope), wc.clone(), w.releases, ctx.clone())
+    let releases = watch::objects(watch::scoped::<Release>(&ctx.client, scope), wc.clone(), w.releases, ctx.clone())
         .inspect_ok(move |r| {
             if let Some(tx) = &release_changes {
                 let metadata = kube::api::ObjectMeta {
@@ -58,32 +56,71 @@ pub fn controller(
             }
             drop(changes.unbounded_send(r.clone()))
         });
-    let controller = Controller::for_stream(releases, store.clone()).with_config(watch::controller_config(&ctx));
-    let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
-    // HorizontalPodAutoscalers fill their cache and wake the Releases of the app they target.
-    let rel_store = store.clone();
-    let autoscalers = watcher(watch::scoped::<HorizontalPodAutoscaler>(&client, scope), wc.clone())
-        .default_backoff()
-        .modify(watch::lean)
-        .reflect(w.autoscalers);
+    let controller =
+        Controller::for_stream(releases, ctx.caches.releases.clone()).with_config(watch::controller_config(&ctx));
+    let controller = wake_on_autoscalers(controller, &ctx, &wc, w.autoscalers);
+    let controller = wake_on_children(controller, &ctx, &wc, w.deployments, w.deployment_meta, w.service_meta);
+    // An Environment's change (it fell asleep, woke, froze, its promotion rules changed) re-runs
+    // the Releases of its namespace, from the Environment controller's cache.
     let c = ctx.clone();
-    let targeted = move |hpa: HorizontalPodAutoscaler| {
-        let target = hpa.spec.scale_target_ref.name;
-        let refs = rel_store
+    let controller = controller.watches_stream(environments_changed.map(Ok::<_, watcher::Error>), move |env| {
+        let ns = namespace_of(&env);
+        let refs = c.caches.releases.state().into_iter().filter(|r| r.namespace().as_deref() == Some(ns.as_str()));
+        watch::marked(&c, refs.map(|r| ObjectRef::from_obj(&*r)).collect())
+    });
+    // Every Release of an app re-runs when one of them changes (the queue is per app). The changes
+    // come from this controller's own watch, after its cache has taken them in: a sibling woken by
+    // a deletion no longer sees the deleted Release, and no second watch of Releases is needed.
+    let c = ctx.clone();
+    controller.watches_stream(changed.map(Ok::<_, watcher::Error>), move |r: Release| {
+        let refs = c
+            .caches
+            .releases
             .state()
             .into_iter()
-            .filter(|r| r.namespace() == hpa.metadata.namespace)
-            .filter(|r| workload::deployment_name(&r.spec.app, &r.spec.version) == target)
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect::<Vec<_>>();
-        watch::marked(&c, refs)
-    };
-    let controller = controller.watches_stream(autoscalers.touched_objects(), targeted);
-    // Owned Deployments: their status is what rollouts wait for, so these are full objects, lean:
-    // without the pod template (the largest part, which phaseloop builds and never reads back)
-    // and managed fields. Their metadata also feeds the children cache. Services: metadata only.
-    let mut deployment_meta = w.deployment_meta;
-    let deployments = watcher(watch::scoped::<Deployment>(&client, scope), owned.clone())
+            .filter(|o| o.namespace() == r.namespace() && o.name_any() != r.name_any() && o.spec.app == r.spec.app);
+        watch::marked(&c, refs.map(|o| ObjectRef::from_obj(&*o)).collect())
+    })
+}
+
+/// HorizontalPodAutoscalers fill their cache and wake the Releases of the app they target.
+fn wake_on_autoscalers(
+    controller: Controller<Release>,
+    ctx: &Arc<Context>,
+    wc: &watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<HorizontalPodAutoscaler>,
+) -> Controller<Release> {
+    let scope = ctx.config.watch_namespace.as_deref();
+    let autoscalers = watcher(watch::scoped::<HorizontalPodAutoscaler>(&ctx.client, scope), wc.clone())
+        .default_backoff()
+        .modify(watch::lean)
+        .reflect(writer);
+    let c = ctx.clone();
+    controller.watches_stream(autoscalers.touched_objects(), move |hpa: HorizontalPodAutoscaler| {
+        let target = hpa.spec.scale_target_ref.name;
+        let refs = c.caches.releases.state().into_iter().filter(|r| {
+            r.namespace() == hpa.metadata.namespace && workload::deployment_name(&r.spec.app, &r.spec.version) == target
+        });
+        watch::marked(&c, refs.map(|r| ObjectRef::from_obj(&*r)).collect())
+    })
+}
+
+/// Owned Deployments and Services. Deployments' status is what rollouts wait for, so these are
+/// full objects, lean: without the pod template (the largest part, which phaseloop builds and never
+/// reads back) and managed fields; their metadata also feeds the children cache. Services:
+/// metadata only. A Deployment wakes its owner, and the Release of the app rolling out: a rollout
+/// also waits for the other version's pods (the warm pods of the switch, a handover back).
+fn wake_on_children(
+    controller: Controller<Release>,
+    ctx: &Arc<Context>,
+    wc: &watcher::Config,
+    deployments: kube::runtime::reflector::store::Writer<Deployment>,
+    mut deployment_meta: kube::runtime::reflector::store::Writer<watch::Meta<Deployment>>,
+    service_meta: kube::runtime::reflector::store::Writer<watch::Meta<Service>>,
+) -> Controller<Release> {
+    let scope = ctx.config.watch_namespace.as_deref();
+    let owned = wc.clone().labels(&format!("{}={}", crate::api::label::MANAGED_BY, crate::api::label::MANAGER));
+    let deployment_events = watcher(watch::scoped::<Deployment>(&ctx.client, scope), owned.clone())
         .default_backoff()
         .modify(|d| {
             watch::lean(d);
@@ -93,28 +130,18 @@ pub fn controller(
             deployment_meta.apply_watcher_event(&crate::controller::children::metadata_event(&event));
             event
         })
-        .reflect(w.deployments)
+        .reflect(deployments)
         .touched_objects();
-    let services = watch::metadata(watch::scoped::<watch::Meta<Service>>(&client, scope), owned, Some(w.service_meta));
-    let c = ctx.clone();
-    let service_owner = move |s: watch::Meta<Service>| {
-        let refs = watch::owner(&s.metadata, "Release")
-            .map(|(name, ns)| ObjectRef::new(&name).within(&ns.unwrap_or_default()))
-            .into_iter()
-            .collect::<Vec<_>>();
-        watch::marked(&c, refs)
+    let services =
+        watch::metadata(watch::scoped::<watch::Meta<Service>>(&ctx.client, scope), owned, Some(service_meta));
+    let owner = |meta: &kube::api::ObjectMeta| {
+        watch::owner(meta, "Release").map(|(name, ns)| ObjectRef::new(&name).within(&ns.unwrap_or_default()))
     };
-    // A Deployment wakes its owner, and the Release of the app rolling out: a rollout also waits
-    // for the other version's pods (the warm pods of the switch, a handover back).
     let c = ctx.clone();
-    let rollouts = store.clone();
     let deployment_owners = move |d: Deployment| {
-        let mut refs = watch::owner(&d.metadata, "Release")
-            .map(|(name, ns)| ObjectRef::new(&name).within(&ns.unwrap_or_default()))
-            .into_iter()
-            .collect::<Vec<_>>();
+        let mut refs: Vec<_> = owner(&d.metadata).into_iter().collect();
         let app = d.labels().get(crate::api::label::NAME);
-        let rolling = rollouts.state().into_iter().filter(|r| {
+        let rolling = c.caches.releases.state().into_iter().filter(|r| {
             r.namespace() == d.namespace()
                 && Some(&r.spec.app) == app
                 && matches!(
@@ -129,34 +156,10 @@ pub fn controller(
         }
         watch::marked(&c, refs)
     };
-    let controller = controller.watches_stream(deployments, deployment_owners).watches_stream(services, service_owner);
-    // An Environment's change (it fell asleep, woke, froze, its promotion rules changed) re-runs
-    // the Releases of its namespace, from the Environment controller's cache.
     let c = ctx.clone();
-    let in_namespace = store.clone();
-    let controller = controller.watches_stream(environments_changed.map(Ok::<_, watcher::Error>), move |env| {
-        let ns = namespace_of(&env);
-        let refs = in_namespace
-            .state()
-            .into_iter()
-            .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
-            .map(|r| ObjectRef::from_obj(&*r))
-            .collect::<Vec<_>>();
-        watch::marked(&c, refs)
-    });
-    // Every Release of an app re-runs when one of them changes (the queue is per app). The changes
-    // come from this controller's own watch, after its cache has taken them in: a sibling woken by
-    // a deletion no longer sees the deleted Release, and no second watch of Releases is needed.
-    let c = ctx.clone();
-    controller.watches_stream(changed.map(Ok::<_, watcher::Error>), move |r: Release| {
-        let refs = store
-            .state()
-            .into_iter()
-            .filter(|o| o.namespace() == r.namespace() && o.name_any() != r.name_any() && o.spec.app == r.spec.app)
-            .map(|o| ObjectRef::from_obj(&*o))
-            .collect::<Vec<_>>();
-        watch::marked(&c, refs)
-    })
+    controller
+        .watches_stream(deployment_events, deployment_owners)
+        .watches_stream(services, move |s| watch::marked(&c, owner(&s.metadata).into_iter().collect()))
 }
 
 pub async fn run(controller: Controller<Release>, ctx: Arc<Context>) {
@@ -176,15 +179,8 @@ async fn reconcile(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error
 async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = rel.ns().to_string();
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-    if rel.metadata.deletion_timestamp.is_some() && rel.finalizers().iter().any(|f| f == SERVING_FINALIZER) {
-        // A serving Release's deletion waits, unless its whole namespace is going: then everything
-        // in it goes anyway (nothing can be written there any more), and holding on would only keep
-        // the namespace stuck.
-        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-        if namespaces.get_opt(&ns).await?.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
-            finalizer(&ctx, &rel, false).await?;
-            return Ok(Action::await_change());
-        }
+    if let Some(action) = let_go_with_namespace(&ctx, &rel).await? {
+        return Ok(action);
     }
     ctx.count_dora(&rel);
     let now_t = Time(now());
@@ -196,86 +192,52 @@ async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
     // (an empty cache would read as "no pods Ready" and rewrite every status).
     crate::controller::synced_store(Some(&ctx.caches.deployments)).await;
     let siblings = siblings(&ctx, &rel);
-    let entries: Vec<Entry> = siblings.iter().map(entry).collect();
-    let roles = queue::roles(&entries);
-    let me = siblings.iter().position(|s| s.name_any() == rel.name_any());
-    let role = me.map(|i| roles[i].clone()).unwrap_or(Role::Queued(1));
-    let stable = siblings.iter().zip(&roles).find(|(_, r)| **r == Role::Stable).map(|(s, _)| s.clone());
+    let place = Place::of(&rel, &siblings, &status);
     let sleeping = env.as_ref().and_then(|e| e.status.as_ref()).is_some_and(|s| s.slept_at.is_some());
-    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    let invalid = conditions::find(&status.conditions, condition::DEGRADED)
-        .is_some_and(|c| c.status == "True" && c.reason == crate::api::reason::INVALID_SPEC);
-    let rolling = matches!(phase, ReleasePhase::Progressing | ReleasePhase::Paused);
-    let gated = matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing | ReleasePhase::AwaitingApproval);
-    let sibling_rolling = siblings.iter().any(|s| {
-        s.name_any() != rel.name_any()
-            && matches!(s.status.as_ref().and_then(|s| s.phase), Some(ReleasePhase::Progressing | ReleasePhase::Paused))
-    });
     // The owner of the app's total reads the load (see `operate`): the Release rolling out, else
     // the Live one. Everyone else holds the last decision.
-    let owns_total = !invalid && ((role == Role::Active && rolling) || (role == Role::Stable && !sibling_rolling));
-    let (total, scale_again) = if owns_total {
-        let stable_version = stable.as_ref().filter(|_| role == Role::Active).map(|s| s.spec.version.clone());
-        operate::total(&ctx, &rel, &siblings, stable_version.as_deref().unwrap_or(""), sleeping, &mut status, &now_t)
-            .await
+    let (total, scale_again) = if place.owns_total() {
+        let stable_version = place.stable.as_ref().filter(|_| place.role == Role::Active).map(|s| &s.spec.version);
+        let stable_version = stable_version.map(String::as_str).unwrap_or("");
+        operate::total(&ctx, &rel, &siblings, stable_version, sleeping, &mut status, &now_t).await
     } else {
         (operate::held_total(&rel, &siblings, sleeping), None)
     };
-    let active = role == Role::Active && !invalid;
-    if (active || role == Role::Stable)
-        && !invalid
-        && let Some(clash) = name_clash(&ctx, &rel, &siblings).await?
-    {
-        let now_t = Time(now());
-        if conditions::find(&status.conditions, condition::DEGRADED).is_none_or(|c| c.reason != "NameClash") {
-            crate::controller::publish(&ctx, &*rel, EventType::Warning, "NameClash", clash.clone()).await;
-        }
-        let degraded = conditions::Desired {
-            type_: condition::DEGRADED,
-            status: true,
-            reason: "NameClash",
-            message: clash.clone(),
-        };
-        conditions::upsert(&mut status.conditions, degraded, rel.metadata.generation, &now_t);
-        status.message = Some(format!("nothing was changed: {clash}"));
+    let acts = (place.active() || place.role == Role::Stable) && !place.invalid;
+    let clash = if acts { name_clash(&ctx, &rel, &siblings).await? } else { None };
+    if report_name_clash(&ctx, &rel, clash, &mut status, &now_t).await {
         write(&api, &rel, &ctx, status).await?;
         // A foreign object going away sends no event phaseloop watches: look again now and then.
         return Ok(Action::requeue(Duration::from_secs(60)));
     }
-    if conditions::find(&status.conditions, condition::DEGRADED).is_some_and(|c| c.reason == "NameClash") {
-        let resolved = conditions::Desired {
-            type_: condition::DEGRADED,
-            status: false,
-            reason: crate::api::reason::AS_EXPECTED,
-            message: "spec is valid".into(),
-        };
-        conditions::upsert(&mut status.conditions, resolved, rel.metadata.generation, &now_t);
-    }
-    let other_name = match role {
-        Role::Active => stable.as_ref().map(|s| s.name_any()),
+    let other_name = match place.role {
+        Role::Active => place.stable.as_ref().map(|s| s.name_any()),
         _ => status.stable_release.clone(),
     };
     let other = other_name.as_ref().and_then(|n| siblings.iter().find(|s| &s.name_any() == n));
     let tested = conditions::is_true(&status.conditions, condition::TESTED);
-    let tests = if active && gated && !rel.spec.tests.is_empty() && !tested {
+    let tests = if place.active() && place.gated && !rel.spec.tests.is_empty() && !tested {
         Some(observe_tests(&ctx, &rel, env.as_ref(), &status).await?)
     } else {
         None
     };
     let promotion = env.as_ref().and_then(|e| e.spec.promotion.clone());
     let upstream = match promotion.as_ref().and_then(|p| p.from.as_deref()) {
-        Some(from) if active && gated => upstream_releases(&ctx, &rel, from).await?,
+        Some(from) if place.active() && place.gated => upstream_releases(&ctx, &rel, from).await?,
         _ => None,
     };
-    let measurements =
-        if active && rolling { measure(&ctx, &rel, stable.as_ref(), &status, &now_t).await } else { None };
+    let measurements = if place.active() && place.rolling {
+        measure(&ctx, &rel, place.stable.as_ref(), &status, &now_t).await
+    } else {
+        None
+    };
     let observation = phase::Observation {
         rel: &rel,
         status,
         now: now_t,
-        role,
+        role: place.role.clone(),
         siblings: &siblings,
-        stable: stable.as_ref(),
+        stable: place.stable.as_ref(),
         promotion: promotion.as_ref(),
         total,
         own: deployed(&ctx, &rel),
@@ -284,25 +246,138 @@ async fn reconcile_release(rel: Arc<Release>, ctx: Arc<Context>) -> Result<Actio
         measurements,
         upstream: upstream.as_deref(),
     };
-
-    // Decide, then act. One-shot annotations are consumed after the status is written: whoever
-    // sees the request gone also sees its outcome.
     let outcome = phase::decide(&observation);
+    let requeue = sooner(outcome.requeue, scale_again);
+    carry_out(&ctx, &api, &rel, &siblings, outcome).await?;
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// A serving Release's deletion waits (its finalizer), unless its whole namespace is going: then
+/// everything in it goes anyway (nothing can be written there any more), and holding on would
+/// only keep the namespace stuck. `Some` when the finalizer was let go.
+async fn let_go_with_namespace(ctx: &Context, rel: &Release) -> Result<Option<Action>, Error> {
+    if rel.metadata.deletion_timestamp.is_none() || !rel.finalizers().iter().any(|f| f == SERVING_FINALIZER) {
+        return Ok(None);
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    if namespaces.get_opt(rel.ns()).await?.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
+        finalizer(ctx, rel, false).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    Ok(None)
+}
+
+/// Where a Release stands among its app's Releases, from the cache: its role in the queue, the
+/// Live Release, and what its phase allows.
+struct Place {
+    role: Role,
+    stable: Option<Release>,
+    /// Its spec is invalid (`Degraded`/`InvalidSpec`): it acts on nothing.
+    invalid: bool,
+    /// Progressing or Paused.
+    rolling: bool,
+    /// Before the rollout: Pending, Testing or AwaitingApproval.
+    gated: bool,
+    /// Another Release of the app is rolling out.
+    sibling_rolling: bool,
+}
+
+impl Place {
+    fn of(rel: &Release, siblings: &[Release], status: &ReleaseStatus) -> Place {
+        let entries: Vec<Entry> = siblings.iter().map(entry).collect();
+        let roles = queue::roles(&entries);
+        let me = siblings.iter().position(|s| s.name_any() == rel.name_any());
+        let role = me.map(|i| roles[i].clone()).unwrap_or(Role::Queued(1));
+        let stable = siblings.iter().zip(&roles).find(|(_, r)| **r == Role::Stable).map(|(s, _)| s.clone());
+        let phase = status.phase.unwrap_or(ReleasePhase::Pending);
+        let rolling_phase =
+            |p: Option<ReleasePhase>| matches!(p, Some(ReleasePhase::Progressing | ReleasePhase::Paused));
+        Place {
+            role,
+            stable,
+            invalid: conditions::find(&status.conditions, condition::DEGRADED)
+                .is_some_and(|c| c.status == "True" && c.reason == crate::api::reason::INVALID_SPEC),
+            rolling: rolling_phase(Some(phase)),
+            gated: matches!(phase, ReleasePhase::Pending | ReleasePhase::Testing | ReleasePhase::AwaitingApproval),
+            sibling_rolling: siblings
+                .iter()
+                .any(|s| s.name_any() != rel.name_any() && rolling_phase(s.status.as_ref().and_then(|s| s.phase))),
+        }
+    }
+
+    /// The Release the queue lets go, with a valid spec.
+    fn active(&self) -> bool {
+        self.role == Role::Active && !self.invalid
+    }
+
+    /// Whether this Release decides the app's total: the one rolling out, else the Live one.
+    fn owns_total(&self) -> bool {
+        !self.invalid
+            && ((self.role == Role::Active && self.rolling) || (self.role == Role::Stable && !self.sibling_rolling))
+    }
+}
+
+/// A name clash (`clash`) in `status`: `Degraded`/`NameClash` and, the first time, a Warning
+/// Event; a clash that is gone clears the condition. Whether there is one (then nothing else is
+/// done).
+async fn report_name_clash(
+    ctx: &Context,
+    rel: &Release,
+    clash: Option<String>,
+    status: &mut ReleaseStatus,
+    now: &Time,
+) -> bool {
+    let reported = conditions::find(&status.conditions, condition::DEGRADED).is_some_and(|c| c.reason == "NameClash");
+    let desired = match &clash {
+        Some(clash) => {
+            if !reported {
+                crate::controller::publish(ctx, rel, EventType::Warning, "NameClash", clash.clone()).await;
+            }
+            status.message = Some(format!("nothing was changed: {clash}"));
+            conditions::Desired {
+                type_: condition::DEGRADED,
+                status: true,
+                reason: "NameClash",
+                message: clash.clone(),
+            }
+        }
+        None if reported => conditions::Desired {
+            type_: condition::DEGRADED,
+            status: false,
+            reason: crate::api::reason::AS_EXPECTED,
+            message: "spec is valid".into(),
+        },
+        None => return false,
+    };
+    conditions::upsert(&mut status.conditions, desired, rel.metadata.generation, now);
+    clash.is_some()
+}
+
+/// Acts on the decision: its effects, then the status (and the restored status of the Release a
+/// revert returned to). One-shot annotations are consumed after the status is written: whoever
+/// sees the request gone also sees its outcome.
+async fn carry_out(
+    ctx: &Context,
+    api: &Api<Release>,
+    rel: &Release,
+    siblings: &[Release],
+    outcome: phase::Outcome,
+) -> Result<(), Error> {
     let (consume, effects): (Vec<_>, Vec<_>) =
         outcome.effects.iter().partition(|e| matches!(e, phase::Effect::Consume(_)));
     for effect in effects {
-        act(&ctx, &rel, &siblings, effect).await?;
+        act(ctx, rel, siblings, effect).await?;
     }
-    write(&api, &rel, &ctx, outcome.status).await?;
+    write(api, rel, ctx, outcome.status).await?;
     if let Some((name, restored)) = outcome.restored
         && let Some(previous) = siblings.iter().find(|s| s.name_any() == name)
     {
-        write(&api, previous, &ctx, restored).await?;
+        write(api, previous, ctx, restored).await?;
     }
     for effect in consume {
-        act(&ctx, &rel, &siblings, effect).await?;
+        act(ctx, rel, siblings, effect).await?;
     }
-    Ok(sooner(outcome.requeue, scale_again).map_or_else(Action::await_change, Action::requeue))
+    Ok(())
 }
 
 /// The earlier of two wake-ups.
