@@ -86,6 +86,14 @@ E2E_IMAGE_PREFIX=phaseloop.local
 E2E_COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok pushgateway prometheus)
 
 pid_file() { echo "$E2E_STATE/pids/$1.pid"; }
+# fail NAME MSG -> print the component's log tail and exit non-zero
+fail() {
+  log "error: $1: $2"
+  echo "----- last 40 lines of $(log_file "$1") -----" >&2
+  tail -n 40 "$(log_file "$1")" >&2 || true
+  exit 1
+}
+
 log_file() { echo "$E2E_STATE/logs/$1.log"; }
 
 # running NAME -> prints the recorded PID when that process is alive and is still the one we

@@ -146,13 +146,6 @@ launch() {
   log "$name: started (pid $pid)"
 }
 
-# fail NAME MSG -> print the component's log tail and exit non-zero
-fail() {
-  log "error: $1: $2"
-  echo "----- last 40 lines of $(log_file "$1") -----" >&2
-  tail -n 40 "$(log_file "$1")" >&2 || true
-  exit 1
-}
 
 # wait_healthy NAME CHECK... -> poll CHECK until it succeeds; fail fast if the process dies
 wait_healthy() {

@@ -77,12 +77,6 @@ node_kubeconfig kube-proxy
 # Process handling, as in start-cluster.sh; every process gets its own session (setsid), so its
 # process group is stopped with it (socat's per-connection children).
 nsx() { echo nsenter "--net=/run/netns/$NS"; } # run in the node's network namespace
-fail() {
-  log "error: $1: $2"
-  echo "----- last 40 lines of $(log_file "$1") -----" >&2
-  tail -n 40 "$(log_file "$1")" >&2 || true
-  exit 1
-}
 # node_launch NAME BINARY [ARGS...] with $PREFIX (e.g. nsenter) in front; the recorded exe is BINARY
 node_launch() {
   local name=$1 bin=$2 pid

@@ -351,15 +351,21 @@ async fn an_expiry_only_moves_later() {
     }
 }
 
-#[tokio::test]
-#[ignore = "needs the local control plane: make e2e"]
-async fn production_cannot_be_downgraded_nor_its_namespace_deleted_directly() {
+/// A production Environment, Ready, deleted at the end of the test.
+async fn production() -> (kube::Client, Api<Environment>, String, EnvironmentGuard) {
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("prod-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&name);
+    let guard = EnvironmentGuard::new(&name);
     create(&environment(&name, json!({"tier": "production"})));
     wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    (client, envs, name, guard)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn production_cannot_be_downgraded_nor_its_namespace_deleted_directly() {
+    let (client, envs, name, _guard) = production().await;
     // Downgrading the tier (to delete it, or give it a ttl) is refused at admission.
     for patch in [json!({"spec": {"tier": "development"}}), json!({"spec": {"tier": "development", "ttl": "1s"}})] {
         let err = envs.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
@@ -427,12 +433,7 @@ async fn a_bad_component_is_refused_while_the_good_ones_become_ready() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn deleting_a_production_environment_needs_the_annotation() {
-    let client = client().await;
-    let envs: Api<Environment> = Api::all(client.clone());
-    let name = format!("prod-{}", unique_suffix());
-    let _guard = EnvironmentGuard::new(&name);
-    create(&environment(&name, json!({"tier": "production"})));
-    wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let (client, envs, name, _guard) = production().await;
     let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
     assert!(!out.ok, "production Environment deleted without the annotation");
     assert!(out.stderr.contains("production Environments are protected"), "{}", out.stderr);

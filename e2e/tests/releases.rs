@@ -26,6 +26,13 @@ async fn setup(prefix: &str) -> (Client, TestNamespace, Api<Release>) {
     (client, ns, api)
 }
 
+/// Version 1 of `app` Live at `replicas`, and a Monitor of what its Service routes to from then on.
+async fn live_and_watched(client: &Client, ns: &str, api: &Api<Release>, app: &str, replicas: i32) -> Monitor {
+    create(&release(ns, app, "1", replicas, json!({})));
+    wait_release_phase(api, &format!("{app}-1"), ReleasePhase::Live).await;
+    Monitor::start(client, ns, app).await
+}
+
 /// `kubectl wait` as a user would, for a condition of a Release.
 fn kubectl_wait(ns: &str, release: &str, condition: &str) {
     let out = kubectl(&[
@@ -120,9 +127,7 @@ async fn a_rolling_update_hands_over_within_its_surge_keeps_the_previous_version
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_canary_follows_its_weights_queues_the_next_release_and_keeps_the_previous_version_warm() {
     let (client, ns, api) = setup("e2e-canary").await;
-    create(&release(&ns.name, "cart", "1", 4, json!({})));
-    wait_release_phase(&api, "cart-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &ns.name, "cart").await;
+    let monitor = live_and_watched(&client, &ns.name, &api, "cart", 4).await;
 
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}});
     create(&release(&ns.name, "cart", "2", 4, canary));
@@ -165,9 +170,7 @@ async fn a_canary_follows_its_weights_queues_the_next_release_and_keeps_the_prev
 #[ignore = "needs the local control plane: make e2e"]
 async fn blue_green_previews_without_production_traffic_then_switches_at_once() {
     let (client, ns, api) = setup("e2e-bluegreen").await;
-    create(&release(&ns.name, "blog", "1", 2, json!({})));
-    wait_release_phase(&api, "blog-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &ns.name, "blog").await;
+    let monitor = live_and_watched(&client, &ns.name, &api, "blog", 2).await;
     create(&release(&ns.name, "blog", "2", 2, json!({"type": "BlueGreen"})));
     kubectl_wait(&ns.name, "blog-2", "Ready");
     monitor.seen("blog-2 Live", |s| s.phase("blog-2") == Some(ReleasePhase::Live)).await;
@@ -196,9 +199,7 @@ async fn blue_green_previews_without_production_traffic_then_switches_at_once() 
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_aborted_canary_returns_all_traffic_to_the_stable_version_without_a_gap() {
     let (client, ns, api) = setup("e2e-abort").await;
-    create(&release(&ns.name, "web", "1", 2, json!({})));
-    wait_release_phase(&api, "web-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &ns.name, "web").await;
+    let monitor = live_and_watched(&client, &ns.name, &api, "web", 2).await;
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
     create(&release(&ns.name, "web", "2", 2, canary));
     wait_release_phase(&api, "web-2", ReleasePhase::Paused).await;
@@ -275,9 +276,7 @@ async fn a_failing_analysis_rolls_every_strategy_back_to_stable_only_endpoints()
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_candidate_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
     let (client, ns, api) = setup("e2e-deadline").await;
-    create(&release(&ns.name, "api", "1", 4, json!({})));
-    wait_release_phase(&api, "api-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &ns.name, "api").await;
+    let monitor = live_and_watched(&client, &ns.name, &api, "api", 4).await;
     create(&broken(release(&ns.name, "api", "2", 4, json!({"progressDeadline": "15s"}))));
     let r = wait_release_phase(&api, "api-2", ReleasePhase::RolledBack).await;
     assert!(r.status.unwrap().message.unwrap().contains("progress deadline"));
@@ -357,9 +356,7 @@ async fn with_auto_rollback_off_a_failure_pauses_promote_does_not_pass_it_overri
 #[ignore = "needs the local control plane: make e2e"]
 async fn deleting_a_serving_release_waits_until_it_no_longer_serves() {
     let (client, ns, api) = setup("e2e-protect").await;
-    create(&release(&ns.name, "shop", "1", 2, json!({})));
-    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &ns.name, "shop").await;
+    let monitor = live_and_watched(&client, &ns.name, &api, "shop", 2).await;
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]},
         "revertWindow": "10s"});
     create(&release(&ns.name, "shop", "2", 2, canary));
@@ -485,9 +482,7 @@ async fn a_rolling_update_inside_a_tight_quota_completes_within_its_surge() {
     .await
     .unwrap();
     let api: Api<Release> = Api::namespaced(client.clone(), &name);
-    create(&release(&name, "quota", "1", 4, json!({})));
-    wait_release_phase(&api, "quota-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &name, "quota").await;
+    let monitor = live_and_watched(&client, &name, &api, "quota", 4).await;
     // 4 pods and room for one more: a cold revert window (warmReplicas 0) fits the quota.
     let strategy =
         json!({"rolling": {"maxSurge": 1, "maxUnavailable": 0}, "warmReplicas": 0, "progressDeadline": "2m"});
@@ -604,9 +599,7 @@ async fn promotion_waits_for_the_version_to_soak_upstream_counts_a_superseded_on
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart() {
     let (client, ns, api) = setup("e2e-crash").await;
-    create(&release(&ns.name, "mail", "1", 4, json!({})));
-    wait_release_phase(&api, "mail-1", ReleasePhase::Live).await;
-    let monitor = Monitor::start(&client, &ns.name, "mail").await;
+    let monitor = live_and_watched(&client, &ns.name, &api, "mail", 4).await;
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 75}]}});
     create(&release(&ns.name, "mail", "2", 4, canary));
     wait_release_phase(&api, "mail-2", ReleasePhase::Paused).await;

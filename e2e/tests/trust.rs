@@ -60,6 +60,11 @@ fn gated(ns: &str, app: &str) -> serde_json::Value {
     r
 }
 
+/// `kubectl patch --subresource=status` of Release `name` with `patch`, impersonating `user`.
+fn patch_status_as(ns: &str, name: &str, patch: &str, user: &str) -> Output {
+    kubectl(&["patch", "rel", name, "-n", ns, "--subresource=status", "--type=merge", "-p", patch, "--as", user])
+}
+
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn approving_needs_the_approve_verb_and_records_who_really_approved() {
@@ -170,34 +175,10 @@ async fn a_forged_status_is_refused_and_written_anyway_does_not_open_the_gate() 
         .ok
     );
     let ops = format!("system:serviceaccount:{}:ops", ns.name);
-    let out = kubectl(&[
-        "patch",
-        "rel",
-        "pay-1",
-        "-n",
-        &ns.name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &forged,
-        "--as",
-        &ops,
-    ]);
+    let out = patch_status_as(&ns.name, "pay-1", &forged, &ops);
     assert!(!out.ok && out.stderr.contains("written by the phaseloop operator only"), "{}", out.stderr);
     // Written anyway, as the operator's own ServiceAccount (impersonated): the gate stays shut.
-    let out = kubectl(&[
-        "patch",
-        "rel",
-        "pay-1",
-        "-n",
-        &ns.name,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &forged,
-        "--as",
-        OPERATOR_USER,
-    ]);
+    let out = patch_status_as(&ns.name, "pay-1", &forged, OPERATOR_USER);
     assert!(out.ok, "{}", out.stderr);
     let r = wait_for(&api, "pay-1", WAIT, |r: Option<&Release>| {
         r.and_then(|r| r.status.as_ref())
