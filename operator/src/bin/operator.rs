@@ -25,7 +25,7 @@ use tracing::{error, info};
 #[command(version, about = "phaseloop: Environments and Releases for the Ops half of the DevOps loop")]
 struct Args {
     /// Address of /metrics, /healthz and /readyz. Loopback by default, for a process on a host;
-    /// the chart sets 0.0.0.0:<port> for its pod, which the kubelet and Prometheus reach.
+    /// the chart sets `0.0.0.0:<port>` for its pod, which the kubelet and Prometheus reach.
     #[arg(long, env = "PHASELOOP_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
     /// Prometheus HTTP API for analysis and scaling, e.g. http://prometheus:9090.
