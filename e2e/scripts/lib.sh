@@ -10,6 +10,11 @@ KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 ETCD_VERSION=v3.6.16 # also pinned in e2e/tools/etcd/go.mod
 KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+# The peer controller of `make bench BENCH=peers` only (never built by default, nor by make test).
+# Also pinned in e2e/tools/argo-rollouts/go.mod. Its go.mod asks for Go >= 1.26.10: its build
+# alone uses this toolchain, which the go command fetches from the module proxy.
+ARGO_ROLLOUTS_VERSION=v1.10.2
+ARGO_ROLLOUTS_GOTOOLCHAIN=go1.27.3
 
 export GOTOOLCHAIN=local # fail fast instead of silently switching toolchains
 export CGO_ENABLED=0     # upstream builds the control-plane binaries static
@@ -28,6 +33,10 @@ k8s_bin_dir() { echo "$E2E_CACHE/k8s-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k
 etcd_bin_dir() { echo "$E2E_CACHE/etcd-$ETCD_VERSION-$(pin_hash "$E2E_ROOT/tools/etcd/go.mod" "$E2E_ROOT/tools/etcd/go.sum" "$E2E_ROOT/tools/etcd/main.go")"; }
 kwok_bin_dir() { echo "$E2E_CACHE/kwok-$KWOK_VERSION"; }
 helm_bin_dir() { echo "$E2E_CACHE/helm-$HELM_VERSION"; }
+argo_rollouts_bin_dir() {
+  local w=$E2E_ROOT/tools/argo-rollouts
+  echo "$E2E_CACHE/argo-rollouts-$ARGO_ROLLOUTS_VERSION-$(pin_hash "$w/go.mod" "$w/go.sum" <(echo "$ARGO_ROLLOUTS_GOTOOLCHAIN"))"
+}
 
 # PATH with every pinned binary first, so scripts and tests never pick up an older kubectl.
 e2e_bin_path() { echo "$(k8s_bin_dir):$(etcd_bin_dir):$(kwok_bin_dir):$(helm_bin_dir)"; }
