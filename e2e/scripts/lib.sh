@@ -55,6 +55,9 @@ E2E_SCHEDULER_PORT=${E2E_SCHEDULER_PORT:-11259}
 E2E_PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-19090}
 E2E_PUSHGATEWAY_PORT=${E2E_PUSHGATEWAY_PORT:-19091}
 PHASELOOP_METRICS_PORT=${PHASELOOP_METRICS_PORT:-18080} # the operator's /metrics, scraped by Prometheus
+# Argo Rollouts' /metrics (scraped like the operator's) and healthz, for `make bench BENCH=peers`.
+ARGO_ROLLOUTS_METRICS_PORT=${ARGO_ROLLOUTS_METRICS_PORT:-18090}
+ARGO_ROLLOUTS_HEALTHZ_PORT=${ARGO_ROLLOUTS_HEALTHZ_PORT:-18091}
 
 # Start order; stop-cluster.sh stops in reverse.
 # shellcheck disable=SC2034 # used by the scripts sourcing this file

@@ -12,8 +12,9 @@
 # PID: $E2E_STATE/pids/argo-rollouts.pid (stop-cluster.sh stops it too); log:
 # $E2E_STATE/logs/argo-rollouts.log. Cluster-wide (not --namespaced), like phaseloop; leader
 # election on (its default), as phaseloop's with the chart's ServiceAccount.
-# Ports: ARGO_ROLLOUTS_METRICS_PORT (default 18090) and ARGO_ROLLOUTS_HEALTHZ_PORT (default 18091).
-# Upstream binds both on 0.0.0.0 (hard-coded); only 127.0.0.1 is ever contacted.
+# Ports: ARGO_ROLLOUTS_METRICS_PORT (default 18090; Prometheus scrapes it as job argo-rollouts, as it
+# scrapes the operator) and ARGO_ROLLOUTS_HEALTHZ_PORT (default 18091). Upstream binds both on
+# 0.0.0.0 (hard-coded); only 127.0.0.1 is ever contacted.
 source "$(dirname "$0")/lib.sh"
 eval "$("$E2E_ROOT/scripts/env.sh")"
 NS=argo-rollouts
@@ -21,8 +22,8 @@ PIDFILE=$E2E_STATE/pids/argo-rollouts.pid
 LOGFILE=$E2E_STATE/logs/argo-rollouts.log
 KUBECONFIG_SA=$E2E_STATE/argo-rollouts.kubeconfig
 BIN=$(argo_rollouts_bin_dir)/rollouts-controller
-METRICS_PORT=${ARGO_ROLLOUTS_METRICS_PORT:-18090}
-HEALTHZ_PORT=${ARGO_ROLLOUTS_HEALTHZ_PORT:-18091}
+METRICS_PORT=$ARGO_ROLLOUTS_METRICS_PORT # lib.sh: 18090 unless set
+HEALTHZ_PORT=$ARGO_ROLLOUTS_HEALTHZ_PORT # lib.sh: 18091 unless set
 LEASE=argo-rollouts-controller-lock
 
 # Upstream's module, as the go command resolved it for the wrapper (download only, no build).
@@ -40,8 +41,13 @@ install() {
   local crds=()
   for f in "$dir"/manifests/crds/*-crd.yaml; do crds+=(-f "$f"); done
   kubectl apply --server-side --force-conflicts "${crds[@]}" >/dev/null
-  kubectl wait --for=condition=Established --timeout=60s crd/rollouts.argoproj.io crd/analysisruns.argoproj.io \
-    crd/analysistemplates.argoproj.io crd/clusteranalysistemplates.argoproj.io crd/experiments.argoproj.io >/dev/null
+  # A CRD without status yet makes `kubectl wait` fail at once rather than wait: retried.
+  for _ in $(seq 60); do
+    kubectl wait --for=condition=Established --timeout=5s crd/rollouts.argoproj.io crd/analysisruns.argoproj.io \
+      crd/analysistemplates.argoproj.io crd/clusteranalysistemplates.argoproj.io crd/experiments.argoproj.io \
+      >/dev/null 2>&1 && break
+    sleep 1
+  done
   kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
   # Upstream's install.yaml minus the CRDs (applied above), the Deployment and the metrics Service.
   python3 - "$dir/manifests/install.yaml" <<'PY' | kubectl apply -n "$NS" --server-side --force-conflicts -f - >/dev/null
@@ -97,7 +103,8 @@ start() {
     --metricsPort="$METRICS_PORT" --healthzPort="$HEALTHZ_PORT" >>"$LOGFILE" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 240); do
-    if tail -n "+$from" "$LOGFILE" | grep -q 'Started controller'; then
+    # awk reads the whole file: `tail | grep -q` fails under pipefail once grep stops early.
+    if awk -v f="$from" 'NR >= f && /msg="Started controller"/ {found = 1} END {exit !found}' "$LOGFILE"; then
       log "argo-rollouts ready and leading (pid $(cat "$PIDFILE"), log $LOGFILE)"
       return 0
     fi

@@ -197,6 +197,10 @@ fn print_peers(r: &PeersReport) {
             run.relist_s,
             run.relist_requests.total
         );
+        println!(
+            "    /metrics with every app at v2: {:.0} series, scraped in {:.1} ms",
+            run.metrics_series, run.metrics_scrape_ms
+        );
         for (name, p) in [("setup v1", &run.setup), ("v1 → v2", &run.rollout), ("v2 → v3 analysis", &run.analysis)]
         {
             println!(
@@ -213,6 +217,15 @@ fn print_peers(r: &PeersReport) {
                 p.first_write_ms.p95
             );
             println!("      {:?}", p.requests.by_verb);
+            let k = &p.controller_manager;
+            println!(
+                "      controller-manager: {:.0} requests; Deployment syncs {:.0} (queue wait {:.1}s), ReplicaSet syncs {:.0} (queue wait {:.1}s)",
+                k.requests,
+                k.deployment_syncs,
+                k.deployment_queue_wait_s,
+                k.replicaset_syncs,
+                k.replicaset_queue_wait_s
+            );
         }
     }
     println!("  {:<50} {:>12} {:>14} {:>8} {:>6}", "figure", "phaseloop", "argo-rollouts", "ratio", "goal");

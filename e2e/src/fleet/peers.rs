@@ -36,7 +36,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::{
-    CREATE_CONCURRENCY, apply_json,
+    CREATE_CONCURRENCY, Scrape, apply_json,
     audit::{AuditLog, Counts},
     process::PidFile,
 };
@@ -88,6 +88,14 @@ impl Peer {
                 format!("system:serviceaccount:{ns}:phaseloop")
             }
             Peer::ArgoRollouts => "system:serviceaccount:argo-rollouts:argo-rollouts".into(),
+        }
+    }
+
+    /// Its scrape job in the cluster's Prometheus (`e2e/manifests/prometheus.yml.tmpl`).
+    fn job(self) -> &'static str {
+        match self {
+            Peer::Phaseloop => "phaseloop-operator",
+            Peer::ArgoRollouts => "argo-rollouts",
         }
     }
 
@@ -173,6 +181,60 @@ pub struct PhaseReport {
     /// From every app serving the new version to the controller going quiet.
     pub settle_s: f64,
     pub rss_peak_mib: f64,
+    /// What the cluster's controller-manager did meanwhile (its pods are the same for both).
+    pub controller_manager: KcmWork,
+}
+
+/// The controller-manager's work over a phase, from its `/metrics`: the Deployment and
+/// ReplicaSet controllers' syncs and how long items waited in their queues (5 workers each and a
+/// client limit of 20 requests a second: what bounds how fast any controller's pods change here).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct KcmWork {
+    pub requests: f64,
+    pub deployment_syncs: f64,
+    pub deployment_queue_wait_s: f64,
+    pub replicaset_syncs: f64,
+    pub replicaset_queue_wait_s: f64,
+}
+
+impl KcmWork {
+    fn between(a: &Scrape, b: &Scrape) -> Self {
+        let d = |name: &str, with: &[&str]| b.sum(name, with) - a.sum(name, with);
+        let mean = |queue: &str| {
+            let with = format!("name=\"{queue}\"");
+            let n = d("workqueue_queue_duration_seconds_count", &[&with]);
+            if n > 0.0 { d("workqueue_queue_duration_seconds_sum", &[&with]) / n } else { 0.0 }
+        };
+        KcmWork {
+            requests: d("rest_client_requests_total", &[]),
+            deployment_syncs: d("workqueue_adds_total", &["name=\"deployment\""]),
+            deployment_queue_wait_s: mean("deployment"),
+            replicaset_syncs: d("workqueue_adds_total", &["name=\"replicaset\""]),
+            replicaset_queue_wait_s: mean("replicaset"),
+        }
+    }
+}
+
+/// The controller-manager's `/metrics` (an always-allowed path on 127.0.0.1, its serving
+/// certificate signed by the cluster's CA).
+struct Kcm {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Kcm {
+    fn from_env() -> Option<Self> {
+        let state = std::env::var("E2E_STATE").ok()?;
+        let port = std::env::var("E2E_KCM_PORT").unwrap_or_else(|_| "11257".into());
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(PathBuf::from(state).join("pki/ca.crt")).ok()?).ok()?;
+        let http = reqwest::Client::builder().add_root_certificate(ca).build().ok()?;
+        Some(Kcm { url: format!("https://127.0.0.1:{port}/metrics"), http })
+    }
+
+    async fn scrape(&self) -> Scrape {
+        let text = async { self.http.get(&self.url).send().await?.error_for_status()?.text().await };
+        Scrape::parse(&text.await.unwrap_or_default())
+    }
 }
 
 /// What one controller measured.
@@ -189,6 +251,10 @@ pub struct PeerReport {
     pub rss_steady_mib: f64,
     /// Every app at v3 after the analysis round, quiet.
     pub rss_steady_v3_mib: f64,
+    /// Series its `/metrics` exposes with every app at v2, and how long the cluster's Prometheus
+    /// takes to scrape them (every 2s, for both controllers alike).
+    pub metrics_series: f64,
+    pub metrics_scrape_ms: f64,
     /// Highest over setup and both rollouts.
     pub rss_peak_mib: f64,
     /// Highest from a restart until quiet again.
@@ -592,6 +658,7 @@ fn first_writes(audit: &AuditLog, user: &str, sent: &[(usize, String, Timestamp)
 
 struct Ctx<'a> {
     client: &'a Client,
+    kcm: Option<Kcm>,
     run: &'a PeersRun,
     user: String,
     proc: PidFile,
@@ -607,6 +674,10 @@ async fn phase(
     image: &str,
     objects: Vec<(usize, serde_json::Value)>,
 ) -> anyhow::Result<PhaseReport> {
+    let kcm0 = match &cx.kcm {
+        Some(k) => k.scrape().await,
+        None => Scrape::default(),
+    };
     let cpu0 = cx.proc.cpu_seconds().unwrap_or(0.0);
     let t0 = Timestamp::now();
     let i0 = Instant::now();
@@ -629,6 +700,10 @@ async fn phase(
     let (last, peak_quiet) = cx.proc.peak_rss_while(wait_quiet(audit, &cx.user, t0, Duration::from_secs(300))).await;
     let last = last?;
     let cpu_s = cx.proc.cpu_seconds().unwrap_or(0.0) - cpu0;
+    let controller_manager = match &cx.kcm {
+        Some(k) => KcmWork::between(&kcm0, &k.scrape().await),
+        None => KcmWork::default(),
+    };
     audit.poll()?;
     let requests = Counts::of(audit.window(&cx.user, t0, last.checked_add(jiff::SignedDuration::from_millis(1))?));
     let app_seconds: Vec<f64> =
@@ -652,6 +727,7 @@ async fn phase(
         requests,
         settle_s: last.duration_since(t0).as_secs_f64() - seconds,
         rss_peak_mib: peak.max(peak_quiet) as f64 / MIB,
+        controller_manager,
     })
 }
 
@@ -660,7 +736,7 @@ async fn run_one(client: &Client, run: &PeersRun, peer: Peer, observer: &Observe
     let mut audit = AuditLog::from_env(&[&user])?;
     let proc = peer.pid_file()?;
     let apps: Vec<AppKey> = (0..run.apps).map(|j| (namespace(run, j), app(j))).collect();
-    let cx = Ctx { client, run, user: user.clone(), proc: proc.clone(), observer, apps };
+    let cx = Ctx { client, kcm: Kcm::from_env(), run, user: user.clone(), proc: proc.clone(), observer, apps };
     let mut report = PeerReport { controller: peer.name().into(), user: user.clone(), ..Default::default() };
 
     progress(&format!("{}: fresh process, idle", peer.name()));
@@ -701,6 +777,7 @@ async fn run_one(client: &Client, run: &PeersRun, peer: Peer, observer: &Observe
     let objects = (0..run.apps).map(|j| (j, workload(run, peer, j, "v2", false))).collect();
     report.rollout = phase(&cx, &mut audit, "bench:v2", objects).await?;
     report.rss_steady_mib = proc.mean_rss(Duration::from_secs(5)).await / MIB;
+    (report.metrics_series, report.metrics_scrape_ms) = scrape_of(peer).await;
     progress(&format!(
         "{}: all on v2 in {:.1}s; v2 → v3 with analysis on {} apps",
         peer.name(),
@@ -738,6 +815,18 @@ async fn run_one(client: &Client, run: &PeersRun, peer: Peer, observer: &Observe
     peer.run("stop").await?;
     clean(client, observer).await?;
     Ok(report)
+}
+
+/// Samples in the last scrape of `peer`'s metrics and its duration (ms), from Prometheus.
+async fn scrape_of(peer: Peer) -> (f64, f64) {
+    let value = |q: String| async move {
+        let r = crate::prom_query(&q).await.ok()?;
+        r.first()?["value"][1].as_str()?.parse::<f64>().ok()
+    };
+    let job = peer.job();
+    let series = value(format!("scrape_samples_scraped{{job=\"{job}\"}}")).await.unwrap_or(0.0);
+    let seconds = value(format!("scrape_duration_seconds{{job=\"{job}\"}}")).await.unwrap_or(0.0);
+    (series, seconds * 1000.0)
 }
 
 /// `--version` of the running binary, plus the commit for phaseloop.
@@ -987,6 +1076,24 @@ mod tests {
         warm.push(pod("v1", true, false, &[("app.kubernetes.io/version", "v1")]));
         assert!(serves(&by_version, &warm, "bench:v2", 4));
         assert!(!serves(&BTreeMap::new(), &warm, "bench:v2", 4), "no Service: nothing served");
+    }
+
+    #[test]
+    fn controller_manager_work_is_the_difference_of_two_scrapes() {
+        let a = Scrape::parse(
+            "workqueue_adds_total{name=\"deployment\"} 10\nworkqueue_queue_duration_seconds_sum{name=\"deployment\"} 5\n\
+             workqueue_queue_duration_seconds_count{name=\"deployment\"} 10\n\
+             rest_client_requests_total{code=\"200\",host=\"127.0.0.1:1\",method=\"PUT\"} 100\n",
+        );
+        let b = Scrape::parse(
+            "workqueue_adds_total{name=\"deployment\"} 30\nworkqueue_queue_duration_seconds_sum{name=\"deployment\"} 65\n\
+             workqueue_queue_duration_seconds_count{name=\"deployment\"} 30\n\
+             rest_client_requests_total{code=\"200\",host=\"127.0.0.1:1\",method=\"PUT\"} 150\n\
+             rest_client_requests_total{code=\"201\",host=\"127.0.0.1:1\",method=\"POST\"} 20\n",
+        );
+        let w = KcmWork::between(&a, &b);
+        assert_eq!((w.requests, w.deployment_syncs, w.deployment_queue_wait_s), (70.0, 20.0, 3.0));
+        assert_eq!((w.replicaset_syncs, w.replicaset_queue_wait_s), (0.0, 0.0));
     }
 
     #[test]
