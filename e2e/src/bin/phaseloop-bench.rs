@@ -68,7 +68,7 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_values_t = ["argo-rollouts".to_string(), "phaseloop".to_string()])]
         controllers: Vec<String>,
         /// Per phase: how long until every app must serve the new version.
-        #[arg(long, default_value_t = 3600)]
+        #[arg(long, default_value_t = 7200)]
         timeout_s: u64,
     },
 }

@@ -48,6 +48,12 @@ pub const LABEL: &str = "bench.phaseloop.dev/peers";
 /// With 4 replicas both controllers split 25% as 1 + 3 pods and 50% as 2 + 2 (Argo's default
 /// maxSurge of 25% would add a stable pod at 20%, which phaseloop's split does not).
 pub const WEIGHTS: [i32; 2] = [25, 50];
+/// Progress deadline of both, in seconds (both default to 600). Argo Rollouts only marks a missed
+/// deadline (`progressDeadlineAbort` is off by default); phaseloop rolls the Release back. On two
+/// cores a thousand apps stepping at once queue in the controller-manager for longer than 600s
+/// (measured: every phaseloop Release rolled back at 1,000 apps), so both get one hour, the same
+/// value, and the work is the same: every app reaches v2.
+pub const PROGRESS_DEADLINE_S: u64 = 3600;
 /// The analysis query, the same for both: it returns 1 while Prometheus scrapes the pushgateway.
 pub const ANALYSIS_QUERY: &str = "sum(up{job=\"pushgateway\"})";
 /// Nodes the benchmark adds when the kwok node cannot hold every pod at once.
@@ -361,10 +367,12 @@ fn canary_steps(run: &PeersRun) -> Vec<serde_json::Value> {
 /// first revision); later versions run the canary steps, and the previous version is scaled to
 /// zero at promotion (`revertWindow: 0s`), as Argo's basic canary does.
 pub fn phaseloop_release(run: &PeersRun, j: usize, version: &str, analysis: bool) -> serde_json::Value {
+    let deadline = format!("{PROGRESS_DEADLINE_S}s");
     let strategy = if version == "v1" {
-        json!({"type": "Rolling"})
+        json!({"type": "Rolling", "progressDeadline": deadline})
     } else {
-        let mut s = json!({"type": "Canary", "canary": {"steps": canary_steps(run)}, "revertWindow": "0s"});
+        let mut s = json!({"type": "Canary", "canary": {"steps": canary_steps(run)}, "revertWindow": "0s",
+                           "progressDeadline": deadline});
         if analysis {
             s["analysis"] = json!({"interval": format!("{}s", run.analysis_interval.as_secs()),
                 "metrics": [{"name": "up", "query": ANALYSIS_QUERY, "min": 1}]});
@@ -388,7 +396,7 @@ pub fn argo_rollout(run: &PeersRun, j: usize, version: &str, analysis: bool) -> 
     }
     json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout",
         "metadata": {"name": app(j), "namespace": namespace(run, j)},
-        "spec": {"replicas": run.replicas,
+        "spec": {"replicas": run.replicas, "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
                  "selector": {"matchLabels": {"app.kubernetes.io/name": app(j)}},
                  "template": pod_template(j, version),
                  "strategy": {"canary": canary}}})
@@ -1038,7 +1046,12 @@ mod tests {
         assert_eq!(template["spec"]["metrics"][0]["provider"]["prometheus"]["query"], ANALYSIS_QUERY);
         assert_eq!(rel["spec"]["strategy"]["analysis"]["metrics"][0]["query"], ANALYSIS_QUERY);
         // v1: straight to 100% for both (no steps for phaseloop; Argo skips them on a first revision).
-        assert_eq!(phaseloop_release(&run, 0, "v1", false)["spec"]["strategy"], json!({"type": "Rolling"}));
+        assert_eq!(
+            phaseloop_release(&run, 0, "v1", false)["spec"]["strategy"],
+            json!({"type": "Rolling", "progressDeadline": "3600s"})
+        );
+        assert_eq!(rel["spec"]["strategy"]["progressDeadline"], "3600s");
+        assert_eq!(ro["spec"]["progressDeadlineSeconds"], 3600);
         assert!(argo_rollout(&run, 0, "v2", false)["spec"]["strategy"]["canary"].get("analysis").is_none());
         assert_eq!((0..25).filter(|j| run.analysed(*j)).collect::<Vec<_>>(), [0, 10, 20]);
         assert_eq!(run.namespaces(), 3);
