@@ -8,11 +8,13 @@
 #         containerd-shim-runc-v2, ctr (wrapper e2e/tools/containerd), coredns (wrapper
 #         e2e/tools/coredns): only for the real node, so not in the default list; run-e2e.sh asks
 #         for it unless E2E_REAL_NODE=0.
+#   argo-rollouts: rollouts-controller (wrapper e2e/tools/argo-rollouts), only when named: the peer
+#         controller of `make bench BENCH=peers`, never built by default nor by `make test`
 # Each component is built into a temp dir next to its cache dir and renamed into place only when
 # complete, so an interrupted build never leaves a half-filled cache dir. Binaries never go into
 # the repository. Cold: ~30 min on 2 cores (run it in the background); all cached: well under 1s.
 #
-# Usage: build-e2e-bins.sh [k8s|etcd|kwok|helm|node ...]   (default: k8s etcd kwok helm)
+# Usage: build-e2e-bins.sh [k8s|etcd|kwok|helm|node|argo-rollouts ...]   (default: k8s etcd kwok helm)
 source "$(dirname "$0")/lib.sh"
 
 # 2 cores: two compile jobs at a time; more only adds memory pressure.
@@ -190,19 +192,36 @@ build_helm() {
   publish "$tmp" "$dir"
 }
 
+build_argo_rollouts() {
+  local dir tmp ldf p=github.com/argoproj/argo-rollouts
+  dir=$(argo_rollouts_bin_dir)
+  if have "$dir" rollouts-controller; then log "argo-rollouts: cached in $dir"; return; fi
+  new_tmp argo-rollouts
+  # Like upstream's Makefile (`make controller`): static, with its version variables. gitCommit
+  # stays empty (the module proxy does not record it), so the binary says v1.10.2+unknown.
+  ldf="-s -w -X $p/utils/version.version=${ARGO_ROLLOUTS_VERSION#v}"
+  ldf+=" -X $p/utils/version.buildDate=1970-01-01T00:00:00Z -X $p/utils/version.gitTreeState=clean"
+  # The module needs a newer Go than the local toolchain: this build alone switches.
+  (cd "$E2E_ROOT/tools/argo-rollouts" && GOTOOLCHAIN=$ARGO_ROLLOUTS_GOTOOLCHAIN timed "build rollouts-controller" \
+    go build -p "$GO_P" -trimpath -ldflags="$ldf" -o "$tmp/rollouts-controller" "$p/cmd/rollouts-controller")
+  expect_version "v${ARGO_ROLLOUTS_VERSION#v}" "$tmp/rollouts-controller" --version
+  publish "$tmp" "$dir"
+}
+
 command -v go >/dev/null || die "go not found (need Go >= 1.26)"
 T0=$(date +%s)
 for c in "${@:-k8s etcd kwok helm}"; do
   for c1 in $c; do
     case $c1 in
       k8s | etcd | kwok | helm | node) "build_$c1" ;;
-      *) die "unknown component '$c1' (k8s, etcd, kwok, helm, node)" ;;
+      argo-rollouts) build_argo_rollouts ;;
+      *) die "unknown component '$c1' (k8s, etcd, kwok, helm, node, argo-rollouts)" ;;
     esac
   done
 done
 log "build-e2e-bins: done in $(($(date +%s) - T0))s"
 for d in "$(k8s_bin_dir)" "$(etcd_bin_dir)" "$(kwok_bin_dir)" "$(helm_bin_dir)" "$(kubelet_bin_dir)" \
-  "$(containerd_bin_dir)" "$(coredns_bin_dir)"; do
+  "$(containerd_bin_dir)" "$(coredns_bin_dir)" "$(argo_rollouts_bin_dir)"; do
   # shellcheck disable=SC2012 # a listing for people to read, of files named by this script
   [ -d "$d" ] && ls -s --block-size=M "$d" | sed 1d | sed "s|^|  $(basename "$d"): |" >&2
 done

@@ -12,6 +12,11 @@ KWOK_VERSION=${KWOK_VERSION:-v0.8.0}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
 CONTAINERD_VERSION=v2.4.2 # also pinned in e2e/tools/containerd/go.mod
 COREDNS_VERSION=v1.15.0   # also pinned in e2e/tools/coredns/go.mod
+# The peer controller of `make bench BENCH=peers` only (never built by default, nor by make test).
+# Also pinned in e2e/tools/argo-rollouts/go.mod. Its go.mod asks for Go >= 1.26.10: its build
+# alone uses this toolchain, which the go command fetches from the module proxy.
+ARGO_ROLLOUTS_VERSION=v1.10.2
+ARGO_ROLLOUTS_GOTOOLCHAIN=go1.27.3
 
 export GOTOOLCHAIN=local # fail fast instead of silently switching toolchains
 export CGO_ENABLED=0     # upstream builds the control-plane binaries static
@@ -35,6 +40,10 @@ helm_bin_dir() { echo "$E2E_CACHE/helm-$HELM_VERSION"; }
 kubelet_bin_dir() { echo "$E2E_CACHE/k8s-node-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k8s/go.mod" "$E2E_ROOT/tools/k8s/go.sum")"; }
 coredns_bin_dir() { echo "$E2E_CACHE/coredns-$COREDNS_VERSION-$(pin_hash "$E2E_ROOT/tools/coredns/go.mod" "$E2E_ROOT/tools/coredns/go.sum" "$E2E_ROOT/tools/coredns/main.go")"; }
 containerd_bin_dir() { echo "$E2E_CACHE/containerd-$CONTAINERD_VERSION-$(pin_hash "$E2E_ROOT/tools/containerd/go.mod" "$E2E_ROOT/tools/containerd/go.sum")"; }
+argo_rollouts_bin_dir() {
+  local w=$E2E_ROOT/tools/argo-rollouts
+  echo "$E2E_CACHE/argo-rollouts-$ARGO_ROLLOUTS_VERSION-$(pin_hash "$w/go.mod" "$w/go.sum" <(echo "$ARGO_ROLLOUTS_GOTOOLCHAIN"))"
+}
 
 # PATH with every pinned binary first, so scripts and tests never pick up an older kubectl.
 e2e_bin_path() { echo "$(k8s_bin_dir):$(etcd_bin_dir):$(kwok_bin_dir):$(helm_bin_dir)"; }
@@ -53,6 +62,9 @@ E2E_SCHEDULER_PORT=${E2E_SCHEDULER_PORT:-11259}
 E2E_PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-19090}
 E2E_PUSHGATEWAY_PORT=${E2E_PUSHGATEWAY_PORT:-19091}
 PHASELOOP_METRICS_PORT=${PHASELOOP_METRICS_PORT:-18080} # the operator's /metrics, scraped by Prometheus
+# Argo Rollouts' /metrics (scraped like the operator's) and healthz, for `make bench BENCH=peers`.
+ARGO_ROLLOUTS_METRICS_PORT=${ARGO_ROLLOUTS_METRICS_PORT:-18090}
+ARGO_ROLLOUTS_HEALTHZ_PORT=${ARGO_ROLLOUTS_HEALTHZ_PORT:-18091}
 
 # The real node (start-node.sh; the SC2034 disables: used by the scripts sourcing this file): kubelet, kube-proxy and containerd in a network namespace of
 # their own, which holds the whole pod network (bridge, pod CIDR, Service rules, conntrack). The

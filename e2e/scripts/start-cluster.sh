@@ -119,6 +119,7 @@ make_prometheus_config() {
   local f=$E2E_STATE/prometheus.yml
   sed -e "s/@PUSHGATEWAY_PORT@/$E2E_PUSHGATEWAY_PORT/g" \
     -e "s/@PHASELOOP_METRICS_PORT@/$PHASELOOP_METRICS_PORT/g" -e "s|@REPO_ROOT@|$REPO_ROOT|g" \
+    -e "s/@ARGO_ROLLOUTS_METRICS_PORT@/$ARGO_ROLLOUTS_METRICS_PORT/g" \
     "$E2E_ROOT/manifests/prometheus.yml.tmpl" >"$f.tmp"
   cmp -s "$f.tmp" "$f" || PROM_CONFIG_CHANGED=true
   mv "$f.tmp" "$f"

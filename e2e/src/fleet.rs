@@ -6,6 +6,13 @@
 //!
 //! The operator runs as a host process (`e2e/scripts/run-operator.sh`): its memory and CPU are
 //! read from `/proc`, its metrics from `127.0.0.1:$PHASELOOP_METRICS_PORT`.
+//!
+//! `peers` runs the same kind of fleet side by side with Argo Rollouts; `process` and `audit` are
+//! the measurements they share (memory and CPU from `/proc`, requests from the audit log).
+
+pub mod audit;
+pub mod peers;
+pub mod process;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -110,7 +117,7 @@ pub struct Quantiles {
 
 /// The operator started by `run-operator.sh`.
 pub struct Operator {
-    pid_file: PathBuf,
+    proc: process::PidFile,
     metrics_url: String,
     http: reqwest::Client,
 }
@@ -121,32 +128,24 @@ impl Operator {
         let state = std::env::var("E2E_STATE").context("E2E_STATE (eval \"$(e2e/scripts/env.sh)\")")?;
         let port = std::env::var("PHASELOOP_METRICS_PORT").context("PHASELOOP_METRICS_PORT")?;
         Ok(Operator {
-            pid_file: PathBuf::from(state).join("pids/operator.pid"),
+            proc: process::PidFile(PathBuf::from(state).join("pids/operator.pid")),
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             http: reqwest::Client::new(),
         })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        std::fs::read_to_string(&self.pid_file).ok()?.trim().parse().ok()
+        self.proc.pid()
     }
 
     /// Resident memory, from /proc.
     pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
-        let kb: u64 =
-            status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
-        Some(kb * 1024)
+        self.proc.rss_bytes()
     }
 
-    /// User plus system CPU time, from /proc (clock ticks of 1/100 s, Linux's USER_HZ).
+    /// User plus system CPU time, from /proc.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let after = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-        Some(ticks / 100.0)
+        self.proc.cpu_seconds()
     }
 
     pub async fn scrape(&self) -> anyhow::Result<Scrape> {
@@ -156,16 +155,7 @@ impl Operator {
 
     /// Mean resident memory over `over`, sampled every 100ms.
     pub async fn mean_rss(&self, over: Duration) -> f64 {
-        let (mut sum, mut n) = (0.0, 0.0);
-        let until = Instant::now() + over;
-        while Instant::now() < until {
-            if let Some(b) = self.rss_bytes() {
-                sum += b as f64;
-                n += 1.0;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        if n > 0.0 { sum / n } else { 0.0 }
+        self.proc.mean_rss(over).await
     }
 
     /// Restarts the operator (`run-operator.sh start`: graceful stop, start, ready and leading).
@@ -449,15 +439,7 @@ async fn settle(op: &Operator, quiet: Duration, limit: Duration) -> anyhow::Resu
 
 /// Samples the resident memory every 20ms until `stop` resolves; returns the highest.
 async fn peak_rss_while<F: std::future::Future>(op: &Operator, stop: F) -> (F::Output, u64) {
-    let mut stop = std::pin::pin!(stop);
-    let mut peak = 0;
-    loop {
-        peak = peak.max(op.rss_bytes().unwrap_or(0));
-        tokio::select! {
-            out = &mut stop => return (out, peak.max(op.rss_bytes().unwrap_or(0))),
-            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-        }
-    }
+    op.proc.peak_rss_while(stop).await
 }
 
 const MIB: f64 = 1024.0 * 1024.0;

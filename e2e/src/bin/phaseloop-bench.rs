@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use phaseloop_e2e::{
     bench::{self, ScalingRun},
     client,
-    fleet::{self, FleetReport, FleetRun},
+    fleet::{
+        self, FleetReport, FleetRun,
+        peers::{self, Peer, PeersReport, PeersRun},
+    },
 };
 
 #[derive(Parser)]
@@ -41,6 +44,31 @@ enum Bench {
         touches: usize,
         /// Per size: how long creation may take before the run fails.
         #[arg(long, default_value_t = 1200)]
+        timeout_s: u64,
+    },
+    /// Side by side with Argo Rollouts: the same apps rolled v1 → v2 by the same canary steps, once
+    /// by each controller on the same cluster; memory, CPU, API requests (audit log), time.
+    Peers {
+        /// Numbers of apps to run (each size runs both controllers).
+        #[arg(long = "size", default_values_t = [100, 1000])]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 4)]
+        replicas: i32,
+        #[arg(long, default_value_t = 10)]
+        per_namespace: usize,
+        /// Each canary pause, in seconds.
+        #[arg(long, default_value_t = 10)]
+        pause_s: u64,
+        /// Every n-th app gets the Prometheus analysis in the v2 → v3 round (0: none).
+        #[arg(long, default_value_t = 10)]
+        analysis_every: usize,
+        #[arg(long, default_value_t = 10)]
+        analysis_interval_s: u64,
+        /// Controllers, in the order they run.
+        #[arg(long, value_delimiter = ',', default_values_t = ["argo-rollouts".to_string(), "phaseloop".to_string()])]
+        controllers: Vec<String>,
+        /// Per phase: how long until every app must serve the new version.
+        #[arg(long, default_value_t = 7200)]
         timeout_s: u64,
     },
 }
@@ -94,15 +122,122 @@ async fn main() -> anyhow::Result<()> {
             }
             serde_json::json!({"fleet": reports})
         }
-    };
-    if let Some(out) = args.out {
-        if let Some(dir) = out.parent() {
-            std::fs::create_dir_all(dir)?;
+        Bench::Peers {
+            sizes,
+            replicas,
+            per_namespace,
+            pause_s,
+            analysis_every,
+            analysis_interval_s,
+            controllers,
+            timeout_s,
+        } => {
+            let controllers = controllers.iter().map(|c| c.parse()).collect::<anyhow::Result<Vec<Peer>>>()?;
+            let prometheus_url = phaseloop_e2e::prometheus_url();
+            let mut reports = Vec::new();
+            for apps in sizes {
+                let run = PeersRun {
+                    apps,
+                    per_namespace,
+                    replicas,
+                    pause: Duration::from_secs(pause_s),
+                    analysis_every,
+                    analysis_interval: Duration::from_secs(analysis_interval_s),
+                    controllers: controllers.clone(),
+                    timeout: Duration::from_secs(timeout_s),
+                    prometheus_url: prometheus_url.clone(),
+                };
+                println!("peers {apps} apps: running");
+                let r = peers::peers(&client, &run).await?;
+                print_peers(&r);
+                reports.push(r);
+                // Written after each size, so a larger size that fails keeps the smaller ones.
+                write_out(args.out.as_ref(), &serde_json::json!({"peers": reports}))?;
+            }
+            serde_json::json!({"peers": reports})
         }
-        std::fs::write(&out, serde_json::to_string_pretty(&results)?)?;
+    };
+    write_out(args.out.as_ref(), &results)?;
+    if let Some(out) = args.out {
         println!("results: {}", out.display());
     }
     Ok(())
+}
+
+fn write_out(out: Option<&PathBuf>, results: &serde_json::Value) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, serde_json::to_string_pretty(results)?)?;
+    }
+    Ok(())
+}
+
+fn print_peers(r: &PeersReport) {
+    println!(
+        "  {} apps in {} namespaces, {} replicas, steps {}, analysis on {} apps every {}s",
+        r.apps,
+        r.namespaces,
+        r.replicas,
+        r.steps.join(" "),
+        r.analysis_apps,
+        r.analysis_interval_s
+    );
+    for run in &r.runs {
+        println!("  {} ({}):", run.controller, run.version);
+        println!(
+            "    RSS idle {:.1} MiB, steady v1 {:.1}, steady v2 {:.1}, steady v3 {:.1}, peak {:.1}, re-list peak {:.1} ({:.1}s, {} requests)",
+            run.rss_idle_mib,
+            run.rss_steady_v1_mib,
+            run.rss_steady_mib,
+            run.rss_steady_v3_mib,
+            run.rss_peak_mib,
+            run.rss_peak_relist_mib,
+            run.relist_s,
+            run.relist_requests.total
+        );
+        println!(
+            "    /metrics with every app at v2: {:.0} series, scraped in {:.1} ms",
+            run.metrics_series, run.metrics_scrape_ms
+        );
+        for (name, p) in [("setup v1", &run.setup), ("v1 → v2", &run.rollout), ("v2 → v3 analysis", &run.analysis)]
+        {
+            println!(
+                "    {name:<17} all served in {:>7.1}s (per app p50 {:.1}s, max {:.1}s); CPU {:.1}s; requests {} ({} leader election, {} writes, {:.1}/app); first write p50 {:.0} ms, p95 {:.0} ms",
+                p.seconds,
+                p.app_seconds.p50,
+                p.app_seconds.max,
+                p.cpu_s,
+                p.requests.total,
+                p.requests.leader_election,
+                p.requests.writes,
+                p.requests_per_app,
+                p.first_write_ms.p50,
+                p.first_write_ms.p95
+            );
+            println!("      {:?}", p.requests.by_verb);
+            let k = &p.controller_manager;
+            println!(
+                "      controller-manager: {:.0} requests; Deployment syncs {:.0} (queue wait {:.1}s), ReplicaSet syncs {:.0} (queue wait {:.1}s)",
+                k.requests,
+                k.deployment_syncs,
+                k.deployment_queue_wait_s,
+                k.replicaset_syncs,
+                k.replicaset_queue_wait_s
+            );
+        }
+    }
+    println!("  {:<50} {:>12} {:>14} {:>8} {:>6}", "figure", "phaseloop", "argo-rollouts", "ratio", "goal");
+    for x in &r.ratios {
+        let ratio = x.ratio.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+        let goal = match (x.goal, x.met) {
+            (Some(g), Some(true)) => format!("≤{g} met"),
+            (Some(g), _) => format!("≤{g} MISSED"),
+            _ => String::new(),
+        };
+        println!("  {:<50} {:>12.1} {:>14.1} {:>8} {goal}", x.figure, x.phaseloop, x.argo_rollouts, ratio);
+    }
 }
 
 fn print_fleet(r: &FleetReport) {
