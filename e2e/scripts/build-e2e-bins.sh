@@ -223,5 +223,7 @@ log "build-e2e-bins: done in $(($(date +%s) - T0))s"
 for d in "$(k8s_bin_dir)" "$(etcd_bin_dir)" "$(kwok_bin_dir)" "$(helm_bin_dir)" "$(kubelet_bin_dir)" \
   "$(containerd_bin_dir)" "$(coredns_bin_dir)" "$(argo_rollouts_bin_dir)"; do
   # shellcheck disable=SC2012 # a listing for people to read, of files named by this script
-  [ -d "$d" ] && ls -s --block-size=M "$d" | sed 1d | sed "s|^|  $(basename "$d"): |" >&2
+  # An if, not `[ -d ] &&`: the loop's last status is the script's, and on a fresh machine the
+  # node's and Argo Rollouts' directories do not exist yet.
+  if [ -d "$d" ]; then ls -s --block-size=M "$d" | sed 1d | sed "s|^|  $(basename "$d"): |" >&2; fi
 done
