@@ -243,7 +243,21 @@ pub fn decide(o: &Observation<'_>) -> Outcome {
     }
     d.serving();
     d.standard_conditions();
-    Outcome { status: d.status, effects: d.effects, restored: d.restored, requeue: d.requeue }
+    Outcome { status: d.status, effects: selector_first(o, d.effects), restored: d.restored, requeue: d.requeue }
+}
+
+/// The effects with every scale-down after the Service changes: a version that leaves the Service
+/// keeps its pods until the Service no longer selects them. Scaled down first, its pods could be
+/// terminating while the Service still selects only them, and the app would have no endpoint
+/// (seen in a revert: an empty Service for one 100 ms sample). Scale-ups keep their place: a
+/// first Deployment is applied before its Service, so a refused one leaves nothing behind.
+fn selector_first(o: &Observation<'_>, effects: Vec<Effect>) -> Vec<Effect> {
+    let me = o.rel.name_any();
+    let now = |release: &str| if *release == me { o.own.replicas } else { o.other.replicas };
+    let (downs, mut rest): (Vec<_>, Vec<_>) =
+        effects.into_iter().partition(|e| matches!(e, Effect::Scale { release, replicas } if *replicas < now(release)));
+    rest.extend(downs);
+    rest
 }
 
 /// Whether `rel` serves, and why: it is Live, or it is the previous version a Live sibling keeps

@@ -214,6 +214,14 @@ fn warm_window_a_warm_revert_switches_at_once_and_a_cold_one_hands_over() {
     assert_eq!(out.status.phase, Some(ReleasePhase::Reverted));
     assert_eq!(serving(&out), Some(Serving::Only("shop-1".into())));
     assert_eq!(scales(&out)["shop-2"], 0);
+    // The Service leaves the current version before its Deployment does: never an empty Service.
+    let at = |wanted: fn(&Effect) -> bool| out.effects.iter().position(wanted).unwrap();
+    assert!(
+        at(|e| matches!(e, Effect::Services { .. }))
+            < at(|e| matches!(e, Effect::Scale { release, replicas: 0 } if release == "shop-2")),
+        "{:?}",
+        out.effects
+    );
     let (name, restored) = out.restored.clone().unwrap();
     assert_eq!((name.as_str(), restored.phase), ("shop-1", Some(ReleasePhase::Live)));
     // Cold (warmReplicas 0): both serve while the previous version starts; nothing is dropped.
