@@ -64,6 +64,9 @@ enum Bench {
         analysis_every: usize,
         #[arg(long, default_value_t = 10)]
         analysis_interval_s: u64,
+        /// The v2 → v3 round with analysis only at sizes up to this many apps (default: every size).
+        #[arg(long)]
+        analysis_up_to: Option<usize>,
         /// Controllers, in the order they run.
         #[arg(long, value_delimiter = ',', default_values_t = ["argo-rollouts".to_string(), "phaseloop".to_string()])]
         controllers: Vec<String>,
@@ -129,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             pause_s,
             analysis_every,
             analysis_interval_s,
+            analysis_up_to,
             controllers,
             timeout_s,
         } => {
@@ -143,6 +147,7 @@ async fn main() -> anyhow::Result<()> {
                     pause: Duration::from_secs(pause_s),
                     analysis_every,
                     analysis_interval: Duration::from_secs(analysis_interval_s),
+                    analysis_round: analysis_up_to.is_none_or(|n| apps <= n),
                     controllers: controllers.clone(),
                     timeout: Duration::from_secs(timeout_s),
                     prometheus_url: prometheus_url.clone(),
@@ -203,6 +208,9 @@ fn print_peers(r: &PeersReport) {
         );
         for (name, p) in [("setup v1", &run.setup), ("v1 → v2", &run.rollout), ("v2 → v3 analysis", &run.analysis)]
         {
+            if p.app_seconds.n == 0 {
+                continue; // a round that did not run at this size
+            }
             println!(
                 "    {name:<17} all served in {:>7.1}s (per app p50 {:.1}s, max {:.1}s); CPU {:.1}s; requests {} ({} leader election, {} writes, {:.1}/app); first write p50 {:.0} ms, p95 {:.0} ms",
                 p.seconds,

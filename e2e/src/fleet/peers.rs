@@ -143,6 +143,9 @@ pub struct PeersRun {
     /// Every `analysis_every`-th app gets the Prometheus analysis in the v2 → v3 round.
     pub analysis_every: usize,
     pub analysis_interval: Duration,
+    /// Whether the v2 → v3 round with analysis runs at this size (a thousand apps take about
+    /// twenty minutes per round and controller on two cores).
+    pub analysis_round: bool,
     /// In this order, each on a cluster cleaned of the previous one's objects.
     pub controllers: Vec<Peer>,
     /// Per phase: how long until every app must serve the new version.

@@ -134,7 +134,8 @@ pub fn ratios(p: &PeerReport, a: &PeerReport) -> Vec<Ratio> {
     };
     let (pr, ar) = (&p.rollout, &a.rollout);
     let (pa, aa) = (&p.analysis, &a.analysis);
-    vec![
+    let analysed = pa.app_seconds.n > 0 && aa.app_seconds.n > 0;
+    let rows = vec![
         row("RSS idle, MiB", p.rss_idle_mib, a.rss_idle_mib, None),
         row("RSS steady (all on v2), MiB", p.rss_steady_mib, a.rss_steady_mib, Some(0.2)),
         row("RSS peak (setup and rollouts), MiB", p.rss_peak_mib, a.rss_peak_mib, None),
@@ -157,7 +158,9 @@ pub fn ratios(p: &PeerReport, a: &PeerReport) -> Vec<Ratio> {
         row("CPU seconds, setup (v1)", p.setup.cpu_s, a.setup.cpu_s, None),
         row("API requests, setup (v1)", p.setup.requests.total as f64, a.setup.requests.total as f64, None),
         row("API requests of the re-list", p.relist_requests.total as f64, a.relist_requests.total as f64, None),
-    ]
+    ];
+    // Without the analysis round (at sizes above `--analysis-up-to`) its rows say nothing.
+    rows.into_iter().filter(|r| analysed || !r.figure.contains("v3")).collect()
 }
 
 #[cfg(test)]
@@ -198,6 +201,17 @@ mod tests {
         // The report survives its JSON (what target/bench/peers.json holds).
         let json = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Vec<Ratio>>(&json).unwrap(), r);
+        // The analysis round did not run at this size: none of its rows, the others all there.
+        assert!(r.iter().all(|x| !x.figure.contains("v3")), "{r:?}");
+        let (mut p, mut a) = (report(20.0, 10.0, 3000, 120.0), report(100.0, 40.0, 5000, 100.0));
+        p.analysis.app_seconds.n = 100;
+        a.analysis.app_seconds.n = 100;
+        a.analysis.seconds = 50.0;
+        p.analysis.seconds = 60.0;
+        let with = ratios(&p, &a);
+        assert_eq!(with.len(), r.len() + 3);
+        let v3 = with.iter().find(|x| x.figure.starts_with("time to all on v3")).unwrap();
+        assert_eq!(v3.ratio, Some(1.2));
     }
 
     #[test]

@@ -228,18 +228,17 @@ pub(super) async fn run_one(
     report.rollout = phase(&cx, &mut audit, "bench:v2", objects).await?;
     report.rss_steady_mib = proc.mean_rss(Duration::from_secs(5)).await / MIB;
     (report.metrics_series, report.metrics_scrape_ms) = scrape_of(peer).await;
-    progress(&format!(
-        "{}: all on v2 in {:.1}s; v2 → v3 with analysis on {} apps",
-        peer.name(),
-        report.rollout.seconds,
-        run.analysed_apps()
-    ));
+    progress(&format!("{}: all on v2 in {:.1}s", peer.name(), report.rollout.seconds));
 
-    let objects = (0..run.apps).map(|j| (j, workload(run, peer, j, "v3", run.analysed(j)))).collect();
-    report.analysis = phase(&cx, &mut audit, "bench:v3", objects).await?;
-    report.rss_steady_v3_mib = proc.mean_rss(Duration::from_secs(5)).await / MIB;
+    if run.analysis_round {
+        progress(&format!("{}: v2 → v3 with analysis on {} apps", peer.name(), run.analysed_apps()));
+        let objects = (0..run.apps).map(|j| (j, workload(run, peer, j, "v3", run.analysed(j)))).collect();
+        report.analysis = phase(&cx, &mut audit, "bench:v3", objects).await?;
+        report.rss_steady_v3_mib = proc.mean_rss(Duration::from_secs(5)).await / MIB;
+        progress(&format!("{}: all on v3 in {:.1}s", peer.name(), report.analysis.seconds));
+    }
     report.rss_peak_mib = report.setup.rss_peak_mib.max(report.rollout.rss_peak_mib).max(report.analysis.rss_peak_mib);
-    progress(&format!("{}: all on v3 in {:.1}s; restart and re-list", peer.name(), report.analysis.seconds));
+    progress(&format!("{}: restart and re-list", peer.name()));
 
     // Restart: the new process lists everything again.
     let old = proc.pid();

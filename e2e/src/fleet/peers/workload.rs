@@ -102,6 +102,7 @@ mod tests {
             pause: Duration::from_secs(10),
             analysis_every: 10,
             analysis_interval: Duration::from_secs(10),
+            analysis_round: true,
             controllers: vec![Peer::ArgoRollouts, Peer::Phaseloop],
             timeout: Duration::from_secs(60),
             prometheus_url: "http://127.0.0.1:19090".into(),
