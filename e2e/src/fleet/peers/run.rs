@@ -260,9 +260,11 @@ pub(super) async fn run_one(
     report.relist_requests =
         Counts::of(audit.window(&user, started, last.checked_add(jiff::SignedDuration::from_millis(1))?));
 
-    progress(&format!("{}: stopping; deleting its apps", peer.name()));
-    peer.run("stop").await?;
+    // Deleted while the controller still runs: phaseloop's serving Releases keep a finalizer that
+    // it lets go of when their namespace goes (with it stopped, the namespaces never would).
+    progress(&format!("{}: deleting its apps; then stopping", peer.name()));
     clean(client, observer).await?;
+    peer.run("stop").await?;
     Ok(report)
 }
 
