@@ -77,6 +77,31 @@ fn last_answer_by(recs: &[Request], version: &str, at: u64) -> String {
     }
 }
 
+/// An app's first version (1.0.0) Live with `replicas`, under steady traffic that it alone answers.
+struct Serving {
+    client: Client,
+    ns: TestNamespace,
+    api: Api<Release>,
+    traffic: Traffic,
+}
+
+async fn live_under_traffic(
+    prefix: &str,
+    app: &str,
+    replicas: i32,
+    strategy: serde_json::Value,
+    label: &str,
+) -> Serving {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&demo_release(&ns.name, app, "1.0.0", replicas, &[], strategy));
+    wait_release_phase(&api, &format!("{app}-1-0-0"), ReleasePhase::Live).await;
+    let traffic = Traffic::start(TRAFFIC, &app_url(&client, &ns.name, app).await, RATE, label);
+    wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    Serving { client, ns, api, traffic }
+}
+
 fn report(scenario: &str, what: &str, s: impl std::fmt::Display) {
     eprintln!("[real-node] {scenario}: {what}: {s}");
 }
@@ -86,13 +111,7 @@ fn report(scenario: &str, what: &str, s: impl std::fmt::Display) {
 #[tokio::test]
 #[ignore = "needs the real node: make e2e"]
 async fn a_canary_that_fails_5_percent_of_real_requests_is_rolled_back_by_its_own_metrics() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "rn-canary").await;
-    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    create(&demo_release(&ns.name, "shop", "1.0.0", 4, &[], json!({})));
-    wait_release_phase(&api, "shop-1-0-0", ReleasePhase::Live).await;
-    let traffic = Traffic::start(TRAFFIC, &app_url(&client, &ns.name, "shop").await, RATE, "canary");
-    wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    let Serving { ns, api, traffic, .. } = live_under_traffic("rn-canary", "shop", 4, json!({}), "canary").await;
 
     let started = now_ms();
     let strategy = json!({
@@ -144,13 +163,7 @@ async fn a_canary_that_fails_5_percent_of_real_requests_is_rolled_back_by_its_ow
 #[tokio::test]
 #[ignore = "needs the real node: make e2e"]
 async fn a_version_that_crashes_at_start_is_rolled_back_at_the_deadline_without_failed_requests() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "rn-crash").await;
-    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    create(&demo_release(&ns.name, "api", "1.0.0", 2, &[], json!({})));
-    wait_release_phase(&api, "api-1-0-0", ReleasePhase::Live).await;
-    let traffic = Traffic::start(TRAFFIC, &app_url(&client, &ns.name, "api").await, RATE, "crash");
-    wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    let Serving { client, ns, api, traffic } = live_under_traffic("rn-crash", "api", 2, json!({}), "crash").await;
 
     let started = now_ms();
     create(&demo_release(&ns.name, "api", "2.0.0", 2, &["--exit-at-start=3"], json!({"progressDeadline": "40s"})));
@@ -230,14 +243,9 @@ async fn a_revert_within_the_window_serves_the_previous_version_again_without_fa
 #[tokio::test]
 #[ignore = "needs the real node: make e2e"]
 async fn a_blue_green_switch_under_load_fails_no_request_and_keeps_the_preview_private() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "rn-bluegreen").await;
-    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
     let bg = json!({"type": "BlueGreen"});
-    create(&demo_release(&ns.name, "blog", "1.0.0", 3, &[], bg.clone()));
-    wait_release_phase(&api, "blog-1-0-0", ReleasePhase::Live).await;
-    let traffic = Traffic::start(TRAFFIC, &app_url(&client, &ns.name, "blog").await, RATE, "bluegreen");
-    wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    let Serving { client, ns, api, traffic } =
+        live_under_traffic("rn-bluegreen", "blog", 3, bg.clone(), "bluegreen").await;
 
     // The moment the production Service switches, seen from a watch-speed poll of its selector.
     let started = now_ms();
@@ -282,13 +290,7 @@ async fn a_blue_green_switch_under_load_fails_no_request_and_keeps_the_preview_p
 #[tokio::test]
 #[ignore = "needs the real node: make e2e"]
 async fn a_rolling_update_under_load_fails_no_request() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "rn-rolling").await;
-    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    create(&demo_release(&ns.name, "cart", "1.0.0", 3, &[], json!({})));
-    wait_release_phase(&api, "cart-1-0-0", ReleasePhase::Live).await;
-    let traffic = Traffic::start(TRAFFIC, &app_url(&client, &ns.name, "cart").await, RATE, "rolling");
-    wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    let Serving { ns, api, traffic, .. } = live_under_traffic("rn-rolling", "cart", 3, json!({}), "rolling").await;
     let started = now_ms();
     create(&demo_release(&ns.name, "cart", "2.0.0", 3, &[], json!({})));
     wait_release_phase(&api, "cart-2-0-0", ReleasePhase::Live).await;
