@@ -39,9 +39,16 @@ impl Rng {
     }
 }
 
-fn crash_and_restart() {
+/// SIGKILLs the operator and starts it again as `identity` (the pod name it would have in the
+/// chart's Deployment).
+fn crash_and_restart(identity: String) {
     let script = repo_root().join("e2e/scripts/run-operator.sh");
-    let ok = std::process::Command::new("bash").arg(script).arg("crash").status().map(|s| s.success());
+    let ok = std::process::Command::new("bash")
+        .arg(script)
+        .arg("crash")
+        .env("POD_NAME", identity)
+        .status()
+        .map(|s| s.success());
     assert!(ok.unwrap_or(false), "run-operator.sh crash");
 }
 
@@ -51,9 +58,15 @@ async fn leading() -> bool {
     resp.text().await.unwrap_or_default().lines().any(|l| l == "phaseloop_leader 1")
 }
 
-/// Kills and restarts the operator 1–5 s after each restart has become the leader again (a
-/// restarted process first waits out the killed one's Lease), until stopped; returns the kills.
-fn killer(rng: Arc<Rng>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u32> {
+/// Of every this many restarts, one is a new pod; the others are the container restarting in its
+/// pod.
+const NEW_POD_EVERY: u64 = 10;
+
+/// Kills and restarts the operator 1–5 s after each restart has become the leader again, until
+/// stopped; returns the kills. Most restarts keep the pod name, as a container restarted by the
+/// kubelet does, and take the Lease back at once (it names them); one in [`NEW_POD_EVERY`] is a
+/// new pod, which first waits out the killed one's Lease. Both are what a crash is in a cluster.
+fn killer(rng: Arc<Rng>, stop: Arc<AtomicBool>, pods: Arc<AtomicU64>) -> tokio::task::JoinHandle<u32> {
     tokio::spawn(async move {
         let mut kills = 0;
         while !stop.load(Ordering::SeqCst) {
@@ -64,7 +77,11 @@ fn killer(rng: Arc<Rng>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u32> 
             if stop.load(Ordering::SeqCst) {
                 break;
             }
-            tokio::task::spawn_blocking(crash_and_restart).await.unwrap();
+            if rng.next(NEW_POD_EVERY) == 0 {
+                pods.fetch_add(1, Ordering::SeqCst);
+            }
+            let identity = format!("phaseloop-chaos-{}", pods.load(Ordering::SeqCst));
+            tokio::task::spawn_blocking(move || crash_and_restart(identity)).await.unwrap();
             kills += 1;
         }
         kills
@@ -138,10 +155,12 @@ async fn random_operator_crashes_change_nothing_about_the_outcome() {
     let started = std::time::Instant::now();
     let mut total = 0;
     let mut n = 0;
+    // The suite's operator is named after its process: the first restart is a new pod.
+    let pods = Arc::new(AtomicU64::new(1));
     while n < rounds || total < kill_target {
         n += 1;
         let stop = Arc::new(AtomicBool::new(false));
-        let kills = killer(rng.clone(), stop.clone());
+        let kills = killer(rng.clone(), stop.clone(), pods.clone());
         let state = round(&client, n).await;
         stop.store(true, Ordering::SeqCst);
         let kills = kills.await.unwrap();
@@ -150,7 +169,8 @@ async fn random_operator_crashes_change_nothing_about_the_outcome() {
         assert_eq!(state, reference, "round {n} ({kills} kills, seed {seed}) ended differently");
     }
     println!(
-        "FIGURE crash campaign: {n} rounds, {total} SIGKILLs, every round as the reference, {:.0}s",
+        "FIGURE crash campaign: {n} rounds, {total} SIGKILLs ({} of them followed by a new pod), every round as the reference, {:.0}s",
+        pods.load(Ordering::SeqCst),
         started.elapsed().as_secs_f64()
     );
     // Nothing orphaned anywhere: every phaseloop-managed object left belongs to a live owner.
