@@ -27,8 +27,8 @@ use super::{
 };
 use crate::{
     api::{
-        ApprovalRecord, OverrideRecord, Promotion, Release, ReleasePhase, ReleaseStatus, StrategyType, condition,
-        reason, scaled,
+        ApprovalRecord, OverrideRecord, Promotion, Release, ReleasePhase, ReleaseStatus, Strategy, StrategyType,
+        condition, reason, scaled,
     },
     controller::conditions,
 };
@@ -218,7 +218,104 @@ struct Draft<'a> {
 }
 
 /// The decision of one reconcile. See the module documentation for the rules it keeps.
+///
+/// A step that ends goes on into the next one within the same decision (its replicas, its
+/// Service, its message), for as long as steps end at once: one status write per reconcile instead
+/// of one for the step that ended and another, a moment later, for the one that began. What the
+/// next step sees is what the last one left (its status, the annotations it consumed, the replicas
+/// it asked for, not yet settled), and no measurement twice.
 pub fn decide(o: &Observation<'_>) -> Outcome {
+    let mut outcome = decide_step(o);
+    for _ in 0..MAX_STEPS_AT_ONCE {
+        if !(outcome.requeue == Some(AT_ONCE) && outcome.status.phase == Some(ReleasePhase::Progressing)) {
+            break;
+        }
+        let rel = as_left(o.rel, &outcome);
+        let siblings: Vec<Release> =
+            o.siblings.iter().map(|s| if s.name_any() == rel.name_any() { rel.clone() } else { s.clone() }).collect();
+        let me = rel.name_any();
+        // The other Deployment: the stable one while rolling out (as `reconcile` picks it).
+        let other = match o.role {
+            Role::Active => o.stable.map(|s| s.name_any()),
+            _ => outcome.status.stable_release.clone(),
+        };
+        let next = Observation {
+            rel: &rel,
+            status: outcome.status.clone(),
+            siblings: &siblings,
+            own: scaled_by(o.own, &outcome.effects, &me),
+            other: other.map_or(o.other, |n| scaled_by(o.other, &outcome.effects, &n)),
+            measurements: None,
+            ..o.clone()
+        };
+        let then = decide_step(&next);
+        outcome = Outcome {
+            status: then.status,
+            effects: merged(outcome.effects, then.effects),
+            restored: then.restored.or(outcome.restored),
+            requeue: then.requeue,
+        };
+    }
+    outcome.effects = selector_first(o, outcome.effects);
+    outcome
+}
+
+/// Steps one decision may go through (a plan of pauses of zero seconds, say).
+const MAX_STEPS_AT_ONCE: usize = 16;
+
+/// `rel` as a decision leaves it: its annotations consumed, its finalizer added or removed.
+fn as_left(rel: &Release, outcome: &Outcome) -> Release {
+    let mut rel = rel.clone();
+    for effect in &outcome.effects {
+        match effect {
+            Effect::Consume(key) => {
+                rel.annotations_mut().remove(*key);
+            }
+            Effect::Finalizer(add) => {
+                let finalizers = rel.finalizers_mut();
+                finalizers.retain(|f| f != SERVING_FINALIZER);
+                if *add {
+                    finalizers.push(SERVING_FINALIZER.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    rel.status = Some(outcome.status.clone());
+    rel
+}
+
+/// A Deployment after `effects` scale Release `release`: a changed spec is not settled yet.
+fn scaled_by(d: Deployed, effects: &[Effect], release: &str) -> Deployed {
+    let asked = effects.iter().rev().find_map(|e| match e {
+        Effect::Scale { release: r, replicas } if r == release => Some(*replicas),
+        _ => None,
+    });
+    match asked {
+        Some(replicas) if replicas != d.replicas => Deployed { replicas, settled: false, ..d },
+        _ => d,
+    }
+}
+
+/// The effects of two decisions in a row: where the second asks for the same thing (a Deployment's
+/// replicas, the Service, the finalizer, what is retired), its answer replaces the first's.
+fn merged(mut first: Vec<Effect>, then: Vec<Effect>) -> Vec<Effect> {
+    for effect in then {
+        let same = |e: &Effect| match (e, &effect) {
+            (Effect::Scale { release: a, .. }, Effect::Scale { release: b, .. }) => a == b,
+            (Effect::Services { .. }, Effect::Services { .. })
+            | (Effect::Finalizer(_), Effect::Finalizer(_))
+            | (Effect::Retire { .. }, Effect::Retire { .. }) => true,
+            (a, b) => a == b,
+        };
+        first.retain(|e| !same(e));
+        first.push(effect);
+    }
+    first
+}
+
+/// One step of the decision (see [`decide`]).
+fn decide_step(o: &Observation<'_>) -> Outcome {
     let mut d = Draft { o, status: o.status.clone(), effects: vec![], restored: None, requeue: None };
     let invalid = conditions::find(&d.status.conditions, condition::DEGRADED)
         .is_some_and(|c| c.status == "True" && c.reason == reason::INVALID_SPEC);
@@ -243,7 +340,7 @@ pub fn decide(o: &Observation<'_>) -> Outcome {
     }
     d.serving();
     d.standard_conditions();
-    Outcome { status: d.status, effects: selector_first(o, d.effects), restored: d.restored, requeue: d.requeue }
+    Outcome { status: d.status, effects: d.effects, restored: d.restored, requeue: d.requeue }
 }
 
 /// The effects with every scale-down after the Service changes: a version that leaves the Service
@@ -311,6 +408,13 @@ pub fn history(rel: &Release, siblings: &[Release]) -> (Vec<String>, Vec<String>
     (names(&mut finished.iter().take(HISTORY_LIMIT)), names(&mut finished.iter().skip(HISTORY_LIMIT)))
 }
 
+/// Ready pods the previous version keeps from the switch on: none without a revert window (there
+/// is nothing to revert within), else `warmReplicas` of the app's total.
+fn warm_replicas(strategy: &Strategy, total: i32) -> i32 {
+    let window: Duration = strategy.revert_window.into();
+    if window.is_zero() { 0 } else { scaled(&strategy.warm_replicas, total, true) }
+}
+
 /// The candidate's share of the Ready pods `serving` selects, in percent.
 fn served_weight(serving: &Serving, me: &str, own: &Deployed, other: &Deployed) -> i32 {
     match serving {
@@ -323,7 +427,7 @@ fn served_weight(serving: &Serving, me: &str, own: &Deployed, other: &Deployed) 
     }
 }
 
-impl Draft<'_> {
+impl<'a> Draft<'a> {
     fn name(&self) -> String {
         self.o.rel.name_any()
     }
@@ -366,8 +470,15 @@ impl Draft<'_> {
         self.event(true, "RevertRefused", why);
     }
 
-    /// A finished Release: only a revert request can arrive, and it is refused.
+    /// A finished Release: only a revert request can arrive, and it is refused; unless this
+    /// Release's own revert was cut short (see [`Self::unfinished_revert`]): then it finishes it.
     fn done(&mut self) {
+        if let Some(previous) = self.unfinished_revert() {
+            if self.has(REVERT) {
+                self.effects.push(Effect::Consume(REVERT));
+            }
+            return self.restore(previous);
+        }
         if self.has(REVERT) {
             let phase = self.status.phase.map(ReleasePhase::as_str).unwrap_or("finished");
             let why = format!(
@@ -429,7 +540,7 @@ impl Draft<'_> {
         self.status.step_weight = Some(100);
         match (previous, open) {
             (Some(previous), true) => {
-                let warm = scaled(&o.rel.spec.strategy.warm_replicas, total, true);
+                let warm = warm_replicas(&o.rel.spec.strategy, total);
                 self.scale(&previous.name_any(), warm);
                 let until = ends.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
                 let (ok, why, msg) = if warm == 0 {
@@ -477,7 +588,7 @@ impl Draft<'_> {
     /// `kubectl phaseloop revert` within the window: the previous version takes all traffic again,
     /// at once when warm, else as its pods become Ready.
     fn revert(&mut self, previous: &Release) {
-        let (me, prev) = (self.name(), previous.name_any());
+        let prev = previous.name_any();
         let total = self.o.total;
         if !self.hand_back(&prev, self.o.other, self.o.own) {
             self.status.message = Some(format!(
@@ -493,12 +604,46 @@ impl Draft<'_> {
         (self.status.weight, self.status.step_weight, self.status.candidate_replicas) = (Some(0), Some(0), Some(0));
         self.status.replicas = Some(0);
         self.set(condition::REVERT_READY, false, "Reverted", &format!("reverted to {prev}"));
+        self.restore(previous);
+    }
+
+    /// The previous version Live again, written after this Release's own status.
+    fn restore(&mut self, previous: &Release) {
+        let total = self.o.total;
         let mut restored = previous.status.clone().unwrap_or_default();
         enter(&mut restored, ReleasePhase::Live, &self.o.now);
-        restored.message = Some(format!("restored by the revert of {me}"));
+        restored.message = Some(format!("restored by the revert of {}", self.name()));
         restored.revert_window_ends_at = None;
         (restored.candidate_replicas, restored.replicas, restored.weight) = (Some(total), Some(total), Some(100));
-        self.restored = Some((prev, restored));
+        self.restored = Some((previous.name_any(), restored));
+    }
+
+    /// A revert is two writes: this Release `Reverted`, then the previous version `Live`. A crash
+    /// between them leaves the app with nothing Live. The Reverted Release then finishes its revert:
+    /// when it is the app's newest Reverted Release, no Release is Live or rolling out, and the
+    /// version it reverted to is still there, `Superseded`. Returns that version.
+    fn unfinished_revert(&self) -> Option<&'a Release> {
+        let o = self.o;
+        if self.status.phase != Some(ReleasePhase::Reverted) {
+            return None;
+        }
+        let phase = |r: &Release| r.status.as_ref().and_then(|s| s.phase);
+        let me = self.name();
+        let reverted_at = |r: &Release| {
+            let at = r.status.as_ref().and_then(|s| s.phase_times.get(ReleasePhase::Reverted.as_str()));
+            (at.map(|t| t.0), r.metadata.creation_timestamp.as_ref().map(|t| t.0), r.name_any())
+        };
+        let mine = reverted_at(o.rel);
+        let others = o.siblings.iter().filter(|s| s.name_any() != me);
+        let mut blocking = others.filter(|s| {
+            matches!(phase(s), Some(ReleasePhase::Live | ReleasePhase::Progressing | ReleasePhase::Paused))
+                || (phase(s) == Some(ReleasePhase::Reverted) && reverted_at(s) > mine)
+        });
+        if blocking.next().is_some() {
+            return None;
+        }
+        let previous = self.status.stable_release.as_deref()?;
+        o.siblings.iter().find(|s| s.name_any() == previous && phase(s) == Some(ReleasePhase::Superseded))
     }
 
     /// Hands the app back to `to` (a rollback, a revert): at once when `to` already has enough Ready
@@ -710,7 +855,7 @@ impl Draft<'_> {
         let rolling_back = conditions::find(&self.status.conditions, condition::PROGRESSING)
             .is_some_and(|c| c.reason == "RollingBack");
         let placement = self.placement(&at);
-        let warm = scaled(&strategy.warm_replicas, o.total, true);
+        let warm = warm_replicas(strategy, o.total);
         let pods_ready = match at.kind {
             Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
             Step::Weight(_) if o.stable.is_some() && strategy.type_ == StrategyType::Rolling => o.own.ready(o.total),
@@ -800,7 +945,7 @@ impl Draft<'_> {
         let o = self.o;
         let strategy = &o.rel.spec.strategy;
         let (me, total) = (self.name(), o.total);
-        let warm = scaled(&strategy.warm_replicas, total, true);
+        let warm = warm_replicas(strategy, total);
         let (candidate, stable, serving) = match o.stable {
             None => (total, 0, Serving::Only(me)),
             Some(_) if at.kind == Step::Switch => (total, warm, Serving::Only(me)),

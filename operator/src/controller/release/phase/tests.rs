@@ -631,3 +631,114 @@ fn a_forged_status_past_the_gate_does_not_open_it() {
     case.rel = annotate(forged, APPROVED_BY, "alice");
     assert_eq!(case.decide().status.phase, Some(ReleasePhase::Progressing));
 }
+
+// --- Steps that end at once: one status write ---------------------------------------------------
+
+/// Runs a canary of `candidate` over a Live shop-1 at 4 replicas to its end, as reconciles would:
+/// a Deployment whose replicas changed settles (its pods Ready at once) and wakes the Release a
+/// second later; otherwise the clock goes to the requeue. Returns the statuses written, in order,
+/// and every requeue asked for while rolling out.
+fn run_to_live(candidate: Release) -> (Vec<ReleaseStatus>, Vec<Duration>) {
+    let stable = live("shop-1", "1");
+    let mut case = Case::active(candidate, stable);
+    case.own = deployed(0, 0);
+    let (mut written, mut requeues) = (vec![], vec![]);
+    for _ in 0..100 {
+        let out = case.decide();
+        let before = case.rel.status.clone().unwrap_or_default();
+        if out.status != before {
+            written.push(out.status.clone());
+        }
+        case.rel = super::as_left(&case.rel, &out);
+        case.siblings = vec![case.stable.clone().unwrap(), case.rel.clone()];
+        if out.status.phase == Some(ReleasePhase::Live) {
+            return (written, requeues);
+        }
+        let (own, other) = (scaled_by(case.own, &out.effects, "shop-2"), scaled_by(case.other, &out.effects, "shop-1"));
+        let changed = own != case.own || other != case.other;
+        let settle = |d: Deployed| Deployed { available: d.replicas, settled: true, ..d };
+        (case.own, case.other) = (settle(own), settle(other));
+        let wait = out.requeue.unwrap_or(Duration::from_secs(60));
+        requeues.push(wait);
+        case.now += if changed { 1 } else { wait.as_secs().max(1) as i64 };
+    }
+    panic!("not Live after 100 reconciles: {:?}", case.rel.status);
+}
+
+#[test]
+fn a_step_that_ends_goes_into_the_next_in_the_same_reconcile() {
+    let steps = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "10s"}},
+        {"setWeight": 50}, {"pause": {"duration": "10s"}}]}, "revertWindow": "0s"});
+    let (written, requeues) = run_to_live(rolling_out(rel("shop-2", "2", steps, None), 0));
+    let seen: Vec<_> =
+        written.iter().map(|s| (s.current_step, s.weight, s.stable_replicas, s.message.clone())).collect();
+    // Each write is a state a user sees for a while: at 25%, 50% and 100% the candidate's pods
+    // coming up, then Ready as the stable version's go, then Live. The code before wrote 12: each
+    // step that ended was written, then the one that began, a moment later.
+    assert_eq!(written.len(), 8, "{seen:?}");
+    assert!(
+        requeues.iter().all(|r| *r >= Duration::from_secs(1)),
+        "no reconcile asks to be run again at once just to begin the next step: {requeues:?}"
+    );
+    for s in written.iter().filter(|s| s.phase == Some(ReleasePhase::Progressing)) {
+        let (step, message) = (s.current_step.unwrap_or(0), s.message.as_deref().unwrap_or_default());
+        assert!(message.starts_with(&format!("step {}/", step + 1)), "a message of its own step: {seen:?}");
+    }
+    // Without a revert window nothing is kept warm: the previous version only ever shrinks (it
+    // was scaled back up to 4 at the switch, to be retired a moment later).
+    let stable: Vec<_> = written.iter().filter_map(|s| s.stable_replicas).collect();
+    assert!(stable.windows(2).all(|w| w[0] >= w[1]), "{stable:?}");
+    let steps: Vec<_> = written.iter().map(|s| s.current_step).collect();
+    assert!(steps.windows(2).all(|w| w[0] <= w[1]), "steps only go forward: {steps:?}");
+}
+
+#[test]
+fn a_promote_goes_on_by_one_step_only() {
+    let paused = with_status(rolling_out(rel("shop-2", "2", CANARY(), None), 1), |s| {
+        s.phase = Some(ReleasePhase::Paused);
+    });
+    let mut case = Case::active(annotate(paused, PROMOTE, "alice"), live("shop-1", "1"));
+    case.own = deployed(2, 2);
+    case.other = deployed(2, 2);
+    let out = case.decide();
+    // Past the pause to weight 100 (the candidate to 4): the step after it waits for those pods.
+    assert_eq!(out.status.current_step, Some(2));
+    assert_eq!(out.status.phase, Some(ReleasePhase::Progressing));
+    assert_eq!(scales(&out)["shop-2"], 4);
+    assert_eq!(out.effects.iter().filter(|e| **e == Effect::Consume(PROMOTE)).count(), 1);
+}
+
+// --- Crash safety: a revert is two writes ---------------------------------------------------------
+
+#[test]
+fn a_revert_cut_short_between_its_two_writes_is_finished_by_the_reverted_release() {
+    // The crash came after shop-2 was written Reverted and before shop-1 was written Live.
+    let reverted = annotate(
+        with_status(rel("shop-2", "2", json!({}), Some(ReleasePhase::Reverted)), |s| {
+            s.stable_release = Some("shop-1".into());
+            s.phase_times.insert("Reverted".into(), t(0));
+        }),
+        REVERT,
+        "alice",
+    );
+    let previous = rel("shop-1", "1", json!({}), Some(ReleasePhase::Superseded));
+    let mut case = Case::stable(reverted.clone(), vec![previous.clone(), reverted.clone()]);
+    case.role = Role::Done;
+    let out = case.decide();
+    let (name, restored) = out.restored.clone().expect("shop-1 restored");
+    assert_eq!((name.as_str(), restored.phase), ("shop-1", Some(ReleasePhase::Live)));
+    assert!(out.effects.contains(&Effect::Consume(REVERT)), "the request is spent");
+    assert!(events(&out).is_empty(), "and not reported as refused: {:?}", events(&out));
+    assert_eq!(out.status.phase, Some(ReleasePhase::Reverted));
+
+    // Not when something else serves or rolls out, nor for an older revert than the newest.
+    let newer_live = live("shop-3", "3");
+    case.siblings = vec![previous.clone(), reverted.clone(), newer_live];
+    assert_eq!(case.decide().restored, None, "shop-3 is Live");
+    let newer_revert = with_status(rel("shop-3", "3", json!({}), Some(ReleasePhase::Reverted)), |s| {
+        s.stable_release = Some("shop-2".into());
+        s.phase_times.insert("Reverted".into(), t(5));
+    });
+    case.siblings = vec![previous, reverted, newer_revert];
+    assert_eq!(case.decide().restored, None, "shop-3's revert is the one to finish");
+}
