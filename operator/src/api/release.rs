@@ -229,7 +229,8 @@ pub struct Strategy {
     /// Ready pods the previous version keeps during the revert window, out of the Service: a count,
     /// or a percentage of the app's total (rounded up). `100%` (the default) lets a revert take all
     /// traffic at once; `0` keeps no pods (a revert then waits for the previous version to start).
-    /// The Release goes Live once the previous version has them.
+    /// The Release goes Live once the previous version has them. With `revertWindow: 0s` none
+    /// are kept.
     #[serde(default = "default_warm_replicas")]
     #[schemars(schema_with = "int_or_percent_schema")]
     pub warm_replicas: IntOrString,
