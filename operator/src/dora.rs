@@ -59,13 +59,16 @@ struct Fact {
     kind: Outcome,
     /// Lead time start (Live) or failure start (failures).
     since: Timestamp,
+    /// The Release's creation time and name: the deploy queue's order of an app's Releases, which
+    /// tells facts that share a second apart.
+    created: (Timestamp, String),
 }
 
 /// What has been counted, and each app's failure still waiting for a restore.
 #[derive(Debug, Default)]
 pub struct Ledger {
     counted: HashSet<(String, Outcome)>,
-    unrestored: BTreeMap<(String, String), Timestamp>,
+    unrestored: BTreeMap<(String, String), (Timestamp, (Timestamp, String))>,
     rebuilt: bool,
 }
 
@@ -89,6 +92,7 @@ fn facts(r: &Release) -> Vec<Fact> {
         app: r.spec.app.clone(),
         kind,
         since,
+        created: (created, r.name_any()),
     };
     let mut out = Vec::new();
     if let Some(at) = live {
@@ -112,7 +116,7 @@ impl Ledger {
     /// the first reconciles would pair failures with the wrong restore.
     pub fn rebuild<'a>(&mut self, releases: impl IntoIterator<Item = &'a Release>) -> Vec<Record> {
         let mut all: Vec<Fact> = releases.into_iter().flat_map(facts).collect();
-        all.sort_by(|a, b| (a.at, &a.uid).cmp(&(b.at, &b.uid)));
+        all.sort_by(|a, b| (a.at, &a.created).cmp(&(b.at, &b.created)));
         self.rebuilt = true;
         all.into_iter().flat_map(|f| self.count(f)).collect()
     }
@@ -142,7 +146,11 @@ impl Ledger {
                     app: app.clone(),
                     seconds: seconds(f.since, f.at),
                 });
-                if let Some(failed) = self.unrestored.get(&key).copied().filter(|t| *t < f.at) {
+                // Phase times are whole seconds: a restore can share the failure's second. It
+                // restores it when it is of a newer Release (the deploy queue runs an app's
+                // Releases one after another).
+                let restored = self.unrestored.get(&key).filter(|(t, of)| *t <= f.at && *of < f.created);
+                if let Some(&(failed, _)) = restored {
                     self.unrestored.remove(&key);
                     out.push(Record::TimeToRestore { namespace, app, seconds: seconds(failed, f.at) });
                 }
@@ -153,7 +161,7 @@ impl Ledger {
             }
             Outcome::RolledBack | Outcome::Failed => {
                 out.push(Record::ChangeFailure { namespace, app });
-                self.unrestored.entry(key).or_insert(f.since);
+                self.unrestored.entry(key).or_insert((f.since, f.created));
             }
         }
         out
@@ -249,6 +257,27 @@ mod tests {
         assert_eq!(results(&records), ["success"]);
         assert_eq!(restores(&records), [15.0 * 60.0]);
         assert!(ledger.observe(&v7).is_empty());
+    }
+
+    #[test]
+    fn a_restore_within_the_second_of_the_failure_counts_and_an_older_live_does_not() {
+        // Phase times are whole seconds (here minutes): v3, created in the same second as v2 (the
+        // queue orders them by name), went Live within v2's rollback's.
+        let fast = vec![
+            release("v1", "shop", 0, &[(Live, 10)]),
+            release("v2", "shop", 20, &[(Progressing, 21), (RolledBack, 30)]),
+            release("v3", "shop", 20, &[(Progressing, 30), (Live, 30)]),
+        ];
+        assert_eq!(restores(&Ledger::default().rebuild(&fast)), [0.0]);
+        let mut ledger = Ledger::default();
+        ledger.rebuild(&fast[..2]);
+        assert_eq!(restores(&ledger.observe(&fast[2])), [0.0], "also as it happens");
+        // v1 Live in the very second v2 (newer) was rolled back: v1 restores nothing.
+        let same = [release("v1", "shop", 0, &[(Live, 30)]), release("v2", "shop", 20, &[(RolledBack, 30)])];
+        assert!(restores(&Ledger::default().rebuild(&same)).is_empty());
+        let mut ledger = Ledger::default();
+        ledger.rebuild(&same[1..]);
+        assert!(restores(&ledger.observe(&same[0])).is_empty(), "also when seen late");
     }
 
     #[test]
