@@ -220,28 +220,37 @@ struct Draft<'a> {
 /// The decision of one reconcile. See the module documentation for the rules it keeps.
 ///
 /// A step that ends goes on into the next one within the same decision (its replicas, its
-/// Service, its message), for as long as steps end at once: one status write per reconcile instead
-/// of one for the step that ended and another, a moment later, for the one that began. What the
-/// next step sees is what the last one left (its status, the annotations it consumed, the replicas
-/// it asked for, not yet settled), and no measurement twice.
+/// Service, its message), for as long as steps end at once, and a Release that goes Live goes on
+/// as the app's stable Release: one status write per reconcile instead of one for the step that
+/// ended and another, a moment later, for what began. What the next step sees is what the last
+/// one left (its status, the annotations it consumed, the replicas it asked for, not yet
+/// settled), and no measurement twice.
 pub fn decide(o: &Observation<'_>) -> Outcome {
     let mut outcome = decide_step(o);
+    let mut role = o.role.clone();
     for _ in 0..MAX_STEPS_AT_ONCE {
-        if !(outcome.requeue == Some(AT_ONCE) && outcome.status.phase == Some(ReleasePhase::Progressing)) {
+        let phase = outcome.status.phase;
+        let went_live = role == Role::Active && phase == Some(ReleasePhase::Live);
+        if outcome.requeue != Some(AT_ONCE) || !(phase == Some(ReleasePhase::Progressing) || went_live) {
             break;
         }
         let rel = as_left(o.rel, &outcome);
         let siblings: Vec<Release> =
             o.siblings.iter().map(|s| if s.name_any() == rel.name_any() { rel.clone() } else { s.clone() }).collect();
         let me = rel.name_any();
-        // The other Deployment: the stable one while rolling out (as `reconcile` picks it).
-        let other = match o.role {
+        // The other Deployment: the stable one while rolling out, then the previous version (the
+        // same one, as `reconcile` picks it).
+        let other = match role {
             Role::Active => o.stable.map(|s| s.name_any()),
             _ => outcome.status.stable_release.clone(),
         };
+        if went_live {
+            role = Role::Stable;
+        }
         let next = Observation {
             rel: &rel,
             status: outcome.status.clone(),
+            role: role.clone(),
             siblings: &siblings,
             own: scaled_by(o.own, &outcome.effects, &me),
             other: other.map_or(o.other, |n| scaled_by(o.other, &outcome.effects, &n)),

@@ -637,8 +637,8 @@ fn a_forged_status_past_the_gate_does_not_open_it() {
 /// Runs a canary of `candidate` over a Live shop-1 at 4 replicas to its end, as reconciles would:
 /// a Deployment whose replicas changed settles (its pods Ready at once) and wakes the Release a
 /// second later; otherwise the clock goes to the requeue. Returns the statuses written, in order,
-/// and every requeue asked for while rolling out.
-fn run_to_live(candidate: Release) -> (Vec<ReleaseStatus>, Vec<Duration>) {
+/// every requeue asked for while rolling out, and the case as it went Live.
+fn run_to_live(candidate: Release) -> (Vec<ReleaseStatus>, Vec<Duration>, Case) {
     let stable = live("shop-1", "1");
     let mut case = Case::active(candidate, stable);
     case.own = deployed(0, 0);
@@ -652,7 +652,7 @@ fn run_to_live(candidate: Release) -> (Vec<ReleaseStatus>, Vec<Duration>) {
         case.rel = super::as_left(&case.rel, &out);
         case.siblings = vec![case.stable.clone().unwrap(), case.rel.clone()];
         if out.status.phase == Some(ReleasePhase::Live) {
-            return (written, requeues);
+            return (written, requeues, case);
         }
         let (own, other) = (scaled_by(case.own, &out.effects, "shop-2"), scaled_by(case.other, &out.effects, "shop-1"));
         let changed = own != case.own || other != case.other;
@@ -669,7 +669,7 @@ fn run_to_live(candidate: Release) -> (Vec<ReleaseStatus>, Vec<Duration>) {
 fn a_step_that_ends_goes_into_the_next_in_the_same_reconcile() {
     let steps = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {"duration": "10s"}},
         {"setWeight": 50}, {"pause": {"duration": "10s"}}]}, "revertWindow": "0s"});
-    let (written, requeues) = run_to_live(rolling_out(rel("shop-2", "2", steps, None), 0));
+    let (written, requeues, mut case) = run_to_live(rolling_out(rel("shop-2", "2", steps, None), 0));
     let seen: Vec<_> =
         written.iter().map(|s| (s.current_step, s.weight, s.stable_replicas, s.message.clone())).collect();
     // Each write is a state a user sees for a while: at 25%, 50% and 100% the candidate's pods
@@ -688,6 +688,9 @@ fn a_step_that_ends_goes_into_the_next_in_the_same_reconcile() {
     // was scaled back up to 4 at the switch, to be retired a moment later).
     let stable: Vec<_> = written.iter().filter_map(|s| s.stable_replicas).collect();
     assert!(stable.windows(2).all(|w| w[0] >= w[1]), "{stable:?}");
+    // Going Live it went on as the app's stable Release: its next reconcile writes nothing.
+    (case.role, case.stable) = (Role::Stable, None);
+    assert_eq!(Some(case.decide().status), case.rel.status, "Live, then a moment later the stable one");
     let steps: Vec<_> = written.iter().map(|s| s.current_step).collect();
     assert!(steps.windows(2).all(|w| w[0] <= w[1]), "steps only go forward: {steps:?}");
 }
