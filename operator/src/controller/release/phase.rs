@@ -258,6 +258,11 @@ pub fn decide(o: &Observation<'_>) -> Outcome {
             ..o.clone()
         };
         let then = decide_step(&next);
+        // The Service moves to what a step serves only once the status shows that step: a step
+        // that changes what the Service selects waits for the next reconcile.
+        if serving_of(&then.effects) != serving_of(&outcome.effects) {
+            break;
+        }
         outcome = Outcome {
             status: then.status,
             effects: merged(outcome.effects, then.effects),
@@ -267,6 +272,23 @@ pub fn decide(o: &Observation<'_>) -> Outcome {
     }
     outcome.effects = selector_first(o, outcome.effects);
     outcome
+}
+
+/// The message of a rollout at `step` of `plan`, waiting for its pods or its time.
+fn step_message(plan: &[Step], step: usize) -> String {
+    let position = format!("step {}/{}", (step + 1).min(plan.len()), plan.len());
+    match plan.get(step).unwrap_or(&Step::Switch) {
+        Step::Switch => format!("{position}: switching; keeping the previous version warm"),
+        _ => format!("{position}: weight {}%", rollout::weight_at(plan, step)),
+    }
+}
+
+/// What the last Services effect of `effects` selects.
+fn serving_of(effects: &[Effect]) -> Option<&Serving> {
+    effects.iter().rev().find_map(|e| match e {
+        Effect::Services { serving, .. } => Some(serving),
+        _ => None,
+    })
 }
 
 /// Steps one decision may go through (a plan of pauses of zero seconds, say).
@@ -281,17 +303,23 @@ fn as_left(rel: &Release, outcome: &Outcome) -> Release {
                 rel.annotations_mut().remove(*key);
             }
             Effect::Finalizer(add) => {
-                let finalizers = rel.finalizers_mut();
-                finalizers.retain(|f| f != SERVING_FINALIZER);
-                if *add {
-                    finalizers.push(SERVING_FINALIZER.to_string());
-                }
+                let finalizers = with_serving_finalizer(rel.finalizers(), *add);
+                *rel.finalizers_mut() = finalizers;
             }
             _ => {}
         }
     }
     rel.status = Some(outcome.status.clone());
     rel
+}
+
+/// `finalizers` with the serving finalizer added (`add`) or removed, the others as they are.
+pub fn with_serving_finalizer(finalizers: &[String], add: bool) -> Vec<String> {
+    let mut finalizers: Vec<String> = finalizers.iter().filter(|f| *f != SERVING_FINALIZER).cloned().collect();
+    if add {
+        finalizers.push(SERVING_FINALIZER.to_string());
+    }
+    finalizers
 }
 
 /// A Deployment after `effects` scale Release `release`: a changed spec is not settled yet.
@@ -1030,10 +1058,7 @@ impl<'a> Draft<'a> {
             Decision::Hold { wait, .. } => {
                 self.enter(ReleasePhase::Progressing);
                 self.set(condition::PROGRESSING, true, "RollingOut", &position);
-                self.status.message = Some(match at.kind {
-                    Step::Switch => format!("{position}: switching; keeping the previous version warm"),
-                    _ => format!("{position}: weight {}%", at.weight),
-                });
+                self.status.message = Some(step_message(&at.plan, at.step));
                 let interval = strategy.analysis.as_ref().map(|a| Duration::from(a.interval));
                 let left = at.deadline.saturating_sub(at.elapsed);
                 self.requeue(rollout::recheck_after(wait, left, interval, ROLLOUT_RECHECK));
@@ -1045,6 +1070,8 @@ impl<'a> Draft<'a> {
             }
             Decision::Advance { step: next } => {
                 self.status.current_step = Some(next as i32);
+                // Said at once: the step may begin in the next reconcile (see `decide`).
+                self.status.message = Some(step_message(&at.plan, next));
                 self.status.step_started_at = Some(o.now.clone());
                 analysis::next_step(&mut self.status.analysis);
                 if self.has(PROMOTE) {

@@ -718,11 +718,7 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
 /// Adds or removes the serving finalizer; the resourceVersion makes it a compare-and-swap, so other
 /// finalizers added meanwhile survive.
 async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<(), Error> {
-    let mut finalizers: Vec<String> = rel.finalizers().to_vec();
-    finalizers.retain(|f| f != SERVING_FINALIZER);
-    if add {
-        finalizers.push(SERVING_FINALIZER.to_string());
-    }
+    let finalizers = phase::with_serving_finalizer(rel.finalizers(), add);
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rel.resource_version()}});
     match api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
