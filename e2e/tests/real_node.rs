@@ -167,24 +167,36 @@ async fn a_version_that_crashes_at_start_is_rolled_back_at_the_deadline_without_
 
     let started = now_ms();
     create(&demo_release(&ns.name, "api", "2.0.0", 2, &["--exit-at-start=3"], json!({"progressDeadline": "40s"})));
-    let seen =
-        wait_phase_any(&api, "api-2-0-0", &[ReleasePhase::RolledBack, ReleasePhase::Failed], Duration::from_secs(180))
-            .await;
-    let ended = now_ms();
-    // The candidate's containers really ran and exited with the code they were given.
+    // The candidate's containers really ran and exited with the code they were given: read while
+    // the rollout runs (the rollback removes the pods, and with them what they exited with).
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let exits: Vec<i32> = pods
-        .list(&ListParams::default().labels("app.kubernetes.io/version=2.0.0"))
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
-        .filter_map(|c| {
-            let terminated = c.last_state.as_ref()?.terminated.as_ref().or(c.state.as_ref()?.terminated.as_ref())?;
-            Some(terminated.exit_code)
-        })
-        .collect();
+    let exit_codes = || async {
+        let list = pods.list(&ListParams::default().labels("app.kubernetes.io/version=2.0.0")).await;
+        list.map(|l| l.items)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+            .filter_map(|c| {
+                let terminated =
+                    c.last_state.as_ref()?.terminated.as_ref().or(c.state.as_ref()?.terminated.as_ref())?;
+                Some(terminated.exit_code)
+            })
+            .collect::<Vec<i32>>()
+    };
+    let phases = [ReleasePhase::RolledBack, ReleasePhase::Failed];
+    let mut exits: Vec<i32> = Vec::new();
+    let seen = loop {
+        exits.extend(exit_codes().await);
+        let phase = api.get("api-2-0-0").await.ok().and_then(|r| r.status.and_then(|s| s.phase));
+        if let Some(p) = phase.filter(|p| phases.contains(p)) {
+            break p;
+        }
+        assert!(now_ms() - started < 180_000, "api-2-0-0 neither RolledBack nor Failed after 180s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ended = now_ms();
+    exits.sort();
+    exits.dedup();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let recs = traffic.stop();
     let during = summarize(&recs, started, ended);
