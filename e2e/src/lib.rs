@@ -161,6 +161,13 @@ pub fn operator_url() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+/// A free port for an operator a test starts itself: `PHASELOOP_METRICS_PORT` + 100 + `n`, so two
+/// clusters on one machine (each with its own `PHASELOOP_METRICS_PORT`) never share one.
+pub fn extra_port(n: u16) -> u16 {
+    let base: u16 = std::env::var("PHASELOOP_METRICS_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(18080);
+    base + 100 + n
+}
+
 /// Runs an instant PromQL query and returns the result vector.
 pub async fn prom_query(query: &str) -> anyhow::Result<Vec<serde_json::Value>> {
     let url = format!("{}/api/v1/query", prometheus_url());

@@ -140,7 +140,7 @@ async fn slow_api_server() {
     let log = std::fs::File::create(format!("{state}/logs/operator-slow.log")).unwrap();
     let mut operator = Command::new(repo_root().join("target/debug/phaseloop-operator"))
         .env("KUBECONFIG", &kubeconfig)
-        .env("PHASELOOP_METRICS_ADDR", "127.0.0.1:18184")
+        .env("PHASELOOP_METRICS_ADDR", format!("127.0.0.1:{}", extra_port(4)))
         .env("PHASELOOP_LEADER_ELECTION", "true")
         .env("PHASELOOP_LEASE_NAMESPACE", "phaseloop-system")
         .stdout(log.try_clone().unwrap())

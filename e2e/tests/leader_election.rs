@@ -57,9 +57,9 @@ async fn one_leader_writes_a_killed_leader_is_replaced_and_a_stopped_one_hands_o
     run_operator("stop"); // a graceful stop: the suite's operator releases the Lease
     let _restore = RestoreSuiteOperator;
 
-    let a = Operator::start("e2e-a", 18181);
+    let a = Operator::start("e2e-a", extra_port(1));
     holder_becomes(&leases, "e2e-a").await;
-    let b = Operator::start("e2e-b", 18182);
+    let b = Operator::start("e2e-b", extra_port(2));
     b.wait_ready().await; // a standby is ready: it serves and waits
     goes_live(&client, &ns.name, "1").await;
     assert!(a.reconciled().await, "the leader reconciles");
@@ -74,7 +74,7 @@ async fn one_leader_writes_a_killed_leader_is_replaced_and_a_stopped_one_hands_o
     goes_live(&client, &ns.name, "2").await;
 
     // A graceful stop hands over at once: the leader stops reconciling, then releases the Lease.
-    let c = Operator::start("e2e-c", 18183);
+    let c = Operator::start("e2e-c", extra_port(3));
     c.wait_ready().await;
     assert!(!c.reconciled().await);
     b.signal("-TERM");
@@ -141,9 +141,9 @@ async fn a_frozen_leader_that_resumes_after_a_takeover_writes_nothing() {
     run_operator("stop");
     let _restore = RestoreSuiteOperator;
 
-    let a = Operator::start("e2e-fa", 18184);
+    let a = Operator::start("e2e-fa", extra_port(4));
     holder_becomes(&leases, "e2e-fa").await;
-    let b = Operator::start("e2e-fb", 18185);
+    let b = Operator::start("e2e-fb", extra_port(5));
     b.wait_ready().await;
     // Work in flight: a canary stepping through timed pauses keeps the leader writing.
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",

@@ -199,7 +199,7 @@ async fn an_escalating_component_is_refused_even_under_admin_credentials() {
     // The operator as `make run` runs it on a local cluster: the cluster admin's credentials.
     run_operator("stop");
     let _restore = RestoreSuiteOperator;
-    let admin = Operator::launch("e2e-admin", 18186, Credentials::Admin, false);
+    let admin = Operator::launch("e2e-admin", extra_port(6), Credentials::Admin, false);
     admin.wait_ready().await;
     let name = format!("escalate-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);
