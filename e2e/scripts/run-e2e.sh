@@ -4,8 +4,8 @@
 # against it (pods on the kwok node), then the real node's scenarios (e2e/tests/real_node.rs):
 # the host operator stops and hands its Lease over, the real node starts, and the chart is upgraded
 # to run the operator as a pod from the image built here. Everything it started is stopped at the
-# end. First of all, when no cluster is up, the README's quick tour is played as printed
-# (e2e/tests/tour.rs: it starts and stops a cluster itself). E2E_TEST=<binary> runs one test
+# end. First of all the README's quick tour is played as printed (e2e/tests/tour.rs: it starts and
+# stops a cluster itself, so it refuses to run beside one: stop it, or E2E_TOUR=0). E2E_TEST=<binary> runs one test
 # binary (e.g. operate, real_node for the real-node phase alone, tour for the tour alone);
 # E2E_REAL_NODE=0 leaves the real node out, E2E_TOUR=0 the tour. Arguments after the script name
 # are passed to the test harness (a name filter, --nocapture).
@@ -48,7 +48,9 @@ rc=0
 # run, and the tour's `make run` builds): the test binary is run directly.
 if [ "$TOUR" = 1 ]; then
   if cluster_up; then
-    log "README tour skipped: a cluster is running (the tour starts and stops its own)"
+    # The tour starts and stops a cluster of its own, on the same ports: it cannot run beside one.
+    # Never skipped silently: stop the cluster (make cluster-down), or say E2E_TOUR=0.
+    die "a cluster is running ($E2E_STATE): the README tour needs its own; make cluster-down first, or E2E_TOUR=0 to leave the tour out"
   else
     t=$(date +%s)
     tour=$(cargo test -p phaseloop-e2e --features phaseloop/default --test tour --no-run --message-format=json 2>/dev/null |

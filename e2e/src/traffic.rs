@@ -119,12 +119,14 @@ impl Monitor {
         }
     }
 
-    /// Stops watching; the whole timeline.
+    /// Stops watching; the whole timeline, checked for what every rollout keeps: only two
+    /// versions ever serve at once (the stable one and the candidate).
     pub async fn stop(mut self) -> Timeline {
         // One more tick so the latest state is in.
         tokio::time::sleep(TICK * 2).await;
         let timeline = self.now();
         self.halt();
+        timeline.assert_at_most_two_versions();
         timeline
     }
 
@@ -273,6 +275,14 @@ impl Timeline {
             panic!("{what}: the Service had no Ready endpoint at {:?}\n{}", s.at, self.around(s.at));
         }
         assert!(!self.serving().is_empty(), "{what}: the app never served\n{}", self.tail(20));
+    }
+
+    /// Fails when the Service's Ready endpoints ever ran more than two versions: only the stable
+    /// version and the candidate may serve.
+    pub fn assert_at_most_two_versions(&self) {
+        if let Some(s) = self.samples.iter().find(|s| s.endpoints.values().filter(|n| **n > 0).count() > 2) {
+            panic!("more than two versions served at {:?}\n{}", s.at, self.around(s.at));
+        }
     }
 
     /// Fails unless `check` holds at every sample where `during` holds (and there is one).

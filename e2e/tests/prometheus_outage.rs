@@ -87,7 +87,7 @@ async fn with_prometheus_down_the_replicas_hold_and_scaling_resumes_when_it_is_b
     let status = paused.status.unwrap();
     assert!(status.message.as_deref().unwrap_or_default().contains("inconclusive"), "{:?}", status.message);
     let errors = &status.analysis[0];
-    assert_eq!((errors.failures, errors.last_result.as_deref()), (0, Some("Inconclusive")));
+    assert_eq!((errors.failures, errors.last_result), (0, Some(phaseloop::api::Measurement::Inconclusive)));
     assert_eq!(api.get("pay-1").await.unwrap().status.unwrap().phase, Some(ReleasePhase::Live));
 
     // Two more failed readings after the load dropped: the autoscaler decided twice, blind.

@@ -523,7 +523,7 @@ async fn tests_pass_before_the_rollout_and_a_failing_test_leaves_the_stable_vers
     create(&with_test(release(&ns.name, "shop", "1", 2, json!({})), false));
     let r1 = wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
     let status = r1.status.unwrap();
-    assert_eq!(status.tests[0].phase, "Succeeded");
+    assert_eq!(status.tests[0].phase, phaseloop::api::TestPhase::Succeeded);
     assert!(status.phase_times.contains_key("Testing"));
     let job: k8s_openapi::api::batch::v1::Job =
         Api::namespaced(client.clone(), &ns.name).get("shop-1-test-smoke-1").await.unwrap();
@@ -655,7 +655,7 @@ async fn tests_run_in_an_ephemeral_branch_of_the_environment_which_is_deleted_af
     assert_eq!(branch.spec.tier, phaseloop::api::Tier::Test);
 
     let r = wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
-    assert_eq!(r.status.unwrap().tests[0].phase, "Succeeded");
+    assert_eq!(r.status.unwrap().tests[0].phase, phaseloop::api::TestPhase::Succeeded);
     eventually("the test Environment to be gone", WAIT, || async {
         envs.get_opt(&test_env).await.ok().flatten().is_none().then_some(())
     })

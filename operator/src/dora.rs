@@ -30,6 +30,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Success, Outcome::Failed, Outcome::RolledBack, Outcome::Reverted];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -59,16 +61,15 @@ struct Fact {
     kind: Outcome,
     /// Lead time start (Live) or failure start (failures).
     since: Timestamp,
-    /// The Release's creation time and name: the deploy queue's order of an app's Releases, which
-    /// tells facts that share a second apart.
-    created: (Timestamp, String),
+    /// The deploy queue's order of an app's Releases, which tells facts that share a second apart.
+    created: crate::controller::release::queue::OrderKey,
 }
 
 /// What has been counted, and each app's failure still waiting for a restore.
 #[derive(Debug, Default)]
 pub struct Ledger {
     counted: HashSet<(String, Outcome)>,
-    unrestored: BTreeMap<(String, String), (Timestamp, (Timestamp, String))>,
+    unrestored: BTreeMap<(String, String), (Timestamp, crate::controller::release::queue::OrderKey)>,
     rebuilt: bool,
 }
 
@@ -92,7 +93,7 @@ fn facts(r: &Release) -> Vec<Fact> {
         app: r.spec.app.clone(),
         kind,
         since,
-        created: (created, r.name_any()),
+        created: crate::controller::release::queue::order_key(r),
     };
     let mut out = Vec::new();
     if let Some(at) = live {
@@ -119,6 +120,18 @@ impl Ledger {
         all.sort_by(|a, b| (a.at, &a.created).cmp(&(b.at, &b.created)));
         self.rebuilt = true;
         all.into_iter().flat_map(|f| self.count(f)).collect()
+    }
+
+    /// Forgets Releases other than `uids` and apps other than `apps`: they are gone. Returns the
+    /// sizes left (facts counted, failures awaiting a restore).
+    pub fn retain(
+        &mut self,
+        uids: &std::collections::HashSet<String>,
+        apps: &std::collections::HashSet<(String, String)>,
+    ) -> (usize, usize) {
+        self.counted.retain(|(uid, _)| uids.contains(uid));
+        self.unrestored.retain(|app, _| apps.contains(app));
+        (self.counted.len(), self.unrestored.len())
     }
 
     /// The facts of `r` not counted yet.

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Duration;
+use phaseloop::controller::release::{decide::Observation, queue::Role};
 use phaseloop::{
     api::{DURATION_PATTERN, Environment, EnvironmentSpec, EnvironmentStatus, Release, ReleaseSpec, Tier},
     controller::{environment, release},
@@ -302,7 +303,7 @@ fn exercise_release(spec: ReleaseSpec) {
     for tier in TIERS {
         let _ = release::validate(&spec, tier);
     }
-    let _ = release::rollout::plan(&spec.strategy);
+    let _ = release::steps::plan(&spec.strategy);
     if let Some(scaling) = &spec.scaling {
         for (current, reading) in [(0, Ok(0.0)), (3, Ok(1e12)), (i32::MAX, Ok(-1.0)), (1, Err("down".to_string()))] {
             let _ = phaseloop::scaling::decide(scaling, &Default::default(), current, reading, now().0);
@@ -311,8 +312,29 @@ fn exercise_release(spec: ReleaseSpec) {
     let mut rel = Release::new("r", spec);
     rel.metadata.namespace = Some("ns".into());
     rel.metadata.generation = Some(1);
+    let siblings = [rel.clone()];
     for tier in TIERS {
-        let _ = release::desired_status(&rel, tier, &now());
+        for role in [Role::Active, Role::Stable, Role::Queued(1), Role::Done] {
+            let o = Observation {
+                rel: &rel,
+                now: now(),
+                tier,
+                role,
+                siblings: &siblings,
+                stable: None,
+                promotion: None,
+                own: Default::default(),
+                other: Default::default(),
+                others_up: vec![],
+                tests: None,
+                measurements: None,
+                upstream: None,
+                scaling: Default::default(),
+                clash: None,
+                namespace_terminating: false,
+            };
+            let _ = release::decide::decide(&o);
+        }
     }
 }
 

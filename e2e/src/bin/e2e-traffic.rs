@@ -50,6 +50,8 @@ struct Record {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.rate > 0.0 && args.rate <= 1000.0, "--rate must be within (0, 1000]");
+    // Records belong under $E2E_STATE/logs (the tests pass one there), never in the working directory.
+    anyhow::ensure!(args.out.is_absolute(), "--out must be an absolute path, e.g. under $E2E_STATE/logs");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0) // a new connection per request
         .timeout(Duration::from_millis(args.timeout_ms))

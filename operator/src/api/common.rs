@@ -222,18 +222,6 @@ pub mod condition {
     pub const SCALING_LIMITED: &str = "ScalingLimited";
 }
 
-/// Condition reasons shared by both kinds.
-pub mod reason {
-    /// The spec passed validation and is being acted upon.
-    pub const ACCEPTED: &str = "Accepted";
-    /// The spec cannot be acted upon; the message says why.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// Nothing is wrong.
-    pub const AS_EXPECTED: &str = "AsExpected";
-    /// A quota of the namespace would be exceeded by what the spec asks for.
-    pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
-}
-
 /// A status that can say what went wrong: both kinds' statuses.
 pub trait Reported {
     fn conditions_mut(&mut self) -> &mut Vec<Condition>;

@@ -7,11 +7,13 @@
 pub mod common;
 pub mod crd;
 pub mod environment;
+pub mod reason;
 pub mod reference;
 pub mod release;
 
 pub use common::*;
 pub use environment::*;
+pub use reason::Reason;
 pub use release::*;
 
 /// API group of every phaseloop kind.

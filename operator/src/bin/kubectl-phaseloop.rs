@@ -13,7 +13,7 @@ use kube::{
 };
 use phaseloop::{
     api::{Environment, Release},
-    controller::release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, rollout},
+    controller::release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, steps},
 };
 
 #[derive(Parser)]
@@ -65,8 +65,19 @@ enum EnvCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    // One line a person reads, whatever RUST_BACKTRACE says: `anyhow` prints a backtrace with the
+    // Debug form a returned error would get.
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::try_default().await.context("no usable Kubernetes configuration")?;
     let ns = cli.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns);
@@ -184,7 +195,7 @@ async fn whoami(client: &Client) -> anyhow::Result<String> {
 /// A Release as text: its phase, the steps with a progress bar, replicas, tests and analysis.
 fn render(r: &Release) -> String {
     let s = r.status.clone().unwrap_or_default();
-    let plan = rollout::plan(&r.spec.strategy);
+    let plan = steps::plan(&r.spec.strategy);
     let step = s.current_step.unwrap_or(0).max(0) as usize;
     let done = if s.phase.is_some_and(|p| p.as_str() == "Live") { plan.len() } else { step.min(plan.len()) };
     let bar: String = (0..plan.len()).map(|i| if i < done { '#' } else { '.' }).collect();
@@ -202,13 +213,13 @@ fn render(r: &Release) -> String {
         s.stable_replicas.unwrap_or(0),
     );
     for t in &s.tests {
-        out += &format!("  test {}: {} after {} attempt(s)\n", t.name, t.phase, t.attempts);
+        out += &format!("  test {}: {} after {} attempt(s)\n", t.name, t.phase.as_str(), t.attempts);
     }
     for a in &s.analysis {
         out += &format!(
             "  analysis {}: {} (value {}, {} ok / {} failed / {} inconclusive)\n",
             a.name,
-            a.last_result.as_deref().unwrap_or("-"),
+            a.last_result.map(|m| m.as_str()).unwrap_or("-"),
             a.value.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
             a.successes,
             a.failures,

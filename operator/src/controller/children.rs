@@ -101,6 +101,23 @@ impl Children {
         self.remember(id_of(kind, applied), &applied.metadata);
     }
 
+    /// Forgets what was applied in namespaces other than `live` (and cluster-scoped objects other than
+    /// those namespaces themselves): their objects went with them.
+    pub fn retain_namespaces(&self, live: &std::collections::HashSet<String>) {
+        if let Ok(mut a) = self.applied.lock() {
+            a.retain(|id, _| {
+                let mut parts = id.splitn(3, '/');
+                let (_kind, ns, name) =
+                    (parts.next(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+                live.contains(if ns.is_empty() { name } else { ns })
+            });
+        }
+    }
+
+    pub fn applied_len(&self) -> usize {
+        self.applied.lock().map(|a| a.len()).unwrap_or_default()
+    }
+
     fn remembered(&self, id: &str) -> Option<Version> {
         self.applied.lock().ok()?.get(id).cloned()
     }

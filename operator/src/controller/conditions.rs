@@ -37,6 +37,13 @@ pub fn upsert(conditions: &mut Vec<Condition>, desired: Desired<'_>, generation:
     }
 }
 
+/// Whether setting `desired` would change the condition's status or reason (a transition worth an
+/// Event): the stored reason is compared as what it is, never read back as state.
+pub fn differs(conditions: &[Condition], desired: &Desired<'_>) -> bool {
+    let status = if desired.status { "True" } else { "False" };
+    find(conditions, desired.type_).is_none_or(|c| c.status != status || c.reason != desired.reason)
+}
+
 /// The condition of the given type, if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

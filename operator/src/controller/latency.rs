@@ -23,6 +23,17 @@ impl Pending {
         }
     }
 
+    /// Keeps the objects `keep` says are still there.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut s) = self.since.lock() {
+            s.retain(|k, _| keep(k));
+        }
+    }
+
+    pub fn entries(&self) -> usize {
+        self.since.lock().map(|s| s.len()).unwrap_or_default()
+    }
+
     /// A reconcile of `key` starts: how long since the earliest event it serves.
     pub fn take(&self, key: &str) -> Option<Duration> {
         self.since.lock().ok()?.remove(key).map(|t| t.elapsed())

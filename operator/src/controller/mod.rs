@@ -1,5 +1,6 @@
 //! Controllers, one module per resource, and what they share: context, errors, the run loop.
 
+pub mod app_locks;
 pub mod caches;
 pub mod children;
 pub mod conditions;
@@ -7,6 +8,7 @@ pub mod environment;
 pub mod error;
 pub mod fields;
 pub mod latency;
+pub mod memory;
 #[cfg(test)]
 pub(crate) mod mock_api;
 pub mod reconciles;
@@ -140,6 +142,8 @@ pub struct Context {
     pub retries: retry::Retries,
     /// Which reconciles ran, per object (`/debug/reconciles`).
     pub reconciles: Arc<reconciles::Reconciles>,
+    /// One decision per app at a time.
+    pub app_locks: app_locks::AppLocks,
     /// What the DORA metrics have counted.
     dora: std::sync::Mutex<crate::dora::Ledger>,
 }
@@ -172,6 +176,7 @@ impl Context {
             pending: Default::default(),
             retries: Default::default(),
             reconciles: Default::default(),
+            app_locks: Default::default(),
             dora: Default::default(),
         }
     }
@@ -181,6 +186,15 @@ impl Context {
         self.metrics.touch_dora(rel.ns(), &rel.spec.app);
         let records = self.dora.lock().map(|mut l| l.observe(rel)).unwrap_or_default();
         self.metrics.record_dora(&records);
+    }
+
+    /// Forgets the DORA facts of Releases and apps that are gone; the sizes left.
+    pub(crate) fn dora_retain(
+        &self,
+        uids: &std::collections::HashSet<String>,
+        apps: &std::collections::HashSet<(String, String)>,
+    ) -> (usize, usize) {
+        self.dora.lock().map(|mut l| l.retain(uids, apps)).unwrap_or_default()
     }
 
     /// Counts the DORA facts of every cached Release, in time order (once, after the first sync).
@@ -282,7 +296,7 @@ pub async fn run(ctx: Arc<Context>, writers: caches::Writers, ready: Arc<AtomicB
             environment::run(c, ctx.clone()).await
         }
     };
-    tokio::join!(environments, release::run(releases, ctx.clone()));
+    tokio::join!(environments, release::run(releases, ctx.clone()), memory::sweep_forever(ctx.clone()));
     info!("controllers stopped");
 }
 
@@ -322,7 +336,7 @@ where
             move |obj, err: &Error, ctx| {
                 let key = fields::key_of(&*obj);
                 let action = ctx.retries.failed(&key, err);
-                if let Error::Waiting(why) = err {
+                if let Error::Waiting(why) = err.cause() {
                     debug!(controller = name, object = %key, why, "waiting");
                 } else {
                     warn!(controller = name, object = %key, error = %err, next = ?action, "reconcile failed");
@@ -392,7 +406,7 @@ where
         publish(ctx, obj, EventType::Warning, reason, why).await;
     }
     status::apply_status(api, &ctx.written, obj, current, &status).await?;
-    match e {
+    match e.cause() {
         Error::Refused(_) => Ok(Action::requeue(Duration::from_secs(300))),
         _ => result,
     }
@@ -415,12 +429,37 @@ where
     }
 }
 
+/// A kind's phase, as its Events show it.
+pub trait Phase: Copy + PartialEq {
+    fn name(self) -> &'static str;
+    /// Entering it is a Warning Event (something failed or was undone).
+    fn warns(self) -> bool;
+}
+
+impl Phase for crate::api::ReleasePhase {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn warns(self) -> bool {
+        matches!(self, Self::Failed | Self::RolledBack | Self::Reverted)
+    }
+}
+
+impl Phase for crate::api::EnvironmentPhase {
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn warns(self) -> bool {
+        self == Self::Failed
+    }
+}
+
 /// Publishes an Event for a phase transition (nothing when the phase did not change).
-pub(crate) async fn publish_phase_change<K>(
+pub(crate) async fn publish_phase_change<K, P: Phase>(
     ctx: &Context,
     obj: &K,
-    old: Option<&str>,
-    new: Option<&str>,
+    old: Option<P>,
+    new: Option<P>,
     message: Option<String>,
 ) where
     K: Resource<DynamicType = ()>,
@@ -429,11 +468,11 @@ pub(crate) async fn publish_phase_change<K>(
     if old == Some(new) {
         return;
     }
-    let warning = matches!(new, "Failed" | "RolledBack" | "Reverted");
-    let note = match (old, message) {
-        (_, Some(m)) => format!("{} -> {new}: {m}", old.unwrap_or("(new)")),
-        (_, None) => format!("{} -> {new}", old.unwrap_or("(new)")),
+    let from = old.map(Phase::name).unwrap_or("(new)");
+    let note = match message {
+        Some(m) => format!("{from} -> {}: {m}", new.name()),
+        None => format!("{from} -> {}", new.name()),
     };
-    let type_ = if warning { EventType::Warning } else { EventType::Normal };
-    publish(ctx, obj, type_, new, note).await;
+    let type_ = if new.warns() { EventType::Warning } else { EventType::Normal };
+    publish(ctx, obj, type_, new.name(), note).await;
 }

@@ -49,6 +49,17 @@ fn id(controller: &str, key: &str) -> String {
 }
 
 impl Reconciles {
+    /// Keeps the objects `keep` says are still there (by key, whichever controller).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|id, _| id.split_once(':').is_some_and(|(_, key)| keep(key)));
+        }
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or_default()
+    }
+
     /// A reconcile of `key` (see [`super::fields::key`]) by `controller` finished, having seen the object
     /// at `resource_version`.
     pub fn finished(&self, controller: &str, key: &str, resource_version: Option<&str>, error: Option<String>) {

@@ -28,6 +28,17 @@ pub struct Retries {
 }
 
 impl Retries {
+    /// Keeps the objects `keep` says are still there.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        if let Ok(mut f) = self.failures.lock() {
+            f.retain(|k, _| keep(k));
+        }
+    }
+
+    pub fn entries(&self) -> usize {
+        self.failures.lock().map(|f| f.len()).unwrap_or_default()
+    }
+
     /// The reconcile of `key` succeeded: its next failure starts the backoff over.
     pub fn succeeded(&self, key: &str) {
         if let Ok(mut f) = self.failures.lock() {
@@ -37,13 +48,13 @@ impl Retries {
 
     /// The reconcile of `key` failed with `err`: what the controller does next.
     pub fn failed(&self, key: &str, err: &Error) -> Action {
-        if matches!(err, Error::NamespaceTerminating(_)) {
+        if matches!(err.cause(), Error::NamespaceTerminating(_)) {
             // Nothing can be created there any more, and the namespace's deletion removes the
             // object itself; retrying only adds load while the namespace controller works.
             self.succeeded(key);
             return Action::await_change();
         }
-        if let Error::Waiting(_) = err {
+        if let Error::Waiting(_) = err.cause() {
             // Not a failure: something no event announces is looked at again shortly.
             return Action::requeue(Duration::from_secs(2));
         }

@@ -117,8 +117,14 @@ impl Written {
         }
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// Forgets writes older than [`REMEMBER`] whose watch event never came.
+    pub fn expire(&self) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.retain(|_, e| e.at.elapsed() < REMEMBER);
+        }
+    }
+
+    pub fn entries(&self) -> usize {
         self.entries.lock().map(|e| e.len()).unwrap_or_default()
     }
 }
@@ -161,9 +167,9 @@ mod tests {
         written.record(&before, release("11", ReleasePhase::Live));
         // The old version again (a re-list that raced the write) keeps it.
         written.acknowledged(&before);
-        assert_eq!(written.len(), 1);
+        assert_eq!(written.entries(), 1);
         written.acknowledged(&release("11", ReleasePhase::Live));
-        assert_eq!(written.len(), 0);
+        assert_eq!(written.entries(), 0);
         assert_eq!(written.freshest(Arc::new(before)).resource_version().as_deref(), Some("10"));
     }
 }

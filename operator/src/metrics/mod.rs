@@ -34,6 +34,7 @@ pub struct Metrics {
     leader: prometheus::IntGauge,
     api_requests: IntCounterVec,
     watch_to_reconcile: HistogramVec,
+    bookkeeping: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -122,8 +123,17 @@ impl Metrics {
             &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
             &["controller"],
         );
+        let bookkeeping = IntGaugeVec::new(
+            Opts::new(
+                "bookkeeping_entries",
+                "Entries of the operator's per-object bookkeeping by map, as of the last sweep (they end where they started when objects come and go).",
+            ),
+            &["map"],
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
+            bookkeeping,
             leader,
             api_requests,
             watch_to_reconcile,
@@ -156,6 +166,7 @@ impl Metrics {
             Box::new(metrics.leader.clone()),
             Box::new(metrics.api_requests.clone()),
             Box::new(metrics.watch_to_reconcile.clone()),
+            Box::new(metrics.bookkeeping.clone()),
             // Resident memory, CPU seconds, open files of this process (Linux).
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -163,6 +174,51 @@ impl Metrics {
             metrics.register(c);
         }
         metrics
+    }
+
+    /// The size of one bookkeeping map (see `controller::memory`).
+    pub fn set_bookkeeping(&self, map: &str, entries: usize) {
+        self.bookkeeping.with_label_values(&[map]).set(entries as i64);
+    }
+
+    /// Removes the series of apps other than `live` (namespace, app): an app whose last Release
+    /// is gone (a deleted test or preview namespace, say) leaves nothing behind. Returns the apps
+    /// that keep series.
+    pub fn retain_apps(&self, live: &std::collections::HashSet<(String, String)>) -> usize {
+        use prometheus::core::Collector;
+        let mut seen: std::collections::HashSet<(String, String)> = Default::default();
+        let app_metrics: [&dyn Collector; 7] = [
+            &self.scaling_observed,
+            &self.scaling_desired,
+            &self.scaling_events,
+            &self.dora_deployments,
+            &self.dora_change_failures,
+            &self.dora_lead_time,
+            &self.dora_time_to_restore,
+        ];
+        for family in app_metrics.iter().flat_map(|c| c.collect()) {
+            for m in family.get_metric() {
+                let label = |name: &str| m.get_label().iter().find(|l| l.name() == name).map(|l| l.value().to_string());
+                if let (Some(ns), Some(app)) = (label("namespace"), label("app")) {
+                    seen.insert((ns, app));
+                }
+            }
+        }
+        for (ns, app) in seen.iter().filter(|a| !live.contains(*a)) {
+            let (ns, app) = (ns.as_str(), app.as_str());
+            let _ = self.scaling_observed.remove_label_values(&[ns, app]);
+            let _ = self.scaling_desired.remove_label_values(&[ns, app]);
+            for direction in ["up", "down"] {
+                let _ = self.scaling_events.remove_label_values(&[ns, app, direction]);
+            }
+            for result in crate::dora::Outcome::ALL {
+                let _ = self.dora_deployments.remove_label_values(&[ns, app, result.as_str()]);
+            }
+            let _ = self.dora_change_failures.remove_label_values(&[ns, app]);
+            let _ = self.dora_lead_time.remove_label_values(&[ns, app]);
+            let _ = self.dora_time_to_restore.remove_label_values(&[ns, app]);
+        }
+        seen.iter().filter(|a| live.contains(*a)).count()
     }
 
     /// Adds a collector (the gauges computed from the caches at scrape time).

@@ -29,7 +29,7 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{
-    ScaleEvent, Scaling, ScalingPolicy, ScalingPolicyType, ScalingRecommendation, ScalingRules, ScalingStatus,
+    Reason, ScaleEvent, Scaling, ScalingPolicy, ScalingPolicyType, ScalingRecommendation, ScalingRules, ScalingStatus,
     SelectPolicy,
 };
 
@@ -57,18 +57,18 @@ pub enum Why {
 }
 
 impl Why {
-    /// The CamelCase reason used in conditions and Events.
-    pub fn reason(&self) -> &'static str {
+    /// The reason used in conditions and Events.
+    pub fn reason(&self) -> Reason {
         match self {
-            Why::WithinTolerance => "WithinTolerance",
-            Why::FollowsLoad => "FollowsLoad",
-            Why::Stabilized => "Stabilized",
-            Why::RateLimited => "RateLimited",
-            Why::TooManyReplicas => "TooManyReplicas",
-            Why::TooFewReplicas => "TooFewReplicas",
-            Why::DirectionDisabled => "DirectionDisabled",
-            Why::MetricUnavailable(_) => "MetricUnavailable",
-            Why::Fallback(_) => "FallbackReplicas",
+            Why::WithinTolerance => Reason::WithinTolerance,
+            Why::FollowsLoad => Reason::FollowsLoad,
+            Why::Stabilized => Reason::Stabilized,
+            Why::RateLimited => Reason::RateLimited,
+            Why::TooManyReplicas => Reason::TooManyReplicas,
+            Why::TooFewReplicas => Reason::TooFewReplicas,
+            Why::DirectionDisabled => Reason::DirectionDisabled,
+            Why::MetricUnavailable(_) => Reason::MetricUnavailable,
+            Why::Fallback(_) => Reason::FallbackReplicas,
         }
     }
 

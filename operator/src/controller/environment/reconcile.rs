@@ -327,14 +327,7 @@ async fn write_status(
     let old_phase = env.status.as_ref().and_then(|s| s.phase);
     if apply_status(api, &ctx.written, env, env.status.as_ref(), &status).await? {
         let message = status.conditions.iter().find(|c| c.type_ == "Ready").map(|c| c.message.clone());
-        publish_phase_change(
-            ctx,
-            env,
-            old_phase.map(EnvironmentPhase::as_str),
-            status.phase.map(EnvironmentPhase::as_str),
-            message,
-        )
-        .await;
+        publish_phase_change(ctx, env, old_phase, status.phase, message).await;
     }
     Ok(())
 }

@@ -3,19 +3,17 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::rollout::Verdict;
-use crate::api::{AnalysisMetric, AnalysisResult};
-
-pub const SUCCESSFUL: &str = "Successful";
-pub const FAILED: &str = "Failed";
-pub const INCONCLUSIVE: &str = "Inconclusive";
+use super::steps::Verdict;
+use crate::api::{AnalysisMetric, AnalysisResult, Measurement};
 
 /// Outcome of one measurement: `None` (query error, no data) is inconclusive, never a failure.
-pub fn outcome(metric: &AnalysisMetric, value: Option<f64>) -> &'static str {
+pub fn outcome(metric: &AnalysisMetric, value: Option<f64>) -> Measurement {
     match value {
-        None => INCONCLUSIVE,
-        Some(v) if metric.min.is_some_and(|min| v < min) || metric.max.is_some_and(|max| v > max) => FAILED,
-        Some(_) => SUCCESSFUL,
+        None => Measurement::Inconclusive,
+        Some(v) if metric.min.is_some_and(|min| v < min) || metric.max.is_some_and(|max| v > max) => {
+            Measurement::Failed
+        }
+        Some(_) => Measurement::Successful,
     }
 }
 
@@ -29,15 +27,15 @@ pub fn record(
     let mut r = previous.cloned().unwrap_or_else(|| AnalysisResult { name: metric.name.clone(), ..Default::default() });
     let o = outcome(metric, value);
     match o {
-        SUCCESSFUL => {
+        Measurement::Successful => {
             r.successes += 1;
             r.step_successes += 1;
         }
-        FAILED => r.failures += 1,
-        _ => r.inconclusive += 1,
+        Measurement::Failed => r.failures += 1,
+        Measurement::Inconclusive => r.inconclusive += 1,
     }
     r.value = value.or(r.value);
-    r.last_result = Some(o.to_string());
+    r.last_result = Some(o);
     r.measured_at = Some(now.clone());
     r
 }
@@ -72,7 +70,7 @@ pub fn verdict(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> Verdic
 
 /// Metrics short of `minSuccessful` successful measurements, during the current step (`step`)
 /// and over the tally (`rollout`): promotion past a step with analysis needs them.
-pub fn unmeasured(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> super::rollout::Unmeasured {
+pub fn unmeasured(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> super::steps::Unmeasured {
     let short = |count: fn(&AnalysisResult) -> i32| {
         let missing: Vec<String> = metrics
             .iter()
@@ -84,7 +82,7 @@ pub fn unmeasured(metrics: &[AnalysisMetric], results: &[AnalysisResult]) -> sup
             .collect();
         (!missing.is_empty()).then(|| missing.join(", "))
     };
-    super::rollout::Unmeasured { step: short(|r| r.step_successes), rollout: short(|r| r.successes) }
+    super::steps::Unmeasured { step: short(|r| r.step_successes), rollout: short(|r| r.successes) }
 }
 
 /// A fresh tally (a person promoted past an inconclusive pause, or overrode a failure): the counts
@@ -133,11 +131,11 @@ mod tests {
     #[test]
     fn outcomes_follow_the_bounds_and_missing_data_is_inconclusive() {
         let m = metric(Some(0.9), Some(1.0), 0, 0);
-        assert_eq!(outcome(&m, Some(0.95)), SUCCESSFUL);
-        assert_eq!(outcome(&m, Some(0.9)), SUCCESSFUL, "bounds are inclusive");
-        assert_eq!(outcome(&m, Some(0.5)), FAILED);
-        assert_eq!(outcome(&m, Some(1.5)), FAILED);
-        assert_eq!(outcome(&m, None), INCONCLUSIVE);
+        assert_eq!(outcome(&m, Some(0.95)), Measurement::Successful);
+        assert_eq!(outcome(&m, Some(0.9)), Measurement::Successful, "bounds are inclusive");
+        assert_eq!(outcome(&m, Some(0.5)), Measurement::Failed);
+        assert_eq!(outcome(&m, Some(1.5)), Measurement::Failed);
+        assert_eq!(outcome(&m, None), Measurement::Inconclusive);
     }
 
     #[test]
@@ -148,7 +146,7 @@ mod tests {
         let r = record(Some(&r), &m, None, &t());
         assert_eq!((r.successes, r.failures, r.inconclusive, r.step_successes), (1, 1, 1, 1));
         assert_eq!(r.value, Some(0.5));
-        assert_eq!(r.last_result.as_deref(), Some(INCONCLUSIVE));
+        assert_eq!(r.last_result, Some(Measurement::Inconclusive));
     }
 
     #[test]

@@ -1,42 +1,41 @@
-//! The Release controller: the Test, Release and Deploy phases of the loop.
+//! The Release controller: the Test, Release and Deploy phases of the loop, and Operate's total.
 //!
-//! A reconcile observes, decides, then acts. [`phase::decide`] is the whole decision, a pure
-//! function of what was observed: the gate (tests, freeze, promotion, approval), the rollout step,
-//! the verdict, and the next status with the effects that carry it out. Its parts, pure too:
-//! [`validate`], [`queue`] (who rolls out), [`gate`] (the promotion rule), [`rollout`] (the step
-//! machine), [`split`] (replicas by weight), [`handover`] (a rolling handover between two versions),
-//! [`analysis`] (measurement bookkeeping), [`test_jobs`] and [`workload`] (the objects built, and
-//! the verdict of test Jobs), [`desired_status`]. The I/O is in `reconcile.rs`, which observes
-//! (caches, Jobs, Prometheus) and acts, and in [`operate`], which reads the load from Prometheus for
-//! the app's total and publishes the Events of scaling.
+//! A reconcile observes, decides, then acts (`reconcile/`). [`decide::decide`] is the whole
+//! decision, a pure function of what was observed; its parts, pure too: [`validate`], [`queue`]
+//! (who rolls out), [`gate`] (the promotion rule), [`steps`] (the step machine), [`strategy`] (one
+//! file per strategy: its steps and how pods are placed), [`traffic`] (what serves, and the routers
+//! that carry it out), [`split`] (replicas by weight), [`handover`] (a rolling handover between two
+//! versions), [`analysis`] (measurement bookkeeping), [`test_jobs`] and [`workload`] (the objects
+//! built, and the verdict of test Jobs).
 
 pub mod analysis;
+pub mod decide;
 pub mod gate;
 pub mod handover;
-pub mod operate;
-pub mod phase;
 pub mod queue;
 mod reconcile;
-pub mod rollout;
 pub mod split;
+pub mod steps;
+pub mod strategy;
 pub mod test_jobs;
+pub mod traffic;
 pub mod workload;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub use reconcile::{controller, run};
 
-use super::conditions;
 use crate::{
-    api::{Release, ReleasePhase, ReleaseSpec, ReleaseStatus, Tier, condition, reason},
+    api::{ReleasePhase, ReleaseSpec, ReleaseStatus, Tier},
     promql,
 };
 
 /// Name of this controller in metrics and logs.
 pub const NAME: &str = "release";
 pub use crate::api::annotation::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT};
-/// Finalizer held while a Release serves (Live, or the warm previous version in a revert window),
-/// so a deletion waits until it no longer does, as a PersistentVolumeClaim in use waits.
+/// Finalizer held while a Release serves (Live, rolling out, or the warm previous version in a
+/// revert window), so a deletion waits until it no longer does, as a PersistentVolumeClaim in use
+/// waits.
 pub const SERVING_FINALIZER: &str = "phaseloop.dev/serving";
 
 /// Spec problems the API server cannot see: each message says what to change. `tier` is the tier
@@ -91,44 +90,37 @@ pub fn enter(status: &mut ReleaseStatus, phase: ReleasePhase, now: &Time) {
     }
 }
 
-/// `status` with validation applied: `observedGeneration`, a `Pending` phase for a new Release,
-/// and the `Degraded` condition.
-pub fn desired_status(rel: &Release, tier: Option<Tier>, now: &Time) -> ReleaseStatus {
-    let mut status = rel.status.clone().unwrap_or_default();
-    let generation = rel.metadata.generation;
-    let problems = validate(&rel.spec, tier);
-    status.observed_generation = generation;
-    let phase = status.phase.unwrap_or(ReleasePhase::Pending);
-    enter(&mut status, phase, now);
-    // Only this function's own verdict is cleared here: a Degraded set by the rollout (e.g. a
-    // rollback) stays.
-    // A quota refusal is reported by the failed reconcile (and again if it fails again): a
-    // reconcile that gets this far clears it.
-    let other_degraded = conditions::find(&status.conditions, condition::DEGRADED)
-        .is_some_and(|c| c.status == "True" && c.reason != reason::INVALID_SPEC && c.reason != reason::QUOTA_EXCEEDED);
-    let degraded = if problems.is_empty() {
-        if other_degraded {
-            return status;
-        }
-        conditions::Desired {
-            type_: condition::DEGRADED,
-            status: false,
-            reason: reason::AS_EXPECTED,
-            message: "spec is valid".into(),
-        }
-    } else {
-        let message = problems.join("; ");
-        status.message = Some(format!("invalid spec, nothing was changed: {message}"));
-        conditions::Desired { type_: condition::DEGRADED, status: true, reason: reason::INVALID_SPEC, message }
-    };
-    conditions::upsert(&mut status.conditions, degraded, generation, now);
-    status
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Analysis, AnalysisMetric, Strategy};
+    use crate::{
+        api::{Analysis, AnalysisMetric, Release, Strategy, condition, reason},
+        controller::conditions,
+    };
+
+    /// The status a queued Release's decision writes: validation, phase and conditions.
+    fn desired_status(rel: &Release, tier: Option<Tier>, now: &Time) -> ReleaseStatus {
+        let siblings = [rel.clone()];
+        let o = decide::Observation {
+            rel,
+            now: now.clone(),
+            tier,
+            role: queue::Role::Queued(1),
+            siblings: &siblings,
+            stable: None,
+            promotion: None,
+            own: Default::default(),
+            other: Default::default(),
+            others_up: vec![],
+            tests: None,
+            measurements: None,
+            upstream: None,
+            scaling: Default::default(),
+            clash: None,
+            namespace_terminating: false,
+        };
+        decide::decide(&o).status
+    }
 
     fn release(spec_json: serde_json::Value) -> Release {
         crate::fixtures::release("shop-1-2-0", spec_json)
@@ -184,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn desired_status_is_a_fixed_point() {
+    fn the_decision_of_a_queued_release_is_a_fixed_point() {
         let mut r = release(minimal());
         let first = desired_status(&r, None, &now());
         r.status = Some(first.clone());

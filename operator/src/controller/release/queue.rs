@@ -1,14 +1,32 @@
 //! The deploy queue of one app in one namespace: which Release rolls out, which wait, which are
 //! superseded, and which one is stable. Pure: it sees the Releases of one (namespace, app) only.
 
-use crate::api::ReleasePhase;
+use kube::ResourceExt;
+
+use crate::api::{Release, ReleasePhase};
+
+/// The order of an app's Releases in its deploy queue, the order the API server accepted them:
+/// creation (to the second, all the API keeps), then within a second the resourceVersion of the
+/// Release when phaseloop first saw it (`status.createdRevision`; the current one before that),
+/// which for a Release not edited before is that of its creation, then the name.
+pub type OrderKey = (i64, u64, String);
+
+pub fn order_key(r: &Release) -> OrderKey {
+    let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
+    let revision =
+        r.status.as_ref().and_then(|s| s.created_revision.as_deref()).or(r.metadata.resource_version.as_deref());
+    // resourceVersions are opaque to clients, but are etcd revisions here; one that is not a number
+    // orders by name alone.
+    let revision = revision.and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+    (created, revision, r.name_any())
+}
 
 /// What the queue needs to know of a Release.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {
     pub name: String,
-    /// Creation order key: (creationTimestamp seconds, name).
-    pub created: (i64, String),
+    /// Its place in the order the API server accepted the app's Releases ([`order_key`]).
+    pub created: OrderKey,
     pub phase: Option<ReleasePhase>,
     /// The Release passed its gate (approved, or no approval needed), so it can take over.
     pub approved: bool,
@@ -95,7 +113,32 @@ mod tests {
     use ReleasePhase::*;
 
     fn e(name: &str, t: i64, phase: Option<ReleasePhase>, approved: bool) -> Entry {
-        Entry { name: name.into(), created: (t, name.into()), phase, approved }
+        Entry { name: name.into(), created: (t, 0, name.into()), phase, approved }
+    }
+
+    /// Releases created in the same second queued by name: `shop-9` counted as newer than `shop-10`.
+    #[test]
+    fn releases_created_in_the_same_second_queue_in_the_order_the_api_server_accepted_them() {
+        let release = |name: &str, revision: &str, recorded: Option<&str>| {
+            let mut r = crate::fixtures::release(name, serde_json::json!({"app": "shop"}));
+            r.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                jiff::Timestamp::from_second(1_800_000_000).unwrap(),
+            ));
+            r.metadata.resource_version = Some(revision.into());
+            r.status =
+                recorded.map(|v| crate::api::ReleaseStatus { created_revision: Some(v.into()), ..Default::default() });
+            r
+        };
+        // shop-9 accepted first (revision 900), shop-10 after (1000); shop-9's status was written
+        // since (its resourceVersion moved past shop-10's), but it recorded the first one it saw.
+        let nine = release("shop-9", "1200", Some("900"));
+        let ten = release("shop-10", "1000", None);
+        assert!(order_key(&nine) < order_key(&ten));
+        let entries: Vec<Entry> = [&ten, &nine]
+            .iter()
+            .map(|r| Entry { name: r.name_any(), created: order_key(r), phase: None, approved: false })
+            .collect();
+        assert_eq!(roles(&entries), [Role::Queued(1), Role::Active]);
     }
 
     #[test]

@@ -8,21 +8,13 @@ use k8s_openapi::api::{
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
 use super::workload::RELEASE_LABEL;
-use crate::api::{Release, TestResult, TestSpec, label};
-
-pub const RUNNING: &str = "Running";
-pub const SUCCEEDED: &str = "Succeeded";
-pub const FAILED: &str = "Failed";
+use crate::api::{Release, TestPhase, TestResult, TestSpec, label};
 
 /// Name of the Job of `attempt` (1-based) of `test`: deterministic, so a restarted operator finds
 /// the Job it created instead of creating another.
 pub fn job_name(rel: &Release, test: &TestSpec, attempt: i32) -> String {
-    let mut name = format!("{}-test-{}-{attempt}", rel.name_any(), test.name);
-    if name.len() > 63 {
-        // Keep the distinguishing tail (test name and attempt).
-        name = name[name.len() - 63..].trim_start_matches('-').to_string();
-    }
-    name
+    // At most 63 characters: the Job controller puts the name in a label.
+    super::workload::generated_name(&format!("{}-test-{}-{attempt}", rel.name_any(), test.name), 63, false)
 }
 
 /// The Job of one attempt: the user's pod template, never restarted in place (retries are new
@@ -69,15 +61,15 @@ pub fn job(rel: &Release, test: &TestSpec, attempt: i32, candidate_host: &str, p
 }
 
 /// Outcome of a Job: `Running`, `Succeeded` or `Failed` (a timeout is a failure).
-pub fn job_phase(job: &Job) -> &'static str {
+pub fn job_phase(job: &Job) -> TestPhase {
     let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
     let has = |t: &str| conditions.is_some_and(|cs| cs.iter().any(|c| c.type_ == t && c.status == "True"));
     if has("Complete") {
-        SUCCEEDED
+        TestPhase::Succeeded
     } else if has("Failed") {
-        FAILED
+        TestPhase::Failed
     } else {
-        RUNNING
+        TestPhase::Running
     }
 }
 
@@ -92,19 +84,19 @@ pub enum Next {
 }
 
 /// Next step of `test` after `attempt` ended in `phase` (`None`: not started).
-pub fn next(test: &TestSpec, attempt: i32, phase: Option<&str>) -> Next {
+pub fn next(test: &TestSpec, attempt: i32, phase: Option<TestPhase>) -> Next {
     match phase {
         None => Next::Run(attempt.max(1)),
-        Some(SUCCEEDED) => Next::Passed,
-        Some(FAILED) if attempt <= test.retries => Next::Run(attempt + 1),
-        Some(FAILED) => Next::Failed,
-        Some(_) => Next::Run(attempt),
+        Some(TestPhase::Succeeded) => Next::Passed,
+        Some(TestPhase::Failed) if attempt <= test.retries => Next::Run(attempt + 1),
+        Some(TestPhase::Failed) => Next::Failed,
+        Some(TestPhase::Running) => Next::Run(attempt),
     }
 }
 
 /// The status entry of a test.
-pub fn result(test: &TestSpec, attempt: i32, phase: &str, job: &str, message: Option<String>) -> TestResult {
-    TestResult { name: test.name.clone(), phase: phase.into(), attempts: attempt, job: Some(job.into()), message }
+pub fn result(test: &TestSpec, attempt: i32, phase: TestPhase, job: &str, message: Option<String>) -> TestResult {
+    TestResult { name: test.name.clone(), phase, attempts: attempt, job: Some(job.into()), message }
 }
 
 #[cfg(test)]
@@ -147,17 +139,18 @@ mod tests {
         let mut r = rel();
         r.metadata.name = Some("x".repeat(60));
         assert!(job_name(&r, &r.spec.tests[0], 10).len() <= 63);
-        assert!(job_name(&r, &r.spec.tests[0], 10).ends_with("smoke-10"));
+        let other_attempt = job_name(&r, &r.spec.tests[0], 11);
+        assert_ne!(job_name(&r, &r.spec.tests[0], 10), other_attempt, "attempts of a long name stay apart");
     }
 
     #[test]
     fn retries_then_failure() {
         let t = &rel().spec.tests[0]; // retries: 1
         assert_eq!(next(t, 0, None), Next::Run(1));
-        assert_eq!(next(t, 1, Some(RUNNING)), Next::Run(1));
-        assert_eq!(next(t, 1, Some(FAILED)), Next::Run(2));
-        assert_eq!(next(t, 2, Some(FAILED)), Next::Failed);
-        assert_eq!(next(t, 2, Some(SUCCEEDED)), Next::Passed);
+        assert_eq!(next(t, 1, Some(TestPhase::Running)), Next::Run(1));
+        assert_eq!(next(t, 1, Some(TestPhase::Failed)), Next::Run(2));
+        assert_eq!(next(t, 2, Some(TestPhase::Failed)), Next::Failed);
+        assert_eq!(next(t, 2, Some(TestPhase::Succeeded)), Next::Passed);
     }
 
     #[test]
@@ -169,8 +162,8 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(job_phase(&with("Complete")), SUCCEEDED);
-        assert_eq!(job_phase(&with("Failed")), FAILED);
-        assert_eq!(job_phase(&Job::default()), RUNNING);
+        assert_eq!(job_phase(&with("Complete")), TestPhase::Succeeded);
+        assert_eq!(job_phase(&with("Failed")), TestPhase::Failed);
+        assert_eq!(job_phase(&Job::default()), TestPhase::Running);
     }
 }

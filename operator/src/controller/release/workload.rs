@@ -30,11 +30,39 @@ pub fn slug(version: &str) -> String {
     out.trim_matches('-').to_string()
 }
 
-/// Name of a Release's Deployment: `<app>-<version slug>`.
+/// Name of a Release's Deployment: `<app>-<version slug>`, cut to 120 characters (with a hash of
+/// the whole, so two long versions never share one).
 pub fn deployment_name(app: &str, version: &str) -> String {
-    let mut name = format!("{app}-{}", slug(version));
-    name.truncate(120);
-    name.trim_end_matches('-').to_string()
+    generated_name(&format!("{app}-{}", slug(version)), 120, false)
+}
+
+/// A name phaseloop generates from `base`, of at most `max` characters and valid whatever `base`
+/// holds: a DNS label (`label`: lowercase letters, digits and `-`) or a subdomain (dots too).
+/// `base` itself when it already is one; otherwise what is left after cutting and replacing, plus
+/// `-` and eight hex digits of a hash of `base`, so two bases never give the same name (`a.b` and
+/// `a-b` as labels, or two long names that share their first `max` characters).
+pub fn generated_name(base: &str, max: usize, label: bool) -> String {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (!label && c == '.');
+    let valid = |s: &str| {
+        s.len() <= max
+            && s.chars().all(allowed)
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    if valid(base) {
+        return base.to_string();
+    }
+    let mut clean = String::with_capacity(base.len());
+    for c in base.chars().map(|c| c.to_ascii_lowercase()) {
+        let c = if allowed(c) && c != '-' { c } else { '-' };
+        if !(c == '-' && clean.ends_with('-')) {
+            clean.push(c);
+        }
+    }
+    let hash = format!("{:08x}", crate::controller::fields::fnv1a(base.as_bytes()) as u32);
+    let head: String = clean.trim_matches(|c| c == '-' || c == '.').chars().take(max.saturating_sub(9)).collect();
+    let head = head.trim_end_matches(['-', '.']);
+    if head.is_empty() { hash } else { format!("{head}-{hash}") }
 }
 
 /// Labels selecting one Release's pods.
@@ -139,6 +167,23 @@ mod tests {
         assert_eq!(slug("..v2.."), "v2");
         assert_eq!(deployment_name("shop", "1.4.0"), "shop-1-4-0");
         assert!(deployment_name("a", &"9".repeat(200)).len() <= 120);
+    }
+
+    #[test]
+    fn generated_names_are_valid_and_unique_whatever_they_are_made_of() {
+        assert_eq!(generated_name("shop-shop-v2-test", 63, true), "shop-shop-v2-test", "valid names stay");
+        let dotted = generated_name("shop-shop.v2-test", 63, true);
+        let dashed = generated_name("shop-shop-v2-test", 63, true);
+        assert_ne!(dotted, dashed, "two Release names that map to one label");
+        assert!(dotted.starts_with("shop-shop-v2-test-") && dotted.len() <= 63, "{dotted}");
+        assert_eq!(generated_name("web.v2-test-smoke-1", 63, false), "web.v2-test-smoke-1", "dots in subdomains");
+        let long = |tail: &str| generated_name(&format!("{}{tail}", "a".repeat(80)), 63, true);
+        assert_ne!(long("x"), long("y"), "a shared beginning longer than the limit");
+        for n in [long("x"), generated_name("--A_B--", 63, true), generated_name("...", 63, false)] {
+            assert!(n.len() <= 63 && !n.starts_with('-') && !n.ends_with('-') && !n.is_empty(), "{n}");
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'), "{n}");
+        }
+        assert_eq!(generated_name("a", 63, true), generated_name("a", 63, true), "deterministic");
     }
 
     #[test]

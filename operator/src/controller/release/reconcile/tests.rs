@@ -91,7 +91,7 @@ async fn an_exceeded_quota_is_a_condition_and_an_event_and_is_retried() {
     let (api, rel) = server(Some(("PATCH", DEPLOYMENT, status(403, "Forbidden", why, &[]))));
     let (result, ctx) = run(&api, &rel).await;
     let err = result.expect_err("retried: the quota or the usage may change");
-    assert!(matches!(err, Error::QuotaExceeded(_)), "{err:?}");
+    assert!(matches!(err.cause(), Error::QuotaExceeded(_)), "{err:?}");
     let (state, reason, message) = degraded(&api).expect("a status saying why");
     assert_eq!((state.as_str(), reason.as_str()), ("True", "QuotaExceeded"));
     assert!(message.contains("pods=4"), "{message}");
@@ -108,7 +108,7 @@ async fn a_conflict_is_retried_at_once_and_reported_nowhere() {
     let (api, rel) = server(Some(("PATCH", STATUS, status(409, "Conflict", why, &[]))));
     let (result, ctx) = run(&api, &rel).await;
     let err = result.expect_err("the conflict is the reconcile's error");
-    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    assert!(matches!(err.cause(), Error::Conflict(_)), "{err:?}");
     assert_eq!(count(&api, "PATCH", STATUS), 1, "no second status write to report it");
     assert_eq!(events(&api), Vec::<String>::new());
     // The next reconcile reads the newer object, within about a second.
@@ -124,7 +124,7 @@ async fn forbidden_is_retried_with_a_growing_backoff_and_changes_nothing_else() 
     let (api, rel) = server(Some(("PATCH", DEPLOYMENT, status(403, "Forbidden", why, &[]))));
     let (result, ctx) = run(&api, &rel).await;
     let err = result.expect_err("forbidden");
-    assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+    assert!(matches!(err.cause(), Error::Forbidden(_)), "{err:?}");
     assert_eq!(api.writes().len(), 1, "only the refused apply: {:?}", api.writes());
     let waits: Vec<Action> = (0..3).map(|_| ctx.retries.failed("prod/shop-1", &err)).collect();
     let expected: Vec<Action> =
@@ -140,7 +140,7 @@ async fn a_terminating_namespace_ends_the_retries() {
     let (api, rel) = server(Some(("PATCH", DEPLOYMENT, status(403, "Forbidden", why, &cause))));
     let (result, ctx) = run(&api, &rel).await;
     let err = result.expect_err("terminating");
-    assert!(matches!(err, Error::NamespaceTerminating(_)), "{err:?}");
+    assert!(matches!(err.cause(), Error::NamespaceTerminating(_)), "{err:?}");
     assert_eq!(api.writes().len(), 1, "nothing written after it: {:?}", api.writes());
     // Its deletion takes the Release too: no retry, only a change would wake it.
     assert_eq!(ctx.retries.failed("prod/shop-1", &err), Action::await_change());

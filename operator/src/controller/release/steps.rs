@@ -1,11 +1,12 @@
-//! The rollout step machine: given the strategy and what is observed now, which weight to apply
-//! and whether the current step is done. Pure, so every path is unit-tested.
+//! The rollout step machine: given the plan and what is observed now, whether the current step is
+//! done and what comes next. Pure, so every path is unit-tested. The plan itself comes from the
+//! strategy (`strategy/`).
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::{Strategy, StrategyType};
+use crate::api::{PauseReason, Strategy};
 
 /// One step of a rollout plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,23 +23,10 @@ pub enum Step {
     Switch,
 }
 
-/// The steps of a strategy. Every plan ends at weight 100, then [`Step::Switch`]: `Rolling` and
-/// `BlueGreen` have just those (a rolling update hands pods over as they become ready; blue-green
-/// brings the candidate up fully behind the preview Service first), a canary gets weight 100
-/// appended when its steps stop short.
+/// The steps of a strategy: its own steps (see `strategy/`), then weight 100 unless they end
+/// there, then [`Step::Switch`].
 pub fn plan(strategy: &Strategy) -> Vec<Step> {
-    let mut steps = Vec::new();
-    if strategy.type_ == StrategyType::Canary {
-        for s in strategy.canary.iter().flat_map(|c| &c.steps) {
-            if let Some(w) = s.set_weight {
-                steps.push(Step::Weight(w));
-            } else if let Some(p) = &s.pause {
-                steps.push(Step::Pause(p.duration.map(Into::into)));
-            } else if let Some(a) = &s.analysis {
-                steps.push(Step::Analysis(a.duration.into()));
-            }
-        }
-    }
+    let mut steps = super::strategy::of(strategy.type_).steps(strategy);
     if steps.last() != Some(&Step::Weight(100)) {
         steps.push(Step::Weight(100));
     }
@@ -92,13 +80,32 @@ pub enum Decision {
     /// Stay on the step at `weight`; look again after `wait` (or on the next event).
     Hold { weight: i32, wait: Option<Duration> },
     /// Stay on the step, paused until promoted, saying why.
-    Pause { weight: i32, reason: String },
+    Pause { weight: i32, why: PauseReason, reason: String },
     /// Go to step `step` (weights are applied when it is held).
     Advance { step: usize },
     /// Every step is done: the candidate takes all traffic and goes Live.
     Promote,
-    /// Return all traffic to the stable version.
-    Abort(String),
+    /// The rollout failed: the stable version takes the app back (or, with `autoRollback: false`,
+    /// the rollout pauses for a person).
+    Fail(Failure),
+}
+
+/// Why a rollout failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// A metric passed its failure limit (the verdict in words).
+    Analysis(String),
+    /// The candidate did not become ready within the progress deadline.
+    Deadline,
+}
+
+impl Failure {
+    pub fn message(&self) -> String {
+        match self {
+            Failure::Analysis(why) => format!("analysis failed: {why}"),
+            Failure::Deadline => "the candidate did not become ready within the progress deadline".into(),
+        }
+    }
 }
 
 /// The weight in force at `step`: that of the last weight step at or before it (0 before any;
@@ -113,10 +120,10 @@ pub fn weight_at(plan: &[Step], step: usize) -> i32 {
 /// Decides the next move of a rollout.
 pub fn decide(plan: &[Step], o: &Observed) -> Decision {
     if let Verdict::Failed(why) = &o.analysis {
-        return Decision::Abort(format!("analysis failed: {why}"));
+        return Decision::Fail(Failure::Analysis(why.clone()));
     }
     if o.deadline_missed {
-        return Decision::Abort("the candidate did not become ready within the progress deadline".into());
+        return Decision::Fail(Failure::Deadline);
     }
     let Some(step) = plan.get(o.step) else {
         return Decision::Promote;
@@ -125,13 +132,15 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
     if let Verdict::Inconclusive(why) = &o.analysis
         && !o.promoted
     {
-        return Decision::Pause { weight, reason: format!("analysis inconclusive: {why}; promote to go on or abort") };
+        let reason = format!("analysis inconclusive: {why}; promote to go on or abort");
+        return Decision::Pause { weight, why: PauseReason::AnalysisInconclusive, reason };
     }
     let next = Decision::Advance { step: o.step + 1 };
     let elapsed = Duration::try_from(o.now.duration_since(o.step_started)).unwrap_or_default();
     let blind = |what: &Option<String>| {
         what.as_ref().filter(|_| !o.promoted).map(|why| Decision::Pause {
             weight,
+            why: PauseReason::AnalysisInconclusive,
             reason: format!("analysis inconclusive: {why}; promote to go on or abort"),
         })
     };
@@ -144,7 +153,9 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
         Step::Weight(_) if o.pods_ready => next,
         Step::Weight(_) | Step::Switch => Decision::Hold { weight, wait: None },
         Step::Pause(_) if o.promoted => next,
-        Step::Pause(None) => Decision::Pause { weight, reason: "paused until promoted".into() },
+        Step::Pause(None) => {
+            Decision::Pause { weight, why: PauseReason::PauseStep, reason: "paused until promoted".into() }
+        }
         Step::Analysis(d) if elapsed >= *d => blind(&o.unmeasured.step).unwrap_or(next),
         Step::Pause(Some(d)) if elapsed >= *d => next,
         Step::Pause(Some(d)) | Step::Analysis(d) => Decision::Hold { weight, wait: Some(*d - elapsed) },
@@ -168,7 +179,7 @@ pub fn recheck_after(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Canary, CanaryStep, Pause, StepAnalysis};
+    use crate::api::{Canary, CanaryStep, Pause, StepAnalysis, StrategyType};
 
     fn canary(steps: Vec<CanaryStep>) -> Strategy {
         Strategy { type_: StrategyType::Canary, canary: Some(Canary { steps }), ..Default::default() }
@@ -301,9 +312,9 @@ mod tests {
         let p = plan(&canary(vec![w(10), pause(None)]));
         for step in 0..3 {
             let failed = Observed { analysis: Verdict::Failed("errors 0.3 > 0.01".into()), ..at(step, 0, 1) };
-            assert!(matches!(decide(&p, &failed), Decision::Abort(m) if m.contains("errors")));
+            assert!(matches!(decide(&p, &failed), Decision::Fail(Failure::Analysis(m)) if m.contains("errors")));
             let late = Observed { deadline_missed: true, ..at(step, 0, 1) };
-            assert!(matches!(decide(&p, &late), Decision::Abort(m) if m.contains("deadline")));
+            assert_eq!(decide(&p, &late), Decision::Fail(Failure::Deadline));
         }
     }
 
