@@ -457,3 +457,86 @@ async fn the_operator_installed_by_helm_from_its_image_runs_on_the_node_and_reco
     );
     assert!(helm.status.success(), "helm test: {helm_out}{}", String::from_utf8_lossy(&helm.stderr));
 }
+
+/// Scenario 7: a cold revert (`warmReplicas: 0`) under load: the previous version starts while
+/// the current one keeps answering alone, then takes every request; no request fails.
+#[tokio::test]
+#[ignore = "needs the real node: make e2e"]
+async fn a_cold_revert_under_load_switches_once_the_previous_version_is_ready_without_failed_requests() {
+    let cold = json!({"warmReplicas": 0});
+    let Serving { client, ns, api, traffic } =
+        live_under_traffic("rn-coldrevert", "cold", 3, cold.clone(), "cold").await;
+    create(&demo_release(&ns.name, "cold", "2.0.0", 3, &[], cold));
+    wait_release_phase(&api, "cold-2-0-0", ReleasePhase::Live).await;
+    wait_all_answered_by(&traffic, "2.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    eventually("the previous version cold", Duration::from_secs(60), || async {
+        let d = deployments.get("cold-1-0-0").await.ok()?;
+        (d.spec.replicas == Some(0)).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let reverted = now_ms();
+    let out = kubectl(&["phaseloop", "revert", "cold-2-0-0", "-n", &ns.name]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_release_phase(&api, "cold-2-0-0", ReleasePhase::Reverted).await;
+    let back = wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(5), Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recs = traffic.stop();
+    report("cold revert", "after the revert", summarize(&recs, reverted, u64::MAX));
+    report(
+        "cold revert",
+        "seconds",
+        format!(
+            "revert -> every request on 1.0.0: {:.1}s (last 2.0.0 answer {})",
+            back.saturating_sub(reverted) as f64 / 1000.0,
+            last_answer_by(&recs, "2.0.0", reverted)
+        ),
+    );
+    assert_eq!(summarize(&recs, 0, u64::MAX).failed, 0, "failed requests: {:?}", errors(&recs));
+}
+
+/// Scenario 8: the candidate deleted at the switch, while the previous version's warm pods take
+/// seconds to be Ready: the candidate answers until they are, then the previous version answers
+/// alone; no request fails (the app's Service was deleted with the candidate before).
+#[tokio::test]
+#[ignore = "needs the real node: make e2e"]
+async fn a_candidate_deleted_at_the_switch_under_load_fails_no_request() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rn-delcand").await;
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&demo_release(&ns.name, "del", "1.0.0", 3, &["--ready-after-max-ms=10000"], json!({})));
+    wait_release_phase(&api, "del-1-0-0", ReleasePhase::Live).await;
+    let traffic = Traffic::start(TRAFFIC, &app_url(&client, &ns.name, "del").await, RATE, "delcand");
+    wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(3), Duration::from_secs(60)).await;
+    create(&demo_release(&ns.name, "del", "2.0.0", 3, &[], json!({})));
+    eventually("del-2-0-0 at the switch", Duration::from_secs(120), || async {
+        let s = api.get("del-2-0-0").await.ok()?.status?;
+        s.message.as_deref().unwrap_or_default().contains("switching").then_some(())
+    })
+    .await
+    .unwrap();
+    let deleted = now_ms();
+    let out = kubectl(&["delete", "rel", "del-2-0-0", "-n", &ns.name, "--wait=false"]);
+    assert!(out.ok, "{}", out.stderr);
+    let back = wait_all_answered_by(&traffic, "1.0.0", Duration::from_secs(5), Duration::from_secs(120)).await;
+    eventually("del-2-0-0 gone", Duration::from_secs(120), || async {
+        api.get_opt("del-2-0-0").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+    let recs = traffic.stop();
+    report("candidate deleted", "after the delete", summarize(&recs, deleted, u64::MAX));
+    report(
+        "candidate deleted",
+        "seconds",
+        format!(
+            "delete -> every request on 1.0.0: {:.1}s (last 2.0.0 answer {})",
+            back.saturating_sub(deleted) as f64 / 1000.0,
+            last_answer_by(&recs, "2.0.0", deleted)
+        ),
+    );
+    assert_eq!(summarize(&recs, 0, u64::MAX).failed, 0, "failed requests: {:?}", errors(&recs));
+    assert_eq!(phase(&api, "del-1-0-0").await, Some(ReleasePhase::Live));
+}
