@@ -72,6 +72,13 @@ const CLASH_RECHECK: Duration = Duration::from_secs(60);
 
 /// The decision of one reconcile (see the module documentation).
 pub fn decide(o: &Observation<'_>) -> Outcome {
+    if o.rel.metadata.deletion_timestamp.is_some() && o.namespace_terminating {
+        // Its whole namespace is going: nothing can be created there any more and everything in it
+        // goes anyway; holding on (or writing anything first) would only keep the namespace stuck.
+        let holds = o.rel.finalizers().iter().any(|f| f == super::SERVING_FINALIZER);
+        let effects = if holds { vec![Effect::Finalizer(false)] } else { vec![] };
+        return Outcome { effects, ..Outcome::stay(o.stored()) };
+    }
     let mut status = o.stored();
     status.observed_generation = o.rel.metadata.generation;
     if status.phase.is_none() {

@@ -18,12 +18,6 @@ impl Draft<'_> {
         let o = self.o;
         let has = o.rel.finalizers().iter().any(|f| f == SERVING_FINALIZER);
         let deleting = o.rel.metadata.deletion_timestamp.is_some();
-        if deleting && o.namespace_terminating {
-            if has {
-                self.effects.push(super::Effect::Finalizer(false));
-            }
-            return;
-        }
         // As this decision leaves it: a Release going Live now serves, one superseded may not.
         let mut me = o.rel.clone();
         me.status = Some(self.status.clone());

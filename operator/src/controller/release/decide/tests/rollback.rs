@@ -95,3 +95,18 @@ fn deleting_a_rolling_out_candidate_is_an_abort_whose_pods_go_once_the_stable_ve
     assert!(at(&|e| matches!(e, Effect::Expose(_))) < at(&|e| *e == Effect::Finalizer(false)));
     assert!(at(&|e| *e == Effect::Finalizer(false)) <= at(&|e| matches!(e, Effect::Scale { replicas: 0, .. })));
 }
+
+/// A rolling-out Release holds the serving finalizer; when its whole namespace is being deleted it
+/// lets go at once and writes nothing else (every other write would be refused there, and the
+/// namespace would wait for it).
+#[test]
+fn a_rolling_out_release_whose_namespace_is_being_deleted_lets_go_at_once_and_writes_nothing_else() {
+    let mut candidate = rolling_out(rel("shop-2", "2", CANARY(), None), 1);
+    candidate.metadata.finalizers = Some(vec![SERVING_FINALIZER.into()]);
+    candidate.metadata.deletion_timestamp = Some(t(5));
+    let mut case = Case::active(candidate, live("shop-1", "1"));
+    case.namespace_terminating = true;
+    let out = case.decide();
+    assert_eq!(out.effects, [Effect::Finalizer(false)]);
+    assert_eq!(Some(out.status), case.rel.status, "no status write");
+}
