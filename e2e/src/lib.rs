@@ -8,6 +8,7 @@ pub mod fleet;
 pub mod objects;
 pub mod operator;
 pub mod real_node;
+pub mod soak;
 pub mod traffic;
 
 pub use objects::*;

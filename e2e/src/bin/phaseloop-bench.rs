@@ -46,6 +46,17 @@ enum Bench {
         #[arg(long, default_value_t = 1200)]
         timeout_s: u64,
     },
+    /// Ephemeral Environments with a Release each, created, Live and deleted wave after wave: the
+    /// operator's bookkeeping and memory before and after (they must end where they started).
+    Soak {
+        #[arg(long, default_value_t = 5000)]
+        environments: usize,
+        #[arg(long, default_value_t = 100)]
+        wave: usize,
+        /// How long one wave may take, in seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout_s: u64,
+    },
     /// Side by side with Argo Rollouts: the same apps rolled v1 → v2 by the same canary steps, once
     /// by each controller on the same cluster; memory, CPU, API requests (audit log), time.
     Peers {
@@ -105,6 +116,22 @@ async fn main() -> anyhow::Result<()> {
                 reports.push(r);
             }
             serde_json::json!({"scaling": reports})
+        }
+        Bench::Soak { environments, wave, timeout_s } => {
+            let run = phaseloop_e2e::soak::SoakRun { environments, wave, timeout: Duration::from_secs(timeout_s) };
+            let r = phaseloop_e2e::soak::soak(&client, &run).await?;
+            println!("soak: {environments} Environments with a Release each, {wave} at a time, in {:.0}s", r.seconds);
+            println!(
+                "  RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+                r.rss_before_mib, r.rss_peak_mib, r.rss_after_mib
+            );
+            for (map, before) in &r.entries_before {
+                println!(
+                    "  {map:<16} {before:>8} before {:>8} after",
+                    r.entries_after.get(map).copied().unwrap_or_default()
+                );
+            }
+            serde_json::json!({"soak": r})
         }
         Bench::Fleet { sizes, touches, timeout_s } => {
             let mut reports = Vec::new();
