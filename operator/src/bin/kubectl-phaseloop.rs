@@ -12,7 +12,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use phaseloop::{
-    api::{Environment, Release},
+    api::{Environment, Release, ReleasePhase},
     controller::release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, steps},
 };
 
@@ -197,7 +197,7 @@ fn render(r: &Release) -> String {
     let s = r.status.clone().unwrap_or_default();
     let plan = steps::plan(&r.spec.strategy);
     let step = s.current_step.unwrap_or(0).max(0) as usize;
-    let done = if s.phase.is_some_and(|p| p.as_str() == "Live") { plan.len() } else { step.min(plan.len()) };
+    let done = if s.phase == Some(ReleasePhase::Live) { plan.len() } else { step.min(plan.len()) };
     let bar: String = (0..plan.len()).map(|i| if i < done { '#' } else { '.' }).collect();
     let mut out = format!(
         "Release {}: {} {}\n  phase:    {}{}\n  steps:    [{bar}] {done}/{}\n  weight:   {}% serving ({}% asked by the step)\n  replicas: {} candidate, {} stable\n",
