@@ -17,6 +17,9 @@ COREDNS_VERSION=v1.15.0   # also pinned in e2e/tools/coredns/go.mod
 # alone uses this toolchain, which the go command fetches from the module proxy.
 ARGO_ROLLOUTS_VERSION=v1.10.2
 ARGO_ROLLOUTS_GOTOOLCHAIN=go1.27.3
+# The Gateway API CRDs (standard channel), read from this module's config/crd/standard/ and
+# installed by start-cluster.sh.
+GATEWAY_API_VERSION=v1.6.3
 
 export GOTOOLCHAIN=local # fail fast instead of silently switching toolchains
 export CGO_ENABLED=0     # upstream builds the control-plane binaries static
@@ -40,6 +43,8 @@ helm_bin_dir() { echo "$E2E_CACHE/helm-$HELM_VERSION"; }
 kubelet_bin_dir() { echo "$E2E_CACHE/k8s-node-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k8s/go.mod" "$E2E_ROOT/tools/k8s/go.sum")"; }
 coredns_bin_dir() { echo "$E2E_CACHE/coredns-$COREDNS_VERSION-$(pin_hash "$E2E_ROOT/tools/coredns/go.mod" "$E2E_ROOT/tools/coredns/go.sum" "$E2E_ROOT/tools/coredns/main.go")"; }
 containerd_bin_dir() { echo "$E2E_CACHE/containerd-$CONTAINERD_VERSION-$(pin_hash "$E2E_ROOT/tools/containerd/go.mod" "$E2E_ROOT/tools/containerd/go.sum")"; }
+# Not a binary: the CRD YAML copied out of the module cache, keyed by the version alone.
+gateway_api_crd_dir() { echo "$E2E_CACHE/gateway-api-$GATEWAY_API_VERSION-standard"; }
 argo_rollouts_bin_dir() {
   local w=$E2E_ROOT/tools/argo-rollouts
   echo "$E2E_CACHE/argo-rollouts-$ARGO_ROLLOUTS_VERSION-$(pin_hash "$w/go.mod" "$w/go.sum" <(echo "$ARGO_ROLLOUTS_GOTOOLCHAIN"))"
