@@ -94,6 +94,16 @@ E2E_SERVICE_CIDR=10.96.0.0/16 # the API server's --service-cluster-ip-range (sta
 E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the node's Prometheus
 # shellcheck disable=SC2034
 NODE_STATE=$E2E_STATE/node
+# The Gateway (Traefik, kubernetesGateway provider) inside the node's namespace: its HTTP
+# listener on the node's address, its ping and API on the namespace's 127.0.0.1 only.
+# shellcheck disable=SC2034
+E2E_GATEWAY_PORT=8000
+# shellcheck disable=SC2034
+E2E_GATEWAY_ADMIN_PORT=9000
+# shellcheck disable=SC2034
+E2E_GATEWAY_NAMESPACE=phaseloop-gateway
+# shellcheck disable=SC2034
+E2E_GATEWAY_NAME=e2e
 # shellcheck disable=SC2034
 NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup hierarchy
 # shellcheck disable=SC2034
