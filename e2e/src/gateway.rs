@@ -149,9 +149,10 @@ fn traefik_get(path: &str) -> anyhow::Result<Value> {
 }
 
 /// What Traefik serves for HTTPRoute `ns/name` right now, read from its API: for each of the
-/// route's routers, the weighted backends of its service. A backend whose Service has no server
-/// (no ready endpoint), or that Traefik answers with an error status, is reported with the
-/// suffix ` (no servers)`, so it never equals a route's backend.
+/// route's routers, the weighted backends of its service. A backend with a weight whose Service
+/// has no server (no ready endpoint), or that Traefik answers with an error status, is reported
+/// with the suffix ` (no servers)`, so it never equals a route's backend; at weight 0 it gets no
+/// request, so it may have none (a canary scaled to zero).
 pub fn traefik_weights(ns: &str, name: &str) -> anyhow::Result<RuleWeights> {
     let raw = traefik_get("/api/rawdata")?;
     // Router names begin with the normalized kind, namespace, name and Gateway (Traefik's
@@ -183,8 +184,9 @@ pub fn traefik_weights(ns: &str, name: &str) -> anyhow::Result<RuleWeights> {
                 .as_array()
                 .map_or(0, Vec::len);
             let failing = s.get("status").is_some_and(|st| !st.is_null());
-            let label = if servers == 0 || failing { format!("{svc} (no servers)") } else { svc };
-            backends.push((label, s["weight"].as_u64().unwrap_or(1)));
+            let weight = s["weight"].as_u64().unwrap_or(1);
+            let label = if weight > 0 && (servers == 0 || failing) { format!("{svc} (no servers)") } else { svc };
+            backends.push((label, weight));
         }
         backends.sort();
         rules.insert(backends);
@@ -194,8 +196,8 @@ pub fn traefik_weights(ns: &str, name: &str) -> anyhow::Result<RuleWeights> {
 
 /// Waits until HTTPRoute `ns/name` is live as it stands now: its status says the Gateway
 /// accepted this generation and resolved its backends, and Traefik serves exactly its rules'
-/// backends and weights, every backend with servers. Returns when that was seen (unix ms): the
-/// requests sent from then on meet these rules.
+/// backends and weights, every backend with a weight with servers. Returns when that was seen
+/// (unix ms): the requests sent from then on meet these rules.
 pub async fn wait_route_live(client: &Client, ns: &str, name: &str, timeout: Duration) -> anyhow::Result<u64> {
     let api = routes(client, ns);
     let deadline = tokio::time::Instant::now() + timeout;
