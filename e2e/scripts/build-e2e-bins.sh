@@ -6,8 +6,9 @@
 #   helm: helm (go install)
 #   node: kubelet kube-proxy (wrapper e2e/tools/k8s, own cache dir) and containerd,
 #         containerd-shim-runc-v2, ctr (wrapper e2e/tools/containerd), coredns (wrapper
-#         e2e/tools/coredns): only for the real node, so not in the default list; run-e2e.sh asks
-#         for it unless E2E_REAL_NODE=0.
+#         e2e/tools/coredns), traefik (the node's Gateway, built inside a copy of its module):
+#         only for the real node, so not in the default list; run-e2e.sh asks for it unless
+#         E2E_REAL_NODE=0.
 #   argo-rollouts: rollouts-controller (wrapper e2e/tools/argo-rollouts), only when named: the peer
 #         controller of `make bench BENCH=peers`, never built by default nor by `make test`
 # Each component is built into a temp dir next to its cache dir and renamed into place only when
@@ -99,10 +100,10 @@ build_k8s() {
 }
 
 # The real node: kubelet and kube-proxy (same wrapper module and flags as the control plane, their
-# own cache dir so the kwok-only suite never waits for them), and containerd 2.x. runc and the CNI
-# plugins come from Debian (install-deps.sh).
+# own cache dir so the kwok-only suite never waits for them), CoreDNS, containerd 2.x and the
+# Gateway (Traefik). runc and the CNI plugins come from Debian (install-deps.sh).
 build_node() {
-  local dir tmp ldf
+  local dir tmp
   dir=$(kubelet_bin_dir)
   if have "$dir" kubelet kube-proxy; then
     log "kubelet, kube-proxy: cached in $dir"
@@ -124,6 +125,12 @@ build_node() {
     expect_version "CoreDNS-${COREDNS_VERSION#v}" "$tmp/coredns" -version
     publish "$tmp" "$dir"
   fi
+  build_containerd
+  build_traefik
+}
+
+build_containerd() {
+  local dir tmp ldf
   dir=$(containerd_bin_dir)
   if have "$dir" containerd containerd-shim-runc-v2 ctr; then
     log "containerd: cached in $dir"
@@ -147,6 +154,34 @@ build_node() {
   expect_version "$CONTAINERD_VERSION" "$tmp/containerd" --version
   expect_version "${CONTAINERD_VERSION}" "$tmp/ctr" --version
   publish "$tmp" "$dir"
+}
+
+# Traefik, the real node's Gateway. Its go.mod has `replace` directives, one of them to a nested
+# module in its own tree (./pkg/config/dynamic/ext), which its module zip lacks: `go install`
+# refuses it and a wrapper module could not repeat that replace. So it is built like upstream's
+# `make binary`, inside a copy of its module, with a stand-in for the nested module
+# (e2e/tools/traefik/ext) and its own go.mod and go.sum as the pins (-mod=readonly: nothing
+# resolved anew). The web UI is not built: the zip's webui/static holds only a placeholder file,
+# which is all its go:embed needs; the dashboard stays off (start-node.sh).
+build_traefik() {
+  local dir tmp out src mod p=github.com/traefik/traefik/v3
+  dir=$(traefik_bin_dir)
+  if have "$dir" traefik; then log "traefik: cached in $dir"; return; fi
+  new_tmp traefik
+  out=$tmp
+  new_tmp traefik-src
+  src=$tmp/traefik
+  mod=$(cd "$tmp" && go mod download -json "$p@$TRAEFIK_VERSION" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') || die "cannot download $p@$TRAEFIK_VERSION"
+  cp -r --no-preserve=mode "$mod" "$src" # the module cache is read-only; the copy is not
+  mkdir -p "$src/pkg/config/dynamic/ext"
+  cp "$E2E_ROOT"/tools/traefik/ext/* "$src/pkg/config/dynamic/ext/"
+  # Upstream's ldflags (its Makefile) with a fixed build date, as for the other binaries.
+  (cd "$src" && GOFLAGS="-mod=readonly -buildvcs=false" timed "build traefik" go build -p "$GO_P" -trimpath \
+    -ldflags="-s -w -X $p/pkg/version.Version=$TRAEFIK_VERSION -X $p/pkg/version.BuildDate=1970-01-01T00:00:00Z" \
+    -o "$out/traefik" ./cmd/traefik)
+  expect_version "$TRAEFIK_VERSION" "$out/traefik" version
+  publish "$out" "$dir"
 }
 
 build_etcd() {
@@ -221,7 +256,7 @@ for c in "${@:-k8s etcd kwok helm}"; do
 done
 log "build-e2e-bins: done in $(($(date +%s) - T0))s"
 for d in "$(k8s_bin_dir)" "$(etcd_bin_dir)" "$(kwok_bin_dir)" "$(helm_bin_dir)" "$(kubelet_bin_dir)" \
-  "$(containerd_bin_dir)" "$(coredns_bin_dir)" "$(argo_rollouts_bin_dir)"; do
+  "$(containerd_bin_dir)" "$(coredns_bin_dir)" "$(traefik_bin_dir)" "$(argo_rollouts_bin_dir)"; do
   # shellcheck disable=SC2012 # a listing for people to read, of files named by this script
   # An if, not `[ -d ] &&`: the loop's last status is the script's, and on a fresh machine the
   # node's and Argo Rollouts' directories do not exist yet.

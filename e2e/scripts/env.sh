@@ -2,8 +2,9 @@
 # Prints the environment of the e2e cluster as `export` lines:
 #   eval "$(e2e/scripts/env.sh)"
 # KUBECONFIG, PATH (pinned kubectl, helm, kwok... first), PROMETHEUS_URL, PUSHGATEWAY_URL and
-# PHASELOOP_METRICS_PORT are what the Rust e2e tests read; E2E_NODE_NAME, E2E_NODE_NETNS and
-# NODE_PROMETHEUS_URL those of the real node.
+# PHASELOOP_METRICS_PORT are what the Rust e2e tests read; E2E_NODE_NAME, E2E_NODE_NETNS,
+# NODE_PROMETHEUS_URL and the E2E_GATEWAY_* ones those of the real node (the Gateway's admin URL
+# is inside the node's network namespace).
 source "$(dirname "$0")/lib.sh"
 # PATH keeps the caller's entries after the pinned dirs ("$PATH" is expanded by the eval).
 # shellcheck disable=SC2016 # $PATH is expanded by the shell that evals this, not here
@@ -16,4 +17,7 @@ printf 'export %s=%q\n' \
   E2E_STATE "$E2E_STATE" \
   E2E_NODE_NAME "$E2E_NODE_NAME" \
   E2E_NODE_NETNS "$E2E_NODE_NETNS" \
-  NODE_PROMETHEUS_URL "http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT"
+  NODE_PROMETHEUS_URL "http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT" \
+  E2E_GATEWAY_NAMESPACE "$E2E_GATEWAY_NAMESPACE" \
+  E2E_GATEWAY_NAME "$E2E_GATEWAY_NAME" \
+  E2E_GATEWAY_ADMIN_URL "http://127.0.0.1:$E2E_GATEWAY_ADMIN_PORT"

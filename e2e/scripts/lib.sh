@@ -17,6 +17,14 @@ COREDNS_VERSION=v1.15.0   # also pinned in e2e/tools/coredns/go.mod
 # alone uses this toolchain, which the go command fetches from the module proxy.
 ARGO_ROLLOUTS_VERSION=v1.10.2
 ARGO_ROLLOUTS_GOTOOLCHAIN=go1.27.3
+# The real node's Gateway (start-node.sh). v3.7.10 is the newest v3.7 whose whole build graph the
+# module proxy serves: v3.7.11 and v3.7.12 replace github.com/abbot/go-http-auth with a
+# containous/go-http-auth pseudo-version it does not serve, v3.7.13 also needs seven lego DNS SDK
+# versions it does not serve. Built inside a copy of its module (build-e2e-bins.sh node).
+TRAEFIK_VERSION=v3.7.10
+# The Gateway API CRDs (standard channel), read from this module's config/crd/standard/ and
+# installed by start-cluster.sh; Traefik v3.7.10 is built against v1.6.1 of the same API.
+GATEWAY_API_VERSION=v1.6.3
 
 export GOTOOLCHAIN=local # fail fast instead of silently switching toolchains
 export CGO_ENABLED=0     # upstream builds the control-plane binaries static
@@ -40,6 +48,11 @@ helm_bin_dir() { echo "$E2E_CACHE/helm-$HELM_VERSION"; }
 kubelet_bin_dir() { echo "$E2E_CACHE/k8s-node-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k8s/go.mod" "$E2E_ROOT/tools/k8s/go.sum")"; }
 coredns_bin_dir() { echo "$E2E_CACHE/coredns-$COREDNS_VERSION-$(pin_hash "$E2E_ROOT/tools/coredns/go.mod" "$E2E_ROOT/tools/coredns/go.sum" "$E2E_ROOT/tools/coredns/main.go")"; }
 containerd_bin_dir() { echo "$E2E_CACHE/containerd-$CONTAINERD_VERSION-$(pin_hash "$E2E_ROOT/tools/containerd/go.mod" "$E2E_ROOT/tools/containerd/go.sum")"; }
+# Traefik: its own module's go.mod and go.sum are the pins (the version), plus the stand-in for the
+# nested module its zip lacks (e2e/tools/traefik).
+traefik_bin_dir() { echo "$E2E_CACHE/traefik-$TRAEFIK_VERSION-$(pin_hash "$E2E_ROOT"/tools/traefik/ext/*)"; }
+# Not a binary: the CRD YAML copied out of the module cache, keyed by the version alone.
+gateway_api_crd_dir() { echo "$E2E_CACHE/gateway-api-$GATEWAY_API_VERSION-standard"; }
 argo_rollouts_bin_dir() {
   local w=$E2E_ROOT/tools/argo-rollouts
   echo "$E2E_CACHE/argo-rollouts-$ARGO_ROLLOUTS_VERSION-$(pin_hash "$w/go.mod" "$w/go.sum" <(echo "$ARGO_ROLLOUTS_GOTOOLCHAIN"))"
@@ -81,6 +94,16 @@ E2E_SERVICE_CIDR=10.96.0.0/16 # the API server's --service-cluster-ip-range (sta
 E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the node's Prometheus
 # shellcheck disable=SC2034
 NODE_STATE=$E2E_STATE/node
+# The Gateway (Traefik, kubernetesGateway provider) inside the node's namespace: its HTTP
+# listener on the node's address, its ping and API on the namespace's 127.0.0.1 only.
+# shellcheck disable=SC2034
+E2E_GATEWAY_PORT=8000
+# shellcheck disable=SC2034
+E2E_GATEWAY_ADMIN_PORT=9000
+# shellcheck disable=SC2034
+E2E_GATEWAY_NAMESPACE=phaseloop-gateway
+# shellcheck disable=SC2034
+E2E_GATEWAY_NAME=e2e
 # shellcheck disable=SC2034
 NODE_CGROUP_ROOT=/phaseloop-node-$E2E_NODE_ID # under every cgroup hierarchy
 # shellcheck disable=SC2034

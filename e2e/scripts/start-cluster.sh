@@ -224,6 +224,47 @@ ensure kube-apiserver "$E2E_APISERVER_PORT" check_apiserver "$K8S_BIN/kube-apise
   --audit-log-format=json --audit-log-maxsize=200 --audit-log-maxbackup=2 \
   --allow-privileged=true --profiling=false --v=1
 
+# The Gateway API's CRDs, standard channel, as upstream's config/crd kustomization installs them
+# (every file of config/crd/standard, its safe-upgrades ValidatingAdmissionPolicy included): routes
+# can be written on the kwok node's cluster too, and the real node's Gateway reads them. The YAML
+# is copied out of the Go module once into the cache, keyed by the version; applied server-side
+# (the HTTPRoute CRD is too large for client-side apply's annotation), skipped when that version
+# is installed already. The API server takes seconds to take them in (it compiles their CEL
+# rules), so this runs in the background while the other components start, waited for at the end.
+gateway_api_crds() {
+  local dir mod tmp installed t0 t1
+  t0=$(date +%s)
+  dir=$(gateway_api_crd_dir)
+  if [ ! -d "$dir" ]; then
+    mod=$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])') ||
+      die "cannot find the gateway-api $GATEWAY_API_VERSION module (go mod download)"
+    [ -s "$mod/config/crd/standard/gateway.networking.k8s.io_httproutes.yaml" ] ||
+      die "gateway-api module has no config/crd/standard/"
+    mkdir -p "$E2E_CACHE"
+    tmp=$(mktemp -d "$E2E_CACHE/.tmp-gateway-api.XXXXXX")
+    cp "$mod"/config/crd/standard/*.yaml "$tmp/"
+    chmod -R u+w,a+rX "$tmp"
+    mv -T "$tmp" "$dir" 2>/dev/null || rm -rf "$tmp" # a concurrent start may have published it first
+  fi
+  installed=$(kubectl get crd httproutes.gateway.networking.k8s.io \
+    -o jsonpath='{.metadata.annotations.gateway\.networking\.k8s\.io/bundle-version}' 2>/dev/null || true)
+  if [ "$installed" != "$GATEWAY_API_VERSION" ]; then
+    kubectl apply --server-side --field-manager=phaseloop-e2e -f "$dir" >/dev/null
+  fi
+  # Right after creation a CRD has no conditions yet and `kubectl wait` errors out: retry.
+  t1=$(date +%s)
+  until kubectl wait --for=condition=Established --timeout=5s crd/gatewayclasses.gateway.networking.k8s.io \
+    crd/gateways.gateway.networking.k8s.io crd/httproutes.gateway.networking.k8s.io \
+    crd/referencegrants.gateway.networking.k8s.io >/dev/null 2>&1; do
+    [ $(($(date +%s) - t1)) -lt "$TIMEOUT" ] || die "Gateway API CRDs not Established after ${TIMEOUT}s"
+    sleep 0.5
+  done
+  log "Gateway API $GATEWAY_API_VERSION CRDs (standard channel): installed in $(($(date +%s) - t0))s"
+}
+gateway_api_crds &
+GATEWAY_API_PID=$!
+
 # Controllers the tests rely on: Deployment/ReplicaSet, Job, garbage collector, namespace
 # deletion, ServiceAccount + token publishing (root CA ConfigMap). Each controller uses its own
 # ServiceAccount (--use-service-account-credentials) as in kubeadm clusters. No leader election:
@@ -321,6 +362,8 @@ until kubectl get serviceaccount default -n default >/dev/null 2>&1; do
     fail kube-controller-manager "no default ServiceAccount after ${TIMEOUT}s"
   sleep 0.5
 done
+
+wait "$GATEWAY_API_PID" || die "the Gateway API CRDs were not installed (see above)"
 
 log "cluster ready in $(($(date +%s) - T0))s: KUBECONFIG=$KUBECONFIG_FILE" \
   "apiserver https://127.0.0.1:$E2E_APISERVER_PORT" \

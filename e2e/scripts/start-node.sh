@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts the real node beside the kwok one: containerd, kubelet and kube-proxy in a network
-# namespace of their own (the whole pod network lives in there), plus CoreDNS and a Prometheus that
-# scrapes the pods, in the same namespace. Needs the control plane (start-cluster.sh), the node
-# binaries (build-e2e-bins.sh node) and the Debian packages of install-deps.sh.
+# namespace of their own (the whole pod network lives in there), plus CoreDNS, a Gateway (Traefik)
+# and a Prometheus that scrapes the pods, in the same namespace. Needs the control plane
+# (start-cluster.sh, which installs the Gateway API CRDs), the node binaries (build-e2e-bins.sh
+# node) and the Debian packages of install-deps.sh.
 #
 # The network rule: nothing here contacts an address other than 127.0.0.1 and the addresses of the
 # namespace created here. The namespace has no interface to the host at all; unix sockets cross:
@@ -28,7 +29,7 @@ export PATH KUBECONFIG=$E2E_STATE/kubeconfig
 PATH=$(e2e_path)
 
 for b in "$NODE_BIN/kubelet" "$NODE_BIN/kube-proxy" "$CTRD_BIN/containerd" "$CTRD_BIN/containerd-shim-runc-v2" \
-  "$CTRD_BIN/ctr" "$(coredns_bin_dir)/coredns"; do
+  "$CTRD_BIN/ctr" "$(coredns_bin_dir)/coredns" "$(traefik_bin_dir)/traefik"; do
   [ -x "$b" ] || die "$b missing: run e2e/scripts/build-e2e-bins.sh node"
 done
 for b in runc socat nft conntrack ip nsenter unshare prometheus openssl; do
@@ -70,8 +71,10 @@ EOF
 }
 node_cert kubelet "/O=system:nodes/CN=system:node:$E2E_NODE_NAME"
 node_cert kube-proxy "/CN=system:kube-proxy"
+node_cert gateway "/CN=phaseloop-e2e-gateway" # the RBAC of manifests/gateway.yaml.tmpl
 node_kubeconfig kubelet
 node_kubeconfig kube-proxy
+node_kubeconfig gateway
 
 # ---------------------------------------------------------------------------------------------
 # Process handling, as in start-cluster.sh; every process gets its own session (setsid), so its
@@ -92,6 +95,13 @@ node_launch() {
   pid=$!
   readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
   echo "$pid" >"$(pid_file "$name")"
+  # Until setsid (and the prefix) have exec'd the binary, `running` sees another executable and
+  # would take the starting process for a dead one: wait for the exec (milliseconds).
+  local i
+  for ((i = 0; i < 100; i++)); do
+    running "$name" >/dev/null && break
+    sleep 0.02
+  done
   log "$name: started (pid $pid)"
 }
 wait_until() { # wait_until NAME CHECK...
@@ -147,6 +157,27 @@ check_api_in_netns() {
     "https://127.0.0.1:$E2E_APISERVER_PORT/readyz"
 }
 wait_until node-api check_api_in_netns
+
+# ---------------------------------------------------------------------------------------------
+# The Gateway: Traefik's kubernetesGateway provider reads GatewayClasses, Gateways, routes,
+# Services and EndpointSlices through the bridge (its own identity and RBAC), and sends each
+# request straight to a ready pod's address on the bridge, not through kube-proxy. It implements
+# the GatewayClass phaseloop-e2e and serves the Gateway $E2E_GATEWAY_NAMESPACE/$E2E_GATEWAY_NAME: one
+# HTTP listener on port $E2E_GATEWAY_PORT (the node's address, inside the namespace), routes from
+# every namespace. Ping and its API (the routers and weighted services it built, which the tests
+# read) on the namespace's 127.0.0.1:$E2E_GATEWAY_ADMIN_PORT; no dashboard, no version check and no
+# usage report, so it contacts nothing but the API server. It needs none of the node's other
+# components: started here, waited for at the end.
+sed -e "s|@USER@|phaseloop-e2e-gateway|g" -e "s|@NAMESPACE@|$E2E_GATEWAY_NAMESPACE|g" \
+  -e "s|@NAME@|$E2E_GATEWAY_NAME|g" -e "s|@PORT@|$E2E_GATEWAY_PORT|g" \
+  "$E2E_ROOT/manifests/gateway.yaml.tmpl" | kubectl apply -f - >/dev/null
+KUBECONFIG=$NODE_STATE/gateway.kubeconfig PREFIX=$(nsx) node_launch node-gateway "$(traefik_bin_dir)/traefik" \
+  --global.checkNewVersion=false --global.sendAnonymousUsage=false \
+  --entryPoints.web.address=":$E2E_GATEWAY_PORT" \
+  --entryPoints.traefik.address="127.0.0.1:$E2E_GATEWAY_ADMIN_PORT" \
+  --ping=true --api.insecure=true --api.dashboard=false \
+  --providers.kubernetesGateway=true --providers.kubernetesGateway.statusAddress.ip="$E2E_NODE_IP" \
+  --log.level=INFO --log.noColor=true
 
 # ---------------------------------------------------------------------------------------------
 # The mount namespace of containerd, kubelet and the pods.
@@ -321,6 +352,15 @@ PREFIX="" node_launch node-prom-host "$(command -v socat)" \
   "TCP-LISTEN:$E2E_NODE_PROMETHEUS_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$NODE_STATE/prom.sock"
 wait_until node-prom-host curl -fsS --max-time 3 "http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT/-/ready"
 
+# The Gateway, started above: serving, and its Gateway Programmed.
+check_gateway() { $(nsx) curl -fsS --max-time 3 "http://127.0.0.1:$E2E_GATEWAY_ADMIN_PORT/ping"; }
+wait_until node-gateway check_gateway
+# Programmed: Traefik accepted the class and the Gateway and serves its listener.
+check_gateway_programmed() {
+  kubectl wait --for=condition=Programmed --timeout=2s -n "$E2E_GATEWAY_NAMESPACE" "gateway/$E2E_GATEWAY_NAME"
+}
+wait_until node-gateway check_gateway_programmed
+
 # The node registers itself; Ready once the runtime and CNI are up.
 t1=$(date +%s)
 until kubectl wait --for=condition=Ready "node/$E2E_NODE_NAME" --timeout=5s >/dev/null 2>&1; do
@@ -329,4 +369,5 @@ until kubectl wait --for=condition=Ready "node/$E2E_NODE_NAME" --timeout=5s >/de
   sleep 1
 done
 log "real node $E2E_NODE_NAME ready in $(($(date +%s) - T0))s (netns $NS, node IP $E2E_NODE_IP," \
-  "pods $E2E_NODE_POD_CIDR, Prometheus http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT)"
+  "pods $E2E_NODE_POD_CIDR, Gateway http://$E2E_NODE_IP:$E2E_GATEWAY_PORT," \
+  "Prometheus http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT)"

@@ -4,7 +4,8 @@
 # network namespace with the pod network, the shim socket dir, and the node's runtime state (its
 # certificates stay for a warm start). Processes are found only through what start-node.sh created
 # and recorded (pid files, the network namespace, the mount namespace, the cgroup root), never by
-# name. With the API server up, the Node object and the `kubernetes` EndpointSlice are deleted too.
+# name. With the API server up, the Node object, the `kubernetes` EndpointSlice, the Gateway and its
+# GatewayClass are deleted too.
 #
 # Usage: stop-node.sh          (stop-cluster.sh runs it first)
 source "$(dirname "$0")/lib.sh"
@@ -42,9 +43,11 @@ if [ -e "/run/netns/$NS" ]; then NETNS_LINK=$(nsenter --net="/run/netns/$NS" rea
 MNTNS_LINK=
 if pid=$(running node-mntns); then MNTNS_LINK=$(readlink "/proc/$pid/ns/mnt"); fi
 
-# 1. What talks to the API server or serves: Prometheus, CoreDNS, kube-proxy, then the kubelet (so
-#    it restarts nothing while the pods go).
-for c in node-prom-host node-prom node-prometheus node-pod-sd node-coredns node-kube-proxy node-kubelet; do kill_group "$c"; done
+# 1. What talks to the API server or serves: Prometheus, the Gateway, CoreDNS, kube-proxy, then the
+#    kubelet (so it restarts nothing while the pods go).
+for c in node-prom-host node-prom node-prometheus node-pod-sd node-gateway node-coredns node-kube-proxy node-kubelet; do
+  kill_group "$c"
+done
 # 2. The pods: every process in the node's cgroups, at once.
 pods=$(pids_in_cgroups)
 if [ -n "$pods" ]; then
@@ -95,6 +98,9 @@ fi
 # 6. The API objects of the node, when the API server is still up.
 if kubectl get --raw /readyz >/dev/null 2>&1; then
   kubectl delete endpointslice kubernetes-real-node -n default --ignore-not-found >/dev/null
+  # The Gateway is gone with Traefik: its object (and status) too. Its namespace and RBAC stay.
+  kubectl delete gateway "$E2E_GATEWAY_NAME" -n "$E2E_GATEWAY_NAMESPACE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete gatewayclass phaseloop-e2e --ignore-not-found --wait=false >/dev/null 2>&1 || true
   kubectl delete node "$E2E_NODE_NAME" --ignore-not-found --wait=false >/dev/null
 fi
 log "real node stopped"

@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod fleet;
+pub mod gateway;
 pub mod objects;
 pub mod operator;
 pub mod real_node;

@@ -1,7 +1,8 @@
 //! Helpers of the real node's tests (`e2e/tests/real_node.rs`): pods that really run on
-//! `real-node-0` (started by `e2e/scripts/start-node.sh`), the demo app's Releases, and the traffic
-//! generator, which runs inside the node's network namespace: Service and pod addresses exist only
-//! in there, and nothing here connects to them from the host.
+//! `real-node-0` (started by `e2e/scripts/start-node.sh`), the demo app's Releases (and plain
+//! Deployments and Services), and the traffic generator, which runs inside the node's network
+//! namespace: Service, pod and Gateway addresses exist only in there, and nothing here connects to
+//! them from the host. The Gateway's own helpers are in [`crate::gateway`].
 
 use std::{
     collections::BTreeMap,
@@ -86,6 +87,30 @@ pub fn demo_release(ns: &str, app: &str, version: &str, replicas: i32, args: &[&
     })
 }
 
+/// A plain Deployment of the demo app at `version` (no Release, no operator): `name`, `replicas`,
+/// its pods labelled `app: <app>`, `version: <version>`.
+pub fn demo_deployment(ns: &str, name: &str, app: &str, version: &str, replicas: i32) -> Value {
+    let labels = json!({"app": app, "version": version});
+    let mut template = demo_template(version, &[]);
+    template["metadata"]["labels"] = labels.clone();
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": template}
+    })
+}
+
+/// A Service `name` (port 80 -> the demo app's 8080) selecting the pods with `selector`'s labels.
+pub fn demo_service(ns: &str, name: &str, selector: Value) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": selector, "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    })
+}
+
 /// The ClusterIP of Service `name` (an address inside the node's namespace only).
 pub async fn service_ip(client: &Client, ns: &str, name: &str) -> anyhow::Result<String> {
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
@@ -125,6 +150,32 @@ impl Request {
     }
 }
 
+/// What the traffic generator sends its requests to: a URL inside the node's network namespace
+/// (a Service's ClusterIP, or the Gateway's address), with an optional Host header (an
+/// HTTPRoute's hostname at the Gateway) and extra request headers (what a route may match on).
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub url: String,
+    pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Target {
+    pub fn new(url: &str) -> Target {
+        Target { url: url.to_string(), ..Default::default() }
+    }
+
+    pub fn host(mut self, host: &str) -> Target {
+        self.host = Some(host.to_string());
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Target {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+}
+
 /// The traffic generator (`e2e-traffic`) running inside the node's network namespace against a
 /// URL there, writing one record per request. Stopped (and its last requests recorded) by `stop`
 /// or when dropped.
@@ -136,15 +187,27 @@ pub struct Traffic {
 impl Traffic {
     /// Starts `bin` (the test's `env!("CARGO_BIN_EXE_e2e-traffic")`) at `rate` requests/s to `url`.
     pub fn start(bin: &str, url: &str, rate: f64, name: &str) -> Traffic {
+        Traffic::start_to(bin, &Target::new(url), rate, name)
+    }
+
+    /// Starts `bin` at `rate` requests/s to `target` (URL, Host and headers).
+    pub fn start_to(bin: &str, target: &Target, rate: f64, name: &str) -> Traffic {
         let dir = std::env::var("E2E_STATE").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
         let out = dir.join("logs").join(format!("traffic-{name}-{}.jsonl", crate::unique_suffix()));
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", netns()))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", netns()))
             .arg("--")
             .arg(bin)
-            .args(["--url", url, "--rate", &rate.to_string(), "--duration", "900", "--out"])
-            .arg(&out)
+            .args(["--url", &target.url, "--rate", &rate.to_string(), "--duration", "900", "--out"])
+            .arg(&out);
+        if let Some(host) = &target.host {
+            cmd.args(["--host", host]);
+        }
+        for (name, value) in &target.headers {
+            cmd.arg("--header").arg(format!("{name}:{value}"));
+        }
+        let child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -189,6 +252,19 @@ fn read_records(path: &Path) -> Vec<Request> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     // The last line may be half written while the generator runs.
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// The first `n` requests `traffic` sent at or after `from` (unix ms), once every one of them is
+/// recorded: the generator records a request when it is answered or failed (at most its 2s
+/// timeout later), so the wait lasts until the requests of 3s more have been recorded too.
+pub async fn first_requests(traffic: &Traffic, from: u64, n: usize, timeout: Duration) -> anyhow::Result<Vec<Request>> {
+    crate::eventually(&format!("{n} requests sent from {from}"), timeout, || async {
+        let mut recs: Vec<Request> = traffic.records().into_iter().filter(|r| r.t >= from).collect();
+        recs.sort_by_key(|r| r.t);
+        let nth = recs.get(n.checked_sub(1)?)?.t;
+        (recs.last()?.t >= nth + 3000).then(|| recs.into_iter().take(n).collect())
+    })
+    .await
 }
 
 /// Figures of a set of requests, for the report.

@@ -1,8 +1,9 @@
 //! Scenarios on the real node: pods that run (containerd + runc on `real-node-0`), real traffic
-//! through kube-proxy from inside the node's network namespace, the demo app's own metrics in the
-//! node's Prometheus, and the operator itself running as a pod installed by Helm from its image
-//! (run-e2e.sh: `helm upgrade` with the image built here; the host-process operator has stopped,
-//! so the pod holds the chart's Lease and is the one reconciling).
+//! through kube-proxy or the node's Gateway (Traefik) from inside the node's network namespace, the
+//! demo app's own metrics in the node's Prometheus, and the operator itself running as a pod
+//! installed by Helm from its image (run-e2e.sh: `helm upgrade` with the image built here; the
+//! host-process operator has stopped, so the pod holds the chart's Lease and is the one
+//! reconciling).
 //!
 //! Every figure (failed requests, seconds, latency) is printed for the documentation; timings are
 //! never asserted. What is asserted could fail: which version answered, how many requests failed.
@@ -17,8 +18,13 @@ use k8s_openapi::api::{
 use kube::{Api, Client, api::ListParams};
 use phaseloop::api::{Release, ReleasePhase};
 use phaseloop_e2e::{
-    TestNamespace, client, create, eventually, kubectl,
-    real_node::{self, Request, Traffic, demo_release, errors, now_ms, service_ip, summarize},
+    TestNamespace, client, create, eventually,
+    gateway::{self, backend, header_rule, http_route, weighted_rule},
+    kubectl,
+    real_node::{
+        self, Request, Target, Traffic, demo_deployment, demo_release, demo_service, errors, first_requests, now_ms,
+        service_ip, summarize,
+    },
     wait_release_phase,
 };
 use serde_json::json;
@@ -539,4 +545,100 @@ async fn a_candidate_deleted_at_the_switch_under_load_fails_no_request() {
     );
     assert_eq!(summarize(&recs, 0, u64::MAX).failed, 0, "failed requests: {:?}", errors(&recs));
     assert_eq!(phase(&api, "del-1-0-0").await, Some(ReleasePhase::Live));
+}
+
+/// Requests per weight step through the Gateway, and the tolerance on the share (points).
+const GATEWAY_REQUESTS: usize = 2000;
+const GATEWAY_TOLERANCE: f64 = 2.0;
+const GATEWAY_RATE: f64 = 80.0;
+
+/// Scenario 9: the Gateway alone, with plain objects (no Release, the operator not involved):
+/// Traefik inside the node's namespace routes an HTTPRoute's requests to pod addresses by its
+/// weighted backendRefs (95/5, 50/50, 100/0) and sends every request with an exact header to the
+/// second version at any weight, under steady load and without a failed request.
+#[tokio::test]
+#[ignore = "needs the real node: make e2e"]
+async fn a_gateway_splits_requests_by_route_weight_and_sends_header_matches_to_their_backend() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rn-gateway").await;
+    for (deployment, service, version) in [("web-1", "web-v1", "1.0.0"), ("web-2", "web-v2", "2.0.0")] {
+        create(&demo_deployment(&ns.name, deployment, "web", version, 2));
+        create(&demo_service(&ns.name, service, json!({"app": "web", "version": version})));
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    for d in ["web-1", "web-2"] {
+        eventually(&format!("{d} has 2 ready replicas"), Duration::from_secs(120), || async {
+            (deployments.get(d).await.ok()?.status?.ready_replicas? == 2).then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    let host = format!("web.{}.test", ns.name);
+    let (header, value) = ("x-phaseloop-canary", "always");
+    let route = |stable: u32, canary: u32| {
+        http_route(
+            &ns.name,
+            "web",
+            &host,
+            vec![
+                header_rule(header, value, vec![backend("web-v2", 1)]),
+                weighted_rule(vec![backend("web-v1", stable), backend("web-v2", canary)]),
+            ],
+        )
+    };
+    let url = gateway::url(&client).await.unwrap();
+    let plain = Target::new(&url).host(&host);
+    let mut traffic: Option<(Traffic, Traffic)> = None;
+    let mut steps = Vec::new();
+    for (stable, canary) in [(95, 5), (50, 50), (100, 0)] {
+        let written = now_ms();
+        gateway::apply_route(&client, &route(stable, canary)).await.unwrap();
+        let live = gateway::wait_route_live(&client, &ns.name, "web", Duration::from_secs(60)).await.unwrap();
+        // The load starts once the first rules are live and runs through every change.
+        let (load, matched) = traffic.get_or_insert_with(|| {
+            (
+                Traffic::start_to(TRAFFIC, &plain, GATEWAY_RATE, "gateway"),
+                Traffic::start_to(TRAFFIC, &plain.clone().header(header, value), 10.0, "gateway-header"),
+            )
+        });
+        let window = first_requests(load, live, GATEWAY_REQUESTS, Duration::from_secs(120)).await.unwrap();
+        let end = window.last().unwrap().t + 1;
+        let s = summarize(&window, live, end);
+        let m = summarize(&matched.records(), live, end);
+        let share = 100.0 * s.by_version.get("2.0.0").copied().unwrap_or(0) as f64 / s.requests as f64;
+        report(
+            "gateway",
+            &format!("weights {stable}/{canary}"),
+            format!(
+                "live {:.1}s after the write; 2.0.0 answered {share:.2}% of {}: {s}; header-matched: {m}",
+                (live - written) as f64 / 1000.0,
+                s.requests
+            ),
+        );
+        steps.push((canary, share, s, m));
+    }
+    let (load, matched) = traffic.unwrap();
+    let (all, all_matched) = (load.stop(), matched.stop());
+    report("gateway", "whole run, unmatched", summarize(&all, 0, u64::MAX));
+    report("gateway", "whole run, header-matched", summarize(&all_matched, 0, u64::MAX));
+
+    let failed: Vec<Request> = all.iter().chain(&all_matched).filter(|r| r.failed()).cloned().collect();
+    assert!(failed.is_empty(), "failed requests: {:?}", errors(&failed));
+    for (canary, share, s, m) in &steps {
+        assert_eq!(s.requests, GATEWAY_REQUESTS);
+        assert!(
+            (share - f64::from(*canary)).abs() <= GATEWAY_TOLERANCE,
+            "at weight {canary} the second version answered {share:.2}% of the requests: {s}"
+        );
+        assert!(m.requests > 0, "header-matched requests were sent at weight {canary}");
+        assert_eq!(m.by_version.keys().collect::<Vec<_>>(), ["2.0.0"], "header-matched at weight {canary}: {m}");
+    }
+    // At weight 0 the second version answered no request without the header.
+    assert_eq!(steps[2].2.by_version.keys().collect::<Vec<_>>(), ["1.0.0"], "{}", steps[2].2);
+    assert_eq!(
+        summarize(&all_matched, 0, u64::MAX).by_version.keys().collect::<Vec<_>>(),
+        ["2.0.0"],
+        "every header-matched request reached the second version"
+    );
 }

@@ -1,6 +1,8 @@
 //! The traffic generator of the real node's scenarios: steady load on an app's Service, through
-//! kube-proxy, from inside the node's network namespace (`nsenter --net=...`). Every request gets
-//! a new connection, so the Service's current endpoints decide who answers, as for many clients.
+//! kube-proxy, or on the node's Gateway, from inside the node's network namespace
+//! (`nsenter --net=...`). Every request gets a new connection, so the Service's current endpoints
+//! (or the Gateway's current routes) decide who answers, as for many clients. At the Gateway,
+//! `--host` names the route's hostname and `--header` adds the headers a route may match on.
 //!
 //! One JSON line per request goes to `--out` as soon as it is answered:
 //! `{"t": <unix ms when sent>, "status": <HTTP status, 0 when no answer>, "version": "<x-version
@@ -33,6 +35,19 @@ struct Args {
     /// Where to append the records (JSON lines).
     #[arg(long)]
     out: PathBuf,
+    /// The Host header of every request (e.g. an HTTPRoute's hostname); else the URL's authority.
+    #[arg(long)]
+    host: Option<String>,
+    /// A request header `NAME:VALUE`, sent with every request (repeatable).
+    #[arg(long = "header", value_parser = parse_header)]
+    headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+}
+
+fn parse_header(s: &str) -> Result<(reqwest::header::HeaderName, reqwest::header::HeaderValue), String> {
+    let (name, value) = s.split_once(':').ok_or_else(|| format!("'{s}' is not NAME:VALUE"))?;
+    let name = reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).map_err(|e| e.to_string())?;
+    let value = reqwest::header::HeaderValue::from_str(value.trim()).map_err(|e| e.to_string())?;
+    Ok((name, value))
 }
 
 #[derive(serde::Serialize)]
@@ -52,7 +67,16 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0 && args.rate <= 1000.0, "--rate must be within (0, 1000]");
     // Records belong under $E2E_STATE/logs (the tests pass one there), never in the working directory.
     anyhow::ensure!(args.out.is_absolute(), "--out must be an absolute path, e.g. under $E2E_STATE/logs");
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(host) = &args.host {
+        // hyper writes the URL's authority as Host only when the request has none.
+        headers.insert(reqwest::header::HOST, reqwest::header::HeaderValue::from_str(host)?);
+    }
+    for (name, value) in &args.headers {
+        headers.append(name.clone(), value.clone());
+    }
     let client = reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(0) // a new connection per request
         .timeout(Duration::from_millis(args.timeout_ms))
         .connect_timeout(Duration::from_millis(args.timeout_ms))
@@ -93,7 +117,8 @@ async fn main() -> anyhow::Result<()> {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut inflight = tokio::task::JoinSet::new();
     let mut sent = 0u64;
-    eprintln!("traffic: {} req/s to {} -> {}", args.rate, args.url, args.out.display());
+    let host = args.host.as_deref().map(|h| format!(" (Host {h})")).unwrap_or_default();
+    eprintln!("traffic: {} req/s to {}{host} -> {}", args.rate, args.url, args.out.display());
     loop {
         tokio::select! {
             _ = &mut stop => break,
