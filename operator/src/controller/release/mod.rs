@@ -11,6 +11,7 @@
 //! the app's total and publishes the Events of scaling.
 
 pub mod analysis;
+pub mod approval;
 pub mod gate;
 pub mod handover;
 pub mod operate;

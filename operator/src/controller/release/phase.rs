@@ -18,7 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 use super::{
-    ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, SERVING_FINALIZER, analysis, enter, gate,
+    ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, SERVING_FINALIZER, analysis,
+    approval::{self, Approval},
+    enter, gate,
     handover::{self, Side},
     queue::Role,
     rollout::{self, Decision, Step, Verdict},
@@ -473,6 +475,11 @@ impl<'a> Draft<'a> {
         self.o.rel.annotations().contains_key(annotation)
     }
 
+    /// Who a control annotation names (admission checks it is the requester's user name).
+    fn who(&self, annotation: &str) -> String {
+        approval::named(self.o.rel, annotation).unwrap_or_else(|| "a person".into())
+    }
+
     fn enter(&mut self, phase: ReleasePhase) {
         enter(&mut self.status, phase, &self.o.now);
     }
@@ -636,7 +643,7 @@ impl<'a> Draft<'a> {
         }
         self.effects.push(Effect::Consume(REVERT));
         self.enter(ReleasePhase::Reverted);
-        self.status.message = Some(format!("reverted to {prev}"));
+        self.status.message = Some(format!("reverted to {prev} by {}", self.who(REVERT)));
         self.status.revert_window_ends_at = None;
         (self.status.weight, self.status.step_weight, self.status.candidate_replicas) = (Some(0), Some(0), Some(0));
         self.status.replicas = Some(0);
@@ -720,13 +727,13 @@ impl<'a> Draft<'a> {
                 self.effects.push(Effect::DropTestEnvironment);
                 self.effects.push(Effect::Consume(ABORT));
                 self.enter(ReleasePhase::Failed);
-                self.status.message = Some("aborted by a person before the rollout".into());
+                self.status.message = Some(format!("aborted by {} before the rollout", self.who(ABORT)));
                 return;
             }
             if !self.tests() || !self.gate() {
                 return;
             }
-        } else if self.approval_required() && !self.has(APPROVED_BY) {
+        } else if self.approval_required() && !approval::present(self.o.rel) {
             return self.gate_not_passed();
         }
         self.rollout();
@@ -750,8 +757,11 @@ impl<'a> Draft<'a> {
             self.scale(&stable.name_any(), o.total);
             self.effects.push(Effect::Services { serving: Serving::Only(stable.name_any()), preview: false });
         }
-        let why = "the status says the rollout passed the gate, but the Release was never approved \
-                   (no phaseloop.dev/approved-by): waiting for approval";
+        let why = format!(
+            "the status says the rollout passed the gate, but the Release was never approved \
+             (no {APPROVED_BY}): waiting for approval"
+        );
+        let why = why.as_str();
         self.event(true, "GateNotPassed", why.to_string());
         self.effects.push(Effect::ClearStatus(vec!["approval", "currentStep", "stepStartedAt", "override"]));
         self.enter(ReleasePhase::AwaitingApproval);
@@ -859,19 +869,24 @@ impl<'a> Draft<'a> {
             }
         }
         let required = self.approval_required();
-        match o.rel.annotations().get(APPROVED_BY) {
-            None if required => {
+        match approval::of(o.rel, o.promotion) {
+            Approval::Given(who) => {
+                let record = ApprovalRecord { approved_by: who, approved_at: o.now.clone() };
+                self.status.approval.get_or_insert(record);
+                self.set(condition::APPROVED, true, "Approved", "the gate is open");
+            }
+            _ if !required => self.set(condition::APPROVED, true, "Approved", "the gate is open"),
+            Approval::Missing => {
                 self.enter(ReleasePhase::AwaitingApproval);
                 self.status.message = Some("waiting for approval: kubectl phaseloop approve".into());
                 self.set(condition::APPROVED, false, "AwaitingApproval", "approval required");
                 return false;
             }
-            who => {
-                if let Some(who) = who {
-                    let record = ApprovalRecord { approved_by: who.clone(), approved_at: o.now.clone() };
-                    self.status.approval.get_or_insert(record);
-                }
-                self.set(condition::APPROVED, true, "Approved", "the gate is open");
+            Approval::Refused(reason, why) => {
+                self.enter(ReleasePhase::AwaitingApproval);
+                self.status.message = Some(format!("waiting for approval: {why}"));
+                self.set(condition::APPROVED, false, reason, &why);
+                return false;
             }
         }
         self.enter(ReleasePhase::Progressing);
@@ -905,7 +920,7 @@ impl<'a> Draft<'a> {
             deadline_missed = false;
         }
         if aborted {
-            verdict = Verdict::Failed("aborted by a person".into());
+            verdict = Verdict::Failed(format!("aborted by {}", self.who(ABORT)));
         }
         let metrics = strategy.analysis.as_ref().map(|a| a.metrics.as_slice()).unwrap_or_default();
         let unmeasured =
@@ -1079,6 +1094,8 @@ impl<'a> Draft<'a> {
                         analysis::restart(&mut self.status.analysis);
                     }
                     self.effects.push(Effect::Consume(PROMOTE));
+                    let note = format!("{} promoted the rollout past step {}", self.who(PROMOTE), at.step + 1);
+                    self.event(false, "Promoted", note);
                 }
                 if self.status.phase == Some(ReleasePhase::Paused) {
                     self.enter(ReleasePhase::Progressing);

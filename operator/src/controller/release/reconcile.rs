@@ -18,7 +18,7 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    APPROVED_BY, NAME, SERVING_FINALIZER, desired_status, operate, phase,
+    NAME, SERVING_FINALIZER, desired_status, operate, phase,
     queue::{self, Entry, Role},
     test_jobs, workload,
 };
@@ -390,7 +390,7 @@ fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 
 fn entry(r: &Release) -> Entry {
     let phase = r.status.as_ref().and_then(|s| s.phase);
-    let approved = r.spec.approval.as_ref().is_none_or(|a| !a.required) || r.annotations().contains_key(APPROVED_BY);
+    let approved = r.spec.approval.as_ref().is_none_or(|a| !a.required) || super::approval::present(r);
     let created = r.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()).unwrap_or(0);
     Entry { name: r.name_any(), created: (created, r.name_any()), phase, approved }
 }

@@ -757,3 +757,5 @@ fn a_revert_cut_short_between_its_two_writes_is_finished_by_the_reverted_release
     case.siblings = vec![previous, reverted, newer_revert];
     assert_eq!(case.decide().restored, None, "shop-3's revert is the one to finish");
 }
+
+mod approvals;
