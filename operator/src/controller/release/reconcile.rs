@@ -44,7 +44,8 @@ pub fn controller(
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let scope = ctx.config.watch_namespace.as_deref();
     let (changes, changed) = futures::channel::mpsc::unbounded::<Release>();
-    let releases = watch::objects(watch::scoped::<Release>(&ctx.client, scope), wc.clone(), w.releases, ctx.clone())
+    let mine = wc.clone().labels(&crate::controller::instance_selector(&ctx.config));
+    let releases = watch::objects(watch::scoped::<Release>(&ctx.client, scope), mine, w.releases, ctx.clone())
         .inspect_ok(move |r| {
             if let Some(tx) = &release_changes {
                 let metadata = kube::api::ObjectMeta {
@@ -259,12 +260,38 @@ async fn let_go_with_namespace(ctx: &Context, rel: &Release) -> Result<Option<Ac
     if rel.metadata.deletion_timestamp.is_none() || !rel.finalizers().iter().any(|f| f == SERVING_FINALIZER) {
         return Ok(None);
     }
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-    if namespaces.get_opt(rel.ns()).await?.is_none_or(|n| n.metadata.deletion_timestamp.is_some()) {
+    if namespace_going(ctx, rel).await? {
         finalizer(ctx, rel, false).await?;
+        crate::controller::access::let_go_when_done(ctx, rel.ns()).await?;
         return Ok(Some(Action::await_change()));
     }
     Ok(None)
+}
+
+/// Whether `rel`'s namespace is being deleted (or gone), asked without reading anything
+/// cluster-scoped (a single-namespace install has no rights on Namespaces): a dry run of creating
+/// an Event about `rel` there, which the API server's namespace lifecycle admission refuses in a
+/// namespace being deleted (403 `NamespaceTerminating`) and which finds no namespace once it is
+/// gone (404). Nothing is stored.
+pub(super) async fn namespace_going(ctx: &Context, rel: &Release) -> Result<bool, Error> {
+    use k8s_openapi::api::core::v1::{Event, EventSource};
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), rel.ns());
+    let probe = Event {
+        metadata: kube::api::ObjectMeta { generate_name: Some("phaseloop-probe-".into()), ..Default::default() },
+        involved_object: kube::Resource::object_ref(rel, &()),
+        reason: Some("NamespaceProbe".into()),
+        message: Some("is the namespace being deleted?".into()),
+        type_: Some("Normal".into()),
+        source: Some(EventSource { component: Some("phaseloop".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
+    match events.create(&dry_run, &probe).await.map_err(Error::from) {
+        Ok(_) | Err(Error::Refused(_)) => Ok(false),
+        Err(Error::NamespaceTerminating(_)) => Ok(true),
+        Err(Error::Api(kube::Error::Api(s))) if s.code == 404 => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// Where a Release stands among its app's Releases, from the cache: its role in the queue, the
@@ -365,17 +392,22 @@ async fn carry_out(
 ) -> Result<(), Error> {
     let (consume, effects): (Vec<_>, Vec<_>) =
         outcome.effects.iter().partition(|e| matches!(e, phase::Effect::Consume(_)));
+    // The status write is conditional on the version it was decided from, moved on by this
+    // reconcile's own writes to the Release (a finalizer, cleared fields) and by nothing else.
+    let mut me = rel.clone();
     for effect in effects {
-        act(ctx, rel, siblings, effect).await?;
+        if let Some(version) = act(ctx, &me, siblings, effect).await? {
+            me.metadata.resource_version = Some(version);
+        }
     }
-    write(api, rel, ctx, outcome.status).await?;
+    write(api, &me, ctx, outcome.status).await?;
     if let Some((name, restored)) = outcome.restored
         && let Some(previous) = siblings.iter().find(|s| s.name_any() == name)
     {
         write(api, previous, ctx, restored).await?;
     }
     for effect in consume {
-        act(ctx, rel, siblings, effect).await?;
+        act(ctx, &me, siblings, effect).await?;
     }
     Ok(())
 }
@@ -596,21 +628,11 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
     let preview = rel.spec.strategy.type_ == crate::api::StrategyType::BlueGreen || !rel.spec.tests.is_empty();
     let services = [Some(app.clone()), preview.then(|| format!("{app}-preview"))];
     for name in services.into_iter().flatten().filter(|_| rel.spec.service.is_some()) {
-        let labels = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
-            Ok(Some(cached)) => Some(cached.labels().clone()),
-            _ => Api::<Service>::namespaced(ctx.client.clone(), &ns)
-                .get_metadata_opt(&name)
-                .await?
-                .map(|m| m.metadata.labels.unwrap_or_default()),
+        let meta = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
+            Ok(Some(cached)) => Some(cached.metadata.clone()),
+            _ => Api::<Service>::namespaced(ctx.client.clone(), &ns).get_metadata_opt(&name).await?.map(|m| m.metadata),
         };
-        let apps = labels.as_ref().map(|l| (l.get(crate::api::label::NAME), l.get(crate::api::label::MANAGED_BY)));
-        if let Some((owner_app, manager)) = apps
-            && (owner_app != Some(app) || manager.map(String::as_str) != Some(crate::api::label::MANAGER))
-        {
-            let whose = match (owner_app, manager) {
-                (Some(other), Some(_)) => format!("app {other}"),
-                _ => "someone else (not phaseloop)".into(),
-            };
+        if let Some(whose) = meta.as_ref().and_then(|m| workload::service_of_another(m, app)) {
             return Ok(Some(format!("the Service {name} belongs to {whose}; it is left untouched")));
         }
     }
@@ -634,8 +656,14 @@ async fn upstream_releases(ctx: &Context, rel: &Release, from: &str) -> Result<O
     Ok(Some(list.items))
 }
 
-/// Carries out one effect of the phase machine.
-async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase::Effect) -> Result<(), Error> {
+/// Carries out one effect of the phase machine; the Release's new resourceVersion when the effect
+/// wrote the Release itself.
+async fn act(
+    ctx: &Context,
+    rel: &Release,
+    siblings: &[Release],
+    effect: &phase::Effect,
+) -> Result<Option<String>, Error> {
     use phase::Effect;
     let find = |name: &str| siblings.iter().find(|s| s.name_any() == name).or((rel.name_any() == name).then_some(rel));
     let ns = rel.ns().to_string();
@@ -652,7 +680,7 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
                     [find(stable), find(candidate)].into_iter().flatten().collect()
                 }
             };
-            let Some(first) = selected.first() else { return Ok(()) };
+            let Some(first) = selected.first() else { return Ok(None) };
             // The ports of the Release serving (the candidate's, while both do).
             let source = selected.last().copied().unwrap_or(first);
             if let Some(ports) = &source.spec.service {
@@ -674,13 +702,15 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
             let type_ = if *warning { EventType::Warning } else { EventType::Normal };
             crate::controller::publish(ctx, rel, type_, reason, note.clone()).await;
         }
-        Effect::Finalizer(add) => finalizer(ctx, rel, *add).await?,
+        Effect::Finalizer(add) => return finalizer(ctx, rel, *add).await,
         Effect::ClearStatus(fields) => {
             let nulls: serde_json::Map<String, serde_json::Value> =
                 fields.iter().map(|f| (f.to_string(), serde_json::Value::Null)).collect();
             let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-            let patch = json!({"status": nulls});
-            api.patch_status(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            // Conditional, as every status write (see `apply_status`).
+            let patch = json!({"metadata": {"resourceVersion": rel.resource_version()}, "status": nulls});
+            let after = api.patch_status(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            return Ok(after.resource_version());
         }
         Effect::Retire { keep, delete } => {
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -700,7 +730,7 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
         Effect::DropTestEnvironment => drop_test_environment(ctx, rel).await?,
         Effect::TestCandidate { namespace, replicas } => test_candidate(ctx, rel, namespace, *replicas).await?,
         Effect::RunTest { namespace, test, attempt } => {
-            let Some(test) = rel.spec.tests.iter().find(|t| &t.name == test) else { return Ok(()) };
+            let Some(test) = rel.spec.tests.iter().find(|t| &t.name == test) else { return Ok(None) };
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
             let name = test_jobs::job_name(rel, test, *attempt);
             if jobs.get_opt(&name).await?.is_none() {
@@ -712,19 +742,19 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &phase:
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Adds or removes the serving finalizer; the resourceVersion makes it a compare-and-swap, so other
 /// finalizers added meanwhile survive.
-async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<(), Error> {
+async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<Option<String>, Error> {
     let finalizers = phase::with_serving_finalizer(rel.finalizers(), add);
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rel.resource_version()}});
     match api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
+        Ok(after) => Ok(after.resource_version()),
         // Gone already, or changed meanwhile: the next reconcile sees the latest.
-        Err(kube::Error::Api(e)) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Err(kube::Error::Api(e)) if e.is_not_found() || e.is_conflict() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -769,9 +799,13 @@ async fn ensure_test_environment(ctx: &Context, rel: &Release) -> Result<(), Err
     let Some(parent) = environment_of(ctx, &ns).await? else { return Ok(()) };
     let Some(te) = &rel.spec.test_environment else { return Ok(()) };
     let name = test_environment_name(rel);
+    let mut labels = json!({workload::RELEASE_LABEL: rel.name_any(), "phaseloop.dev/release-namespace": ns});
+    if let Some(id) = &ctx.config.instance_id {
+        labels[crate::api::label::INSTANCE] = json!(id);
+    }
     let desired = json!({
         "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
-        "metadata": {"name": name, "labels": {workload::RELEASE_LABEL: rel.name_any(), "phaseloop.dev/release-namespace": ns}},
+        "metadata": {"name": name, "labels": labels},
         "spec": {"tier": "test", "from": parent.name_any(), "ttl": te.ttl.to_string()},
     });
     let envs: Api<Environment> = Api::all(ctx.client.clone());
