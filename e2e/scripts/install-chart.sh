@@ -14,8 +14,9 @@ kubectl create namespace "$NS" --dry-run=client -o yaml |
   kubectl label --local -f - pod-security.kubernetes.io/enforce=restricted -o yaml |
   kubectl apply -f - >/dev/null
 # CRDs are already applied from crds/ (Helm installs but never upgrades them: same files). The
-# cluster admin may write status too (admission.statusWriters, the chart's break-glass list): one
-# test runs the operator with admin credentials, as `make run` does.
+# cluster admin is also named a status writer (admission.statusWriters, the chart's break-glass
+# binding of the verb write-status), though as system:masters it holds every verb anyway: one test
+# runs the operator with admin credentials, as `make run` does.
 "$HELM" upgrade --install phaseloop "$REPO_ROOT/charts/phaseloop" -n "$NS" --skip-crds --wait --timeout 120s \
   --set prometheus.url="$PROMETHEUS_URL" --set leaderElection.enabled=true \
   --set 'admission.statusWriters={phaseloop-e2e-admin}' "$@" >/dev/null

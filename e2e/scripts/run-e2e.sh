@@ -5,8 +5,9 @@
 # the host operator stops and hands its Lease over, the real node starts, and the chart is upgraded
 # to run the operator as a pod from the image built here. Everything it started is stopped at the
 # end. First of all the README's quick tour is played as printed (e2e/tests/tour.rs: it starts and
-# stops a cluster itself, so it refuses to run beside one: stop it, or E2E_TOUR=0). E2E_TEST=<binary> runs one test
-# binary (e.g. operate, real_node for the real-node phase alone, tour for the tour alone);
+# stops a cluster itself, so it refuses to run beside one: stop it, or E2E_TOUR=0).
+# E2E_TEST=<binary> runs one test binary (e.g. operate, real_node for the real-node phase alone,
+# uninstall for its last test alone, tour for the tour alone);
 # E2E_REAL_NODE=0 leaves the real node out, E2E_TOUR=0 the tour. Arguments after the script name
 # are passed to the test harness (a name filter, --nocapture).
 source "$(dirname "$0")/lib.sh"
@@ -17,11 +18,11 @@ TOUR=${E2E_TOUR:-1}
 KWOK_SUITE=1
 case "${E2E_TEST:-}" in
   "") ;;
-  real_node) KWOK_SUITE=0 TOUR=0 ;;
+  real_node | uninstall) KWOK_SUITE=0 TOUR=0 ;;
   tour) KWOK_SUITE=0 REAL_NODE=0 ;;
   *) REAL_NODE=0 TOUR=0 ;;
 esac
-if [ "$REAL_NODE" = 0 ] && [ "${E2E_TEST:-}" = real_node ]; then die "E2E_TEST=real_node needs E2E_REAL_NODE=1"; fi
+case "$REAL_NODE:${E2E_TEST:-}" in 0:real_node | 0:uninstall) die "E2E_TEST=${E2E_TEST} needs E2E_REAL_NODE=1" ;; esac
 export E2E_REAL_NODE=$REAL_NODE # install-deps.sh installs the node's packages only when wanted
 
 bash "$S/install-deps.sh"
@@ -102,7 +103,7 @@ if [ "$KWOK_SUITE" = 1 ]; then
     TESTS=(--test "$E2E_TEST")
   else
     for f in "$E2E_ROOT"/tests/*.rs; do
-      case "$(basename "$f" .rs)" in real_node | tour) ;; *) TESTS+=(--test "$(basename "$f" .rs)") ;; esac
+      case "$(basename "$f" .rs)" in real_node | uninstall | tour) ;; *) TESTS+=(--test "$(basename "$f" .rs)") ;; esac
     done
   fi
   set +e
@@ -137,9 +138,18 @@ if [ "$REAL_NODE" = 1 ]; then
   log "operator pod ready on $E2E_NODE_NAME in $(($(date +%s) - t))s"
   # --show-output: the scenarios' figures (failed requests, seconds, latency) are their report.
   set +e
-  cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test real_node -- --ignored \
-    --test-threads="${E2E_NODE_THREADS:-4}" --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
-  node_rc=${PIPESTATUS[0]}
+  node_rc=0
+  if [ "${E2E_TEST:-}" != uninstall ]; then
+    cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test real_node -- --ignored \
+      --test-threads="${E2E_NODE_THREADS:-4}" --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+    node_rc=${PIPESTATUS[0]}
+  fi
+  # Last, alone: `helm uninstall` of the operator (its pre-delete hook runs on the real node), then
+  # namespaces and the CRDs deleted. Nothing after it needs either.
+  cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test uninstall -- --ignored \
+    --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+  uninstall_rc=${PIPESTATUS[0]}
+  if [ "$uninstall_rc" -ne 0 ] && [ "$node_rc" -eq 0 ]; then node_rc=$uninstall_rc; fi
   set -e
   if [ "$node_rc" -ne 0 ]; then
     # kubectl logs cannot reach a kubelet inside the namespace: the kubelet's log files instead.

@@ -287,7 +287,7 @@ fn release(j: usize, environments: usize) -> serde_json::Value {
     json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
         "metadata": {"name": format!("app-{j:05}-v1"), "namespace": env_name(j % environments), "labels": {LABEL: "release"}},
         "spec": {"app": format!("app-{j:05}"), "version": "v1", "replicas": 1,
-                 "template": {"spec": {"containers": [{"name": "app", "image": "bench:v1"}]}},
+                 "template": {"spec": crate::restricted(json!({"containers": [{"name": "app", "image": "bench:v1"}]}))},
                  "service": {"ports": [{"port": 80, "targetPort": 8080}]}}})
 }
 

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod bridge;
 pub mod fleet;
 pub mod gateway;
 pub mod objects;
@@ -78,6 +79,26 @@ pub fn kubectl_stdin(args: &[&str], stdin: &str) -> Output {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// A kubeconfig (written under `$E2E_STATE`) for ServiceAccount `sa` of `ns`, with a token of an
+/// hour, and the user name the API server knows it by.
+pub fn service_account_kubeconfig(ns: &str, sa: &str) -> (String, String) {
+    let out = kubectl(&["create", "token", sa, "-n", ns, "--duration=1h"]);
+    assert!(out.ok, "{}", out.stderr);
+    let admin = std::env::var("KUBECONFIG").unwrap();
+    let view =
+        |path: &str| kubectl(&["--kubeconfig", &admin, "config", "view", "--raw", "--minify", "-o", path]).stdout;
+    let server = view("jsonpath={.clusters[0].cluster.server}");
+    let ca = view("jsonpath={.clusters[0].cluster.certificate-authority-data}");
+    let path = format!("{}/kubeconfig-{ns}-{sa}", std::env::var("E2E_STATE").unwrap());
+    let yaml = format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: e2e, cluster: {{server: \"{server}\", certificate-authority-data: \"{ca}\"}}}}]\n\
+         users: [{{name: u, user: {{token: \"{}\"}}}}]\ncontexts: [{{name: c, context: {{cluster: e2e, user: u, namespace: {ns}}}}}]\ncurrent-context: c\n",
+        out.stdout.trim()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    (path, format!("system:serviceaccount:{ns}:{sa}"))
 }
 
 /// Waits until `cond` holds for the object, or fails after `timeout` with the last state seen.

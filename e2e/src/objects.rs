@@ -19,6 +19,23 @@ pub fn never_ready() -> Value {
     json!({"e2e.phaseloop.dev/never-ready": "true"})
 }
 
+/// The user the tests act as (the admin kubeconfig of `e2e/scripts/start-cluster.sh`): control
+/// annotations (promote, abort, revert, override, approved-by) must name the requester.
+pub const ADMIN: &str = "phaseloop-e2e-admin";
+
+/// `pod_spec` with the settings the `restricted` Pod Security Standard requires (an Environment's
+/// namespace enforces it): not root, no privilege escalation, no capabilities, the runtime's
+/// seccomp profile. kwok does not run the containers; the API server admits the pods, or not, by
+/// their spec.
+pub fn restricted(mut pod_spec: Value) -> Value {
+    pod_spec["securityContext"] =
+        json!({"runAsNonRoot": true, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}});
+    for c in pod_spec["containers"].as_array_mut().into_iter().flatten() {
+        c["securityContext"] = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}});
+    }
+    pod_spec
+}
+
 /// The name of the Release of `app` at `version`: `<app>-<version with dots as dashes>`.
 pub fn release_name(app: &str, version: &str) -> String {
     format!("{app}-{}", version.replace('.', "-"))
@@ -31,7 +48,7 @@ pub fn release(ns: &str, app: &str, version: &str, replicas: i32, strategy: Valu
         "metadata": {"name": release_name(app, version), "namespace": ns},
         "spec": {"app": app, "version": version, "replicas": replicas,
                  "template": {"metadata": {"annotations": delayed_readiness()},
-                              "spec": {"containers": [{"name": "app", "image": format!("{app}:{version}")}]}},
+                              "spec": restricted(json!({"containers": [{"name": "app", "image": format!("{app}:{version}")}]}))},
                  "service": {"ports": [{"port": 80, "targetPort": 8080}]},
                  "strategy": strategy}})
 }
@@ -69,7 +86,7 @@ pub fn with_test(mut release: Value, fail: bool) -> Value {
     let annotations = if fail { json!({"e2e.phaseloop.dev/fail": "true"}) } else { json!({}) };
     release["spec"]["tests"] = json!([{"name": "smoke", "retries": 1, "timeout": "1m",
         "template": {"metadata": {"annotations": annotations},
-                     "spec": {"containers": [{"name": "smoke", "image": "curl"}]}}}]);
+                     "spec": restricted(json!({"containers": [{"name": "smoke", "image": "curl"}]}))}}]);
     release
 }
 

@@ -124,7 +124,7 @@ async fn round(client: &kube::Client, n: u32) -> BTreeMap<String, String> {
             "query": "count(up{job=\"phaseloop-operator\"}) or vector(1)"}]}});
     create(&with_test(ready_at_once(release(&ns.name, "shop", "2", 4, canary)), false));
     wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
-    let revert = json!({"metadata": {"annotations": {"phaseloop.dev/revert": "chaos"}}});
+    let revert = json!({"metadata": {"annotations": {"phaseloop.dev/revert": ADMIN}}});
     api.patch("shop-2", &PatchParams::default(), &Patch::Merge(&revert)).await.unwrap();
     wait_release_phase(&api, "shop-2", ReleasePhase::Reverted).await;
     wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;

@@ -28,7 +28,7 @@ fn deployment(name: &str, replicas: i32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
                  "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": [{"name": name, "image": format!("{name}:1")}]}}}})
+                              "spec": restricted(json!({"containers": [{"name": name, "image": format!("{name}:1")}]}))}}})
 }
 
 fn database_component() -> Value {
@@ -81,7 +81,7 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
             "defaults": {"requests": {"cpu": "100m", "memory": "128Mi"}},
             "isolation": "Namespace",
             "infrastructure": [database_component()],
-            "seed": {"template": {"spec": {"containers": [{"name": "seed", "image": "seed:1"}]}}},
+            "seed": {"template": {"spec": restricted(json!({"containers": [{"name": "seed", "image": "seed:1"}]}))}},
         }),
     ));
     let env = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
@@ -199,7 +199,8 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
     // A live app version in the parent, which the branch gets too.
     create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
         "metadata": {"name": "shop-3", "namespace": parent},
-        "spec": {"app": "shop", "version": "3", "template": {"spec": {"containers": [{"name": "app", "image": "shop:3"}]}}}}));
+        "spec": {"app": "shop", "version": "3",
+                 "template": {"spec": restricted(json!({"containers": [{"name": "app", "image": "shop:3"}]}))}}}));
     let releases: Api<phaseloop::api::Release> = Api::namespaced(client.clone(), &parent);
     wait_for(&releases, "shop-3", WAIT, |r: Option<&phaseloop::api::Release>| {
         r.and_then(|r| r.status.as_ref()).is_some_and(|s| s.phase == Some(phaseloop::api::ReleasePhase::Live))

@@ -110,6 +110,9 @@ impl Audited {
     fn resource(&self) -> String {
         self.object_ref.as_ref().and_then(|o| o["resource"].as_str()).unwrap_or_default().to_string()
     }
+    fn subresource(&self) -> String {
+        self.object_ref.as_ref().and_then(|o| o["subresource"].as_str()).unwrap_or_default().to_string()
+    }
     fn code(&self) -> i64 {
         self.response_status.as_ref().and_then(|s| s["code"].as_i64()).unwrap_or(0)
     }
@@ -193,5 +196,123 @@ async fn a_frozen_leader_that_resumes_after_a_takeover_writes_nothing() {
     println!("FIGURE fencing: the old leader made {before} writes before the takeover and {} after", after.len());
     assert!(before > 0, "the audit log names the leader's writes (user agent with its identity)");
     assert!(after.is_empty(), "writes after the takeover: {after:#?}");
+    b.signal("-TERM");
+}
+
+/// The suite operator's kubeconfig with the API server's address replaced by `port` on 127.0.0.1
+/// (the certificate names 127.0.0.1, whatever the port), written as `operator-<name>.kubeconfig`.
+fn kubeconfig_through(port: u16, name: &str) -> (String, String) {
+    let original = std::fs::read_to_string(format!("{}/operator.kubeconfig", state())).unwrap();
+    let at = original.find("https://127.0.0.1:").expect("the kubeconfig names the API server on 127.0.0.1") + 8;
+    let server: String = original[at..].chars().take_while(|c| c.is_ascii_digit() || ".:".contains(*c)).collect();
+    let path = format!("{}/operator-{name}.kubeconfig", state());
+    std::fs::write(&path, original.replace(&format!("https://{server}"), &format!("https://127.0.0.1:{port}")))
+        .unwrap();
+    (path, server)
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_leader_cut_off_with_writes_in_flight_cannot_overwrite_its_successor() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let client = client().await;
+    let since = jiff::Timestamp::now();
+    let ns = TestNamespace::new(&client, "e2e-partition").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NS);
+    run_operator("stop");
+    let _restore = RestoreSuiteOperator;
+
+    // The leader's every connection to the API server goes through a bridge the test can pause.
+    let server = kubeconfig_through(0, "probe").1;
+    let bridge = phaseloop_e2e::bridge::Bridge::start(server).await;
+    let (kubeconfig, _) = kubeconfig_through(bridge.port, "partitioned");
+    let log = std::fs::File::create(format!("{}/logs/operator-e2e-pa.log", state())).unwrap();
+    let mut a = std::process::Command::new(repo_root().join("target/debug/phaseloop-operator"))
+        .env("KUBECONFIG", &kubeconfig)
+        .env("PHASELOOP_METRICS_ADDR", format!("127.0.0.1:{}", extra_port(8)))
+        .env("PHASELOOP_PROMETHEUS_URL", prometheus_url())
+        .env("PHASELOOP_LEADER_ELECTION", "true")
+        .env("PHASELOOP_LEASE_NAMESPACE", LEASE_NS)
+        .env("POD_NAME", "e2e-pa")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    holder_becomes(&leases, "e2e-pa").await;
+    let b = Operator::start("e2e-pb", extra_port(9));
+    b.wait_ready().await;
+
+    // A canary paused with its analysis running: every second the leader reads Prometheus (not
+    // behind the bridge) and writes the tally into the status, a status write with no other write
+    // before it, unasked.
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": "cut-1", "namespace": ns.name},
+        "spec": {"app": "cut", "version": "1", "replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "a"}]}}}}));
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    wait_release_phase(&api, "cut-1", ReleasePhase::Live).await;
+    create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
+        "metadata": {"name": "cut-2", "namespace": ns.name},
+        "spec": {"app": "cut", "version": "2", "replicas": 2, "template": {"spec": {"containers": [{"name": "a", "image": "a"}]}},
+                 "strategy": {"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "10m"}}]},
+                     "analysis": {"interval": "1s", "metrics": [{"name": "up", "min": 0, "query": "vector(1)"}]}}}}));
+    wait_for(&api, "cut-2", WAIT, |r: Option<&Release>| {
+        r.and_then(|r| r.status.as_ref())
+            .is_some_and(|s| s.current_step == Some(1) && s.analysis.iter().any(|a| a.successes >= 2))
+    })
+    .await
+    .unwrap();
+    // Cut off: the leader's next tally (well within its fence, which closes 6 s after its last
+    // renewal) goes into the bridge and stays there.
+    bridge.pause();
+    // The standby takes over and writes its own tally.
+    holder_becomes(&leases, "e2e-pb").await;
+    eventually("the new leader writes cut-2's status", WAIT, || async {
+        audit_log()
+            .iter()
+            .any(|e| {
+                e.request_received_timestamp >= since
+                    && e.by("e2e-pb")
+                    && e.subresource() == "status"
+                    && e.write()
+                    && e.code() / 100 == 2
+            })
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let takeover = audit_log()
+        .into_iter()
+        .filter(|e| e.request_received_timestamp >= since)
+        .filter(|e| e.by("e2e-pb") && e.write() && e.resource() == "leases" && e.code() / 100 == 2)
+        .map(|e| e.request_received_timestamp)
+        .min()
+        .expect("the standby's takeover is in the audit log");
+    let held = bridge.held();
+    // The partition heals: what the old leader sent reaches the API server now.
+    bridge.resume();
+    let _ = eventually("the cut-off leader exits (fenced)", Duration::from_secs(30), || {
+        let exited = a.try_wait().ok().flatten().is_some();
+        async move { exited.then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(12)).await; // the held requests are answered within 10 s
+    let late: Vec<Audited> = audit_log()
+        .into_iter()
+        .filter(|e| e.by("e2e-pa") && e.write() && e.request_received_timestamp >= takeover)
+        .collect();
+    let summary: Vec<String> =
+        late.iter().map(|e| format!("{} {}/{} {}", e.verb, e.resource(), e.subresource(), e.code())).collect();
+    println!("FIGURE partition: {held} bytes held; the old leader's writes arriving after the takeover: {summary:?}");
+    let stale_status: Vec<&Audited> = late.iter().filter(|e| e.subresource() == "status").collect();
+    assert!(!stale_status.is_empty(), "no status write of the old leader was held: the partition came too late");
+    assert!(
+        stale_status.iter().all(|e| e.code() == 409),
+        "a stale status write was accepted after the takeover: {summary:?}"
+    );
+    // The successor goes on from its own status.
+    annotate(&api, "cut-2", "phaseloop.dev/promote", ADMIN).await;
+    wait_release_phase(&api, "cut-2", ReleasePhase::Live).await;
+    let _ = a.kill();
+    let _ = a.wait();
     b.signal("-TERM");
 }

@@ -77,7 +77,7 @@ async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
     create(&dora(&ns.name, "2", canary));
     wait_release_phase(&api, "dora-2", ReleasePhase::Paused).await;
-    annotate(&api, "dora-2", "phaseloop.dev/abort", "e2e").await;
+    annotate(&api, "dora-2", "phaseloop.dev/abort", ADMIN).await;
     wait_release_phase(&api, "dora-2", ReleasePhase::RolledBack).await;
     // v3 goes Live: the app is restored.
     create(&dora(&ns.name, "3", json!({})));
@@ -85,7 +85,7 @@ async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
     // v4 goes Live and is reverted to v3: a success, then a change failure restored at once.
     create(&dora(&ns.name, "4", json!({})));
     wait_release_phase(&api, "dora-4", ReleasePhase::Live).await;
-    annotate(&api, "dora-4", "phaseloop.dev/revert", "e2e").await;
+    annotate(&api, "dora-4", "phaseloop.dev/revert", ADMIN).await;
     wait_release_phase(&api, "dora-4", ReleasePhase::Reverted).await;
     wait_release_phase(&api, "dora-3", ReleasePhase::Live).await;
 

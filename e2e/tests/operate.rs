@@ -148,7 +148,7 @@ async fn during_a_canary_the_total_follows_the_load_and_the_split_follows_the_we
     assert_eq!((status.step_weight, status.candidate_replicas, status.stable_replicas), (Some(25), Some(2), Some(6)));
 
     // Promoted, the new version carries the whole autoscaled total.
-    let promote = json!({"metadata": {"annotations": {"phaseloop.dev/promote": "true"}}});
+    let promote = json!({"metadata": {"annotations": {"phaseloop.dev/promote": ADMIN}}});
     api.patch("shop-2", &PatchParams::default(), &Patch::Merge(&promote)).await.unwrap();
     wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
     replicas_become(&client, &ns.name, "shop-2", 8).await;

@@ -49,9 +49,11 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
     assert!(lint.ok, "{}{}", lint.stdout, lint.stderr);
 
     let objs = render(&[]);
-    for kind in ["ServiceAccount", "ClusterRoleBinding", "Service", "Deployment", "ValidatingAdmissionPolicy"] {
+    for kind in ["ServiceAccount", "ClusterRoleBinding", "Service", "Deployment"] {
         assert_eq!(of_kind(&objs, kind).len(), 1, "one {kind}");
     }
+    // The admission policies are cluster-wide, in crds/: none is specific to an install.
+    assert!(of_kind(&objs, "ValidatingAdmissionPolicy").is_empty());
     assert!(of_kind(&objs, "PodDisruptionBudget").is_empty(), "no PDB for one replica");
     let role = of_kind(&objs, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "phaseloop").unwrap();
     let rules = role["rules"].as_sequence().unwrap();
@@ -69,6 +71,9 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
         })
     };
     assert!(grants("phaseloop.dev", "releases/status", "patch"));
+    // The verb the status-writers policy asks of every status writer.
+    assert!(grants("phaseloop.dev", "releases/status", "write-status"));
+    assert!(grants("phaseloop.dev", "environments/status", "write-status"));
     assert!(grants("", "namespaces", "create"));
     assert!(!grants("", "nodes", "get"), "nothing about nodes");
     assert!(!grants("rbac.authorization.k8s.io", "clusterrolebindings", "create"));
@@ -91,14 +96,36 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
     let env = of_kind(&ha, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"].clone();
     assert!(env.as_sequence().unwrap().iter().any(|e| e["name"].as_str() == Some("PHASELOOP_LEADER_ELECTION")));
 
-    // Single-namespace mode: a Role in that namespace, no ClusterRole, the operator told so.
-    let single = render(&["rbac.scope=namespace", "rbac.namespaces={shop}"]);
-    // No ClusterRole for the operator (the approver role is one to bind, not the operator's).
-    assert!(of_kind(&single, "ClusterRole").iter().all(|r| r["metadata"]["name"] == "phaseloop-approver"));
+    // Single-namespace mode: the Release rules granted in that namespace only (a ClusterRole bound
+    // by a RoleBinding there, which keeps its rights while the namespace is deleted), no
+    // cluster-wide binding, the operator told so.
+    let single = render(&["rbac.scope=namespace", "rbac.namespaces={shop}", "instanceId=team"]);
     assert!(of_kind(&single, "ClusterRoleBinding").is_empty());
-    assert!(of_kind(&single, "Role").iter().any(|r| r["metadata"]["namespace"].as_str() == Some("shop")));
+    let namespaced =
+        of_kind(&single, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "phaseloop-namespaced");
+    let namespaced = namespaced.expect("the namespace mode's ClusterRole")["rules"].as_sequence().unwrap().clone();
+    assert!(
+        namespaced.iter().all(|r| r["resources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_str() != Some("namespaces")))
+    );
+    let binding =
+        of_kind(&single, "RoleBinding").into_iter().find(|b| b["metadata"]["namespace"].as_str() == Some("shop"));
+    let binding = binding.expect("a RoleBinding in shop");
+    assert_eq!(binding["roleRef"]["name"].as_str(), Some("phaseloop-namespaced"));
+    assert_eq!(binding["metadata"]["finalizers"][0].as_str(), Some("phaseloop.dev/access"));
     let env = of_kind(&single, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"].clone();
-    assert!(env.as_sequence().unwrap().iter().any(|e| e["name"].as_str() == Some("PHASELOOP_WATCH_NAMESPACE")));
+    let value = |name: &str| {
+        env.as_sequence().unwrap().iter().find(|e| e["name"].as_str() == Some(name)).map(|e| e["value"].clone())
+    };
+    assert_eq!(value("PHASELOOP_WATCH_NAMESPACE").and_then(|v| v.as_str().map(String::from)).as_deref(), Some("shop"));
+    assert_eq!(
+        value("PHASELOOP_ROLE_BINDING").and_then(|v| v.as_str().map(String::from)).as_deref(),
+        Some("phaseloop")
+    );
+    assert_eq!(value("PHASELOOP_INSTANCE_ID").and_then(|v| v.as_str().map(String::from)).as_deref(), Some("team"));
     // The operator watches one namespace: two are refused, even with the values schema skipped,
     // rather than granting a Role in a namespace nothing reconciles.
     for extra in [&[][..], &["--skip-schema-validation"][..]] {
@@ -111,10 +138,15 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
         assert!(err.contains("maxItems") || err.contains("exactly one namespace"), "{err}");
     }
 
-    // Trust boundaries: only the operator's ServiceAccount writes status; approving is a verb.
-    let vap = of_kind(&objs, "ValidatingAdmissionPolicy");
-    let rule = vap[0]["spec"]["validations"][0]["expression"].as_str().unwrap().to_string();
-    assert!(rule.contains(&format!("system:serviceaccount:{NS}:phaseloop")), "{rule}");
+    // Trust boundaries: approving is a verb; break-glass status writers get the status verb.
+    let writers = render(&["admission.statusWriters={ops-admin}"]);
+    let writer = of_kind(&writers, "ClusterRoleBinding")
+        .into_iter()
+        .find(|b| b["metadata"]["name"] == "phaseloop-status-writer");
+    assert_eq!(
+        writer.expect("a binding for admission.statusWriters")["subjects"][0]["name"].as_str(),
+        Some("ops-admin")
+    );
     let approver = of_kind(&objs, "ClusterRole").into_iter().find(|r| r["metadata"]["name"] == "phaseloop-approver");
     let verbs = approver.expect("ClusterRole phaseloop-approver")["rules"][0]["verbs"].clone();
     assert!(verbs.as_sequence().unwrap().iter().any(|v| v.as_str() == Some("approve")), "{verbs:?}");
@@ -138,6 +170,15 @@ fn the_chart_lints_and_renders_least_privilege_and_restricted_pods() {
     assert_eq!(rule["spec"]["groups"], file["groups"]);
     assert_eq!(of_kind(&extras, "ServiceMonitor").len(), 1);
     assert_eq!(of_kind(&extras, "ConfigMap").len(), 1);
+
+    // The uninstall hook: the operator image letting go, after stopping this install's operator.
+    let job =
+        of_kind(&objs, "Job").into_iter().find(|j| j["metadata"]["name"] == "phaseloop-let-go").expect("the hook");
+    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"].as_str(), Some("pre-delete"));
+    let args = job["spec"]["template"]["spec"]["containers"][0]["args"].clone();
+    assert_eq!(args[0].as_str(), Some("let-go"));
+    assert_eq!(args[2].as_str(), Some(format!("{NS}/phaseloop").as_str()));
+    assert!(of_kind(&render(&["uninstall.letGo=false"]), "Job").is_empty());
 
     // CRDs come from crds/.
     let crds = helm(&["template", "phaseloop", "charts/phaseloop", "--include-crds"]);
@@ -197,6 +238,7 @@ async fn the_installed_chart_runs_restricted_and_its_service_account_is_held_to_
 
     let can = |args: &[&str]| kubectl(&[&["auth", "can-i", "--as", SA][..], args].concat()).stdout.trim() == "yes";
     assert!(can(&["patch", "releases.phaseloop.dev", "-n", "default"]));
+    assert!(can(&["write-status", "releases.phaseloop.dev", "--subresource=status", "-n", "default"]));
     assert!(can(&["create", "namespaces"]));
     assert!(can(&["list", "horizontalpodautoscalers.autoscaling", "--all-namespaces"]));
     assert!(!can(&["delete", "nodes"]));

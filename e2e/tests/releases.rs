@@ -148,7 +148,7 @@ async fn a_canary_follows_its_weights_queues_the_next_release_and_keeps_the_prev
     assert!(out.ok, "{}", out.stderr);
 
     tokio::time::sleep(Duration::from_secs(2)).await; // a paused stretch to compare weights on
-    annotate(&api, "cart-2", "phaseloop.dev/promote", "e2e").await;
+    annotate(&api, "cart-2", "phaseloop.dev/promote", ADMIN).await;
     kubectl_wait(&ns.name, "cart-2", "Ready");
     monitor.seen("cart-2 Live", |s| s.phase("cart-2") == Some(ReleasePhase::Live)).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // some of the revert window, to look at
@@ -322,7 +322,7 @@ async fn with_auto_rollback_off_a_failure_pauses_promote_does_not_pass_it_overri
     event_about(&client, &ns.name, "manual-2", "AnalysisFailed").await;
 
     // A plain promote does not go past a failure: once the operator has looked, nothing moved.
-    let rv = annotate(&api, "manual-2", "phaseloop.dev/promote", "e2e").await;
+    let rv = annotate(&api, "manual-2", "phaseloop.dev/promote", ADMIN).await;
     reconciled("release", Some(&ns.name), "manual-2", &rv).await;
     let still = api.get("manual-2").await.unwrap().status.unwrap();
     assert_eq!((still.phase, still.current_step), (Some(ReleasePhase::Paused), Some(0)));
@@ -378,7 +378,7 @@ async fn deleting_a_serving_release_waits_until_it_no_longer_serves() {
     assert_eq!(api.get("shop-2").await.unwrap().status.unwrap().stable_release.as_deref(), Some("shop-1"));
 
     // The rollout finishes normally; once the window is over shop-1 no longer serves and goes.
-    annotate(&api, "shop-2", "phaseloop.dev/promote", "e2e").await;
+    annotate(&api, "shop-2", "phaseloop.dev/promote", ADMIN).await;
     wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
     eventually("shop-1 and its Deployment gone", WAIT, || async {
         let gone = api.get_opt("shop-1").await.ok()?.is_none() && deployments.get_opt("shop-1").await.ok()?.is_none();
@@ -453,7 +453,7 @@ async fn a_revert_that_cannot_be_carried_out_is_refused_by_the_plugin_and_report
     let out = kubectl(&["phaseloop", "revert", "solo-1", "-n", &ns.name]);
     assert!(!out.ok && out.stderr.contains("first Release"), "{} {}", out.stdout, out.stderr);
     // Asked for anyway (plain kubectl): the operator says why, and the request is consumed.
-    annotate(&api, "solo-1", "phaseloop.dev/revert", "e2e").await;
+    annotate(&api, "solo-1", "phaseloop.dev/revert", ADMIN).await;
     // The annotation is consumed after the outcome is written: once it is gone, the condition says why.
     let r = wait_for(&api, "solo-1", WAIT, |r: Option<&Release>| {
         r.is_some_and(|r| !r.annotations().contains_key("phaseloop.dev/revert"))
@@ -613,7 +613,7 @@ async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart
     let before = api.get("mail-2").await.unwrap().status.unwrap();
     assert_eq!((before.current_step, before.step_weight), (Some(1), Some(50)), "the restarted operator kept the step");
 
-    annotate(&api, "mail-2", "phaseloop.dev/promote", "e2e").await;
+    annotate(&api, "mail-2", "phaseloop.dev/promote", ADMIN).await;
     wait_release_phase(&api, "mail-2", ReleasePhase::Live).await;
     // One Deployment per Release, nothing duplicated.
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);

@@ -14,3 +14,4 @@ pub mod prometheus;
 pub mod promql;
 pub mod scaling;
 pub mod server;
+pub mod uninstall;

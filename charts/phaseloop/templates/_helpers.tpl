@@ -89,10 +89,13 @@ apply, i.e. the `patch` verb; an apply that creates an object is authorized as `
 - apiGroups: ["phaseloop.dev"]
   resources: ["releases"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Release status (phase, steps, analysis, scaling memory) is written with server-side apply.
+# Release status (phase, steps, analysis, scaling memory) is written with server-side apply;
+# write-status is what the admission policy phaseloop.dev-status-writers asks of whoever writes it
+# (each install grants it to its own ServiceAccount, so installs side by side never refuse each
+# other).
 - apiGroups: ["phaseloop.dev"]
   resources: ["releases/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch", "update", "write-status"]
 # Children carry owner references with blockOwnerDeletion to their Release; the API server requires
 # `update` on the owner's finalizers subresource for that (OwnerReferencesPermissionEnforcement).
 - apiGroups: ["phaseloop.dev"]
@@ -139,10 +142,11 @@ what an Environment puts into its namespace.
 - apiGroups: ["phaseloop.dev"]
   resources: ["environments"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
-# Environment status (phase, components, branch snapshot, slept replicas), server-side apply.
+# Environment status (phase, components, branch snapshot, slept replicas), server-side apply;
+# write-status is what the admission policy phaseloop.dev-status-writers asks of whoever writes it.
 - apiGroups: ["phaseloop.dev"]
   resources: ["environments/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["get", "patch", "update", "write-status"]
 # The namespace of an Environment carries an owner reference with blockOwnerDeletion to it.
 - apiGroups: ["phaseloop.dev"]
   resources: ["environments/finalizers"]
@@ -188,14 +192,26 @@ The infrastructure allow-list as the operator reads it: resource.group, comma-se
 {{- join "," $kinds }}
 {{- end }}
 
-{{/*
-Who may write the status of Environments and Releases, as a CEL list: the operator's
-ServiceAccount and admission.statusWriters.
-*/}}
-{{- define "phaseloop.statusWriters" -}}
-{{- $users := list (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "phaseloop.serviceAccountName" .)) }}
-{{- range .Values.admission.statusWriters }}
-{{- $users = append $users . }}
+{{/* The RoleBinding of single-namespace mode (its finalizer keeps the rights while the operator lets go). */}}
+{{- define "phaseloop.roleBinding" -}}
+{{ include "phaseloop.fullname" . }}
 {{- end }}
-{{- toJson $users }}
+
+{{/*
+What this install reconciles, as the operator's environment (its Deployment and the uninstall
+hook): its instance id, and in single-namespace mode the namespace and the RoleBinding there.
+*/}}
+{{- define "phaseloop.scopeEnv" -}}
+{{- with .Values.instanceId }}
+# Only the Releases and Environments labelled phaseloop.dev/instance={{ . }}.
+- name: PHASELOOP_INSTANCE_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- if eq .Values.rbac.scope "namespace" }}
+# Single-namespace mode: only the Releases of this namespace, where the RoleBinding grants access.
+- name: PHASELOOP_WATCH_NAMESPACE
+  value: {{ first .Values.rbac.namespaces | quote }}
+- name: PHASELOOP_ROLE_BINDING
+  value: {{ include "phaseloop.roleBinding" . | quote }}
+{{- end }}
 {{- end }}

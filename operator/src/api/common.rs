@@ -240,15 +240,21 @@ pub mod annotation {
     /// Approves a Release; its value names who approved (`kubectl phaseloop approve`). Setting it
     /// needs the verb `approve`, and it must name the requester (an admission policy in `crds/`).
     pub const APPROVED_BY: &str = "phaseloop.dev/approved-by";
-    /// Promotes past the current pause (`kubectl phaseloop promote`); consumed.
+    /// Promotes past the current pause (`kubectl phaseloop promote`); its value names who asks
+    /// (checked at admission, like every control annotation); consumed.
     pub const PROMOTE: &str = "phaseloop.dev/promote";
-    /// Aborts a rollout (`kubectl phaseloop abort`); consumed.
+    /// Aborts a rollout (`kubectl phaseloop abort`); its value names who asks; consumed.
     pub const ABORT: &str = "phaseloop.dev/abort";
     /// Reverts a Live Release to the previous one within the revert window
-    /// (`kubectl phaseloop revert`); consumed.
+    /// (`kubectl phaseloop revert`); its value names who asks; consumed.
     pub const REVERT: &str = "phaseloop.dev/revert";
+    /// Who created a Release, recorded by the API server at creation (an admission policy writes
+    /// the requester's user name, whatever the client sent) and never changed: with an
+    /// Environment's `promotion.separationOfDuties`, its author's approval does not count.
+    pub const CREATED_BY: &str = "phaseloop.dev/created-by";
     /// Lets a rollout go on past a failed analysis or a missed progress deadline when
-    /// `autoRollback` is off (`kubectl phaseloop promote --override`); its value names who. Consumed.
+    /// `autoRollback` is off (`kubectl phaseloop promote --override`); its value names who, and
+    /// setting it needs the verb `approve`. Consumed.
     pub const OVERRIDE: &str = "phaseloop.dev/override";
 }
 
@@ -260,6 +266,10 @@ pub mod label {
     pub const MANAGER: &str = "phaseloop";
     pub const ENVIRONMENT: &str = "phaseloop.dev/environment";
     pub const TIER: &str = "phaseloop.dev/tier";
+    /// The install a Release or Environment belongs to (an operator started with that
+    /// `--instance-id`); absent: the install without one. Also on an Environment's namespace, whose
+    /// Releases must carry the Environment's instance (an admission policy checks it).
+    pub const INSTANCE: &str = "phaseloop.dev/instance";
 }
 
 #[cfg(test)]

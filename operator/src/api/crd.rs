@@ -5,12 +5,9 @@
 //! descriptions inside embedded Kubernetes types are stripped (what Argo Rollouts does): users have
 //! `kubectl explain pod.spec` for those, and our own fields keep their docs.
 
-use k8s_openapi::{
-    api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{Environment, Release};
 
@@ -88,159 +85,13 @@ fn strip_descriptions(node: &mut Value) {
     }
 }
 
-/// Name of the admission policy protecting production Environments.
-pub const PROTECT_PRODUCTION: &str = "phaseloop.dev-protect-production";
-
-/// A ValidatingAdmissionPolicy (and its binding) protecting production: deleting a `production`
-/// Environment, or the namespace it owns, is refused unless the object carries
-/// `phaseloop.dev/allow-delete: "true"`, and the namespace's tier label cannot be removed. Shipped in
-/// `crds/` so that `kubectl apply -f crds/` installs the protection with the kinds. (The tier of a
-/// production Environment cannot change: a CEL rule of the CRD.)
-pub fn protect_production() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
-    let allowed = |obj: &str| {
-        format!(
-            "(has({obj}.metadata.annotations) && '{a}' in {obj}.metadata.annotations && \
-             {obj}.metadata.annotations['{a}'] == 'true')",
-            a = super::annotation::ALLOW_DELETE
-        )
-    };
-    let production_ns = |obj: &str| {
-        format!(
-            "(has({obj}.metadata.labels) && '{t}' in {obj}.metadata.labels && {obj}.metadata.labels['{t}'] == 'production')",
-            t = super::label::TIER
-        )
-    };
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": PROTECT_PRODUCTION},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [
-                {"apiGroups": [super::GROUP], "apiVersions": ["*"], "operations": ["DELETE"], "resources": ["environments"]},
-                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["DELETE", "UPDATE"], "resources": ["namespaces"]},
-            ]},
-            "validations": [
-                {
-                    "expression": format!(
-                        "request.resource.resource != 'environments' || !has(oldObject.spec.tier) || \
-                         oldObject.spec.tier != 'production' || {}",
-                        allowed("oldObject")
-                    ),
-                    "message": format!(
-                        "production Environments are protected: set the annotation {}: \"true\" to delete one",
-                        super::annotation::ALLOW_DELETE
-                    ),
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": format!(
-                        "request.resource.resource != 'namespaces' || request.operation != 'DELETE' || !{} || {}",
-                        production_ns("oldObject"),
-                        allowed("oldObject")
-                    ),
-                    "message": format!(
-                        "this namespace belongs to a production Environment and is protected: delete the Environment \
-                         (with the annotation {}: \"true\"), which deletes its namespace",
-                        super::annotation::ALLOW_DELETE
-                    ),
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": format!(
-                        "request.resource.resource != 'namespaces' || request.operation != 'UPDATE' || !{} || {}",
-                        production_ns("oldObject"),
-                        production_ns("object")
-                    ),
-                    "message": format!("the label {} of a production Environment's namespace cannot be changed", super::label::TIER),
-                    "reason": "Forbidden",
-                },
-            ],
-        },
-    }))
-    .expect("valid policy");
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": PROTECT_PRODUCTION},
-        "spec": {"policyName": PROTECT_PRODUCTION, "validationActions": ["Deny"]},
-    }))
-    .expect("valid binding");
-    (policy, binding)
-}
-
-/// Name of the admission policy guarding approvals.
-pub const APPROVALS: &str = "phaseloop.dev-approvals";
-/// The verb that lets a person approve a Release (`kubectl auth can-i approve releases`).
-pub const APPROVE_VERB: &str = "approve";
-
-/// A ValidatingAdmissionPolicy (and its binding) that makes approving a permission of its own:
-/// setting, changing or removing the annotation `phaseloop.dev/approved-by` on a Release needs the
-/// verb `approve` on that Release (checked with the CEL `authorizer`, the way `bind` and
-/// `escalate` work for RBAC), and the annotation must name the requester
-/// (`request.userInfo.username`), so nobody approves under another's name.
-pub fn approvals() -> (ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding) {
-    let a = super::annotation::APPROVED_BY;
-    let value = |obj: &str| {
-        format!(
-            "{obj} == null || !has({obj}.metadata.annotations) || !('{a}' in {obj}.metadata.annotations) ? '' : {obj}.metadata.annotations['{a}']"
-        )
-    };
-    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": APPROVALS},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {"resourceRules": [
-                {"apiGroups": [super::GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["releases"]},
-            ]},
-            "variables": [
-                {"name": "before", "expression": value("oldObject")},
-                {"name": "after", "expression": value("object")},
-            ],
-            "validations": [
-                {
-                    "expression": format!(
-                        "variables.after == variables.before || authorizer.group('{}').resource('releases')\
-                         .namespace(object.metadata.namespace).name(object.metadata.name).check('{APPROVE_VERB}').allowed()",
-                        super::GROUP
-                    ),
-                    "messageExpression": format!(
-                        "'approving a Release needs the verb {APPROVE_VERB} on releases (the ClusterRole phaseloop-approver): ' + \
-                         request.userInfo.username + ' may not set {a}'"
-                    ),
-                    "reason": "Forbidden",
-                },
-                {
-                    "expression": "variables.after == variables.before || variables.after == '' || variables.after == request.userInfo.username",
-                    "messageExpression": format!(
-                        "'{a} must name the approver making the request: ' + request.userInfo.username + \
-                         ' (kubectl phaseloop approve sets it)'"
-                    ),
-                    "reason": "Forbidden",
-                },
-            ],
-        },
-    }))
-    .expect("valid policy");
-    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": APPROVALS},
-        "spec": {"policyName": APPROVALS, "validationActions": ["Deny"]},
-    }))
-    .expect("valid binding");
-    (policy, binding)
-}
-
 /// Every generated file of `crds/`: its name and its objects, in order (`crdgen` writes them as
 /// YAML documents).
 pub fn files() -> Vec<(String, Vec<Value>)> {
-    let json = |o: &dyn erased::Serialize| o.to_json();
+    let json = |c: &CustomResourceDefinition| serde_json::to_value(c).expect("CRDs serialize");
     let mut files: Vec<(String, Vec<Value>)> = all().iter().map(|c| (file_name(c), vec![json(c)])).collect();
-    for (suffix, (policy, binding)) in [("protect-production", protect_production()), ("approvals", approvals())] {
-        files.push((format!("{}_{suffix}.yaml", super::GROUP), vec![json(&policy), json(&binding)]));
+    for (suffix, [policy, binding]) in super::admission::files() {
+        files.push((format!("{}_{suffix}.yaml", super::GROUP), vec![policy, binding]));
     }
     files
 }
@@ -248,17 +99,4 @@ pub fn files() -> Vec<(String, Vec<Value>)> {
 /// File name of a CRD in `crds/`, e.g. `phaseloop.dev_releases.yaml`.
 pub fn file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}_{}.yaml", crd.spec.group, crd.spec.names.plural)
-}
-
-mod erased {
-    /// Any serializable object, as JSON.
-    pub trait Serialize {
-        fn to_json(&self) -> serde_json::Value;
-    }
-
-    impl<T: serde::Serialize> Serialize for T {
-        fn to_json(&self) -> serde_json::Value {
-            serde_json::to_value(self).expect("generated objects serialize")
-        }
-    }
 }

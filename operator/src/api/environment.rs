@@ -114,6 +114,49 @@ pub struct EnvironmentSpec {
     /// Rules a Release must meet before it rolls out in this Environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<Promotion>,
+
+    /// Pod Security Standard the namespace enforces (`pod-security.kubernetes.io/enforce`):
+    /// `restricted` by default. A looser level (`baseline`, `privileged`) only where the
+    /// operator's configuration allows it (`--max-pod-security`, chart value
+    /// `environments.maxPodSecurity`); asking for more is refused. A branch inherits its parent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security: Option<PodSecurity>,
+}
+
+/// A Pod Security Standard level, from the strictest.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PodSecurity {
+    /// Not root, no privilege escalation, no added capabilities, the runtime's seccomp profile.
+    #[default]
+    Restricted,
+    /// No known privilege escalation: no privileged containers, host namespaces or host paths.
+    Baseline,
+    /// Anything, including root on the node.
+    Privileged,
+}
+
+impl PodSecurity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PodSecurity::Restricted => "restricted",
+            PodSecurity::Baseline => "baseline",
+            PodSecurity::Privileged => "privileged",
+        }
+    }
+}
+
+impl std::str::FromStr for PodSecurity {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "restricted" => Ok(PodSecurity::Restricted),
+            "baseline" => Ok(PodSecurity::Baseline),
+            "privileged" => Ok(PodSecurity::Privileged),
+            other => Err(format!("{other:?} is not a Pod Security Standard level (restricted, baseline, privileged)")),
+        }
+    }
 }
 
 /// What an Environment is for.
@@ -246,6 +289,10 @@ pub struct Promotion {
     /// No new rollouts start while set (running ones finish).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub freeze: bool,
+    /// Separation of duties: a Release's approval counts only when the approver is not its author
+    /// (`phaseloop.dev/created-by`, recorded by the API server when the Release was created).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub separation_of_duties: bool,
 }
 
 /// Observed state of an Environment.

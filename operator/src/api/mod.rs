@@ -2,8 +2,10 @@
 //!
 //! Doc comments on these types become the `kubectl explain` text and the CRD field descriptions, so
 //! they are written for users. Validation that the API server can do (bounds, patterns, CEL rules)
-//! lives on the types; [`crd`] turns them into the YAML in `crds/`.
+//! lives on the types; [`crd`] turns them into the YAML in `crds/`, beside the admission policies of
+//! [`admission`] (who may approve, who writes status, what production and infrastructure allow).
 
+pub mod admission;
 pub mod common;
 pub mod crd;
 pub mod environment;

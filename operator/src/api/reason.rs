@@ -59,12 +59,18 @@ reasons! {
     // Approved.
     PromotionPending,
     Approved,
+    /// An approval by the Release's own author, where the Environment asks for separation of duties.
+    ApprovedByAuthor,
+    /// Separation of duties, and the Release's author is not recorded.
+    AuthorUnknown,
 
     // Paused, and the failures that pause or roll back.
     AnalysisInconclusive,
     AnalysisFailed,
     ProgressDeadlineExceeded,
     Overridden,
+    /// A person promoted a paused rollout past its step.
+    Promoted,
 
     // RevertReady, and the revert window.
     Warm,

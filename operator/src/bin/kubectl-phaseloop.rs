@@ -102,16 +102,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             annotate(&releases, &release, APPROVED_BY, &who).await?;
             println!("release {release} approved by {who}");
         }
+        // Every request names who makes it, as the API server knows them: an admission policy
+        // refuses any other name (and letting a failed rollout go on needs the verb `approve`).
         Command::Promote { release, r#override } => {
+            let who = whoami(&client).await.context("cannot tell who you are (SelfSubjectReview)")?;
             if r#override {
-                let who = whoami(&client).await.context("cannot tell who you are (SelfSubjectReview)")?;
                 annotate(&releases, &release, OVERRIDE, &who).await?;
             }
-            annotate(&releases, &release, PROMOTE, "kubectl-phaseloop").await?;
+            annotate(&releases, &release, PROMOTE, &who).await?;
             println!("release {release} promoted past its current step");
         }
         Command::Abort { release } => {
-            annotate(&releases, &release, ABORT, "kubectl-phaseloop").await?;
+            let who = whoami(&client).await.context("cannot tell who you are (SelfSubjectReview)")?;
+            annotate(&releases, &release, ABORT, &who).await?;
             println!("release {release} aborted");
         }
         Command::Revert { release } => {
@@ -119,7 +122,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(why) = revert_refusal(&r, jiff::Timestamp::now()) {
                 bail!("cannot revert {release}: {why}");
             }
-            annotate(&releases, &release, REVERT, "kubectl-phaseloop").await?;
+            let who = whoami(&client).await.context("cannot tell who you are (SelfSubjectReview)")?;
+            annotate(&releases, &release, REVERT, &who).await?;
             println!("release {release}: revert requested");
         }
         Command::Envs => {
@@ -182,7 +186,7 @@ async fn annotate(api: &Api<Release>, name: &str, key: &str, value: &str) -> any
     Ok(())
 }
 
-/// The user name the API server sees (SelfSubjectReview), recorded as the approver.
+/// The user name the API server sees (SelfSubjectReview), written into every request.
 async fn whoami(client: &Client) -> anyhow::Result<String> {
     let api: Api<SelfSubjectReview> = Api::all(client.clone());
     let review: SelfSubjectReview = serde_json::from_value(serde_json::json!({

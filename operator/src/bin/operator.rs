@@ -62,9 +62,39 @@ struct Args {
     #[arg(long, env = "PHASELOOP_INFRASTRUCTURE_KINDS", value_delimiter = ',',
           default_values_t = controller::DEFAULT_INFRASTRUCTURE_KINDS.iter().map(|k| k.to_string()).collect::<Vec<_>>())]
     infrastructure_kinds: Vec<String>,
+    /// The loosest Pod Security Standard an Environment may ask for (`spec.podSecurity`); its
+    /// namespace enforces `restricted` otherwise.
+    #[arg(long, env = "PHASELOOP_MAX_POD_SECURITY", default_value = "restricted")]
+    max_pod_security: phaseloop::api::PodSecurity,
+    /// Reconcile only the Releases and Environments labelled `phaseloop.dev/instance: <id>`
+    /// (without it: only those without the label), so that installs side by side never
+    /// reconcile the same object.
+    #[arg(long, env = "PHASELOOP_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// Single-namespace mode: the RoleBinding that grants this operator its rights in the
+    /// namespace; its finalizer `phaseloop.dev/access` is removed once nothing of the operator's
+    /// is left in a namespace being deleted.
+    #[arg(long, env = "PHASELOOP_ROLE_BINDING")]
+    role_binding: Option<String>,
     /// Log format.
     #[arg(long, env = "PHASELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Before an uninstall: stop the operator's Deployment, then remove phaseloop's finalizers
+    /// from everything of this install (Releases, Environments, the single-namespace RoleBinding),
+    /// so that deleting namespaces or the CRDs afterwards does not wait for an operator that is
+    /// gone. The chart runs it as a pre-delete hook.
+    LetGo {
+        /// The operator's Deployment, `<namespace>/<name>`: scaled to zero, and its pods waited
+        /// for, first (a running operator would put the finalizers back).
+        #[arg(long)]
+        stop_deployment: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,7 +137,15 @@ async fn main() -> anyhow::Result<()> {
         watch_namespace: args.watch_namespace,
         concurrency: args.concurrency,
         infrastructure_kinds: args.infrastructure_kinds,
+        max_pod_security: args.max_pod_security,
+        instance_id: args.instance_id,
+        role_binding: args.role_binding,
     };
+    if let Some(Command::LetGo { stop_deployment }) = args.command {
+        return phaseloop::uninstall::let_go(&client, &config, stop_deployment.as_deref())
+            .await
+            .map_err(anyhow::Error::msg);
+    }
     controller::startup::check_crds(&client, config.watch_namespace.as_deref()).await.map_err(anyhow::Error::msg)?;
     let (caches, writers) = controller::caches::new(config.watch_namespace.is_none());
     let prometheus = args

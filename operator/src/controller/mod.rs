@@ -1,5 +1,6 @@
 //! Controllers, one module per resource, and what they share: context, errors, the run loop.
 
+pub mod access;
 pub mod app_locks;
 pub mod caches;
 pub mod children;
@@ -61,6 +62,17 @@ pub struct Config {
     /// for the core group, `deployments.apps`): phaseloop's own allow-list, whatever its
     /// credentials would allow. See [`infrastructure_allowed`].
     pub infrastructure_kinds: Vec<String>,
+    /// The loosest Pod Security Standard an Environment may ask for (its namespace enforces
+    /// `restricted` unless it asks for more, up to this).
+    pub max_pod_security: crate::api::PodSecurity,
+    /// This install's instance id: it reconciles only the Releases and Environments labelled
+    /// `phaseloop.dev/instance: <id>`; without one, only those without the label. Installs side
+    /// by side (a cluster-wide one and single-namespace ones) so never reconcile the same object.
+    pub instance_id: Option<String>,
+    /// Single-namespace mode: the RoleBinding granting this operator its rights in the namespace.
+    /// It carries a finalizer the operator removes once nothing of its own is left there when the
+    /// namespace is being deleted, so the rights outlive the Releases it must let go of.
+    pub role_binding: Option<String>,
 }
 
 /// The default infrastructure allow-list: workloads, their configuration and storage.
@@ -115,7 +127,19 @@ impl Default for Config {
             watch_namespace: None,
             concurrency: 16,
             infrastructure_kinds: DEFAULT_INFRASTRUCTURE_KINDS.iter().map(|k| k.to_string()).collect(),
+            max_pod_security: crate::api::PodSecurity::Restricted,
+            instance_id: None,
+            role_binding: None,
         }
+    }
+}
+
+/// The label selector of the Releases and Environments this install reconciles (see
+/// [`Config::instance_id`]).
+pub fn instance_selector(config: &Config) -> String {
+    match &config.instance_id {
+        Some(id) => format!("{}={id}", crate::api::label::INSTANCE),
+        None => format!("!{}", crate::api::label::INSTANCE),
     }
 }
 
@@ -296,7 +320,12 @@ pub async fn run(ctx: Arc<Context>, writers: caches::Writers, ready: Arc<AtomicB
             environment::run(c, ctx.clone()).await
         }
     };
-    tokio::join!(environments, release::run(releases, ctx.clone()), memory::sweep_forever(ctx.clone()));
+    tokio::join!(
+        environments,
+        release::run(releases, ctx.clone()),
+        memory::sweep_forever(ctx.clone()),
+        access::run(ctx.clone())
+    );
     info!("controllers stopped");
 }
 

@@ -19,6 +19,11 @@ use serde::{Serialize, de::DeserializeOwned};
 ///
 /// Skipping equal statuses is what makes a no-op reconcile write nothing: an unconditional apply
 /// would still cost a request and, with timestamps, a new resourceVersion and a watch event.
+///
+/// The write is conditional: it carries `obj`'s resourceVersion, which server-side apply takes as
+/// a precondition, so a status decided from an object that has changed since (a new leader's
+/// write, a person's annotation) is refused (409, retried from the latest) rather than written
+/// over it. A request held up in a network partition cannot overwrite what a successor wrote.
 pub async fn apply_status<K, S>(
     api: &Api<K>,
     written: &Written,
@@ -33,11 +38,14 @@ where
     if current == Some(desired) {
         return Ok(false);
     }
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": desired,
     });
+    if let Some(version) = obj.resource_version() {
+        patch["metadata"] = serde_json::json!({"resourceVersion": version});
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let after = api.patch_status(&obj.name_any(), &params, &Patch::Apply(&patch)).await?;
     written.record(obj, after);

@@ -12,7 +12,9 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
-use crate::api::{Component, ContainerDefaults, Environment, EnvironmentSpec, Isolation, Quota, Seed, label};
+use crate::api::{
+    Component, ContainerDefaults, Environment, EnvironmentSpec, Isolation, PodSecurity, Quota, Seed, label,
+};
 
 /// Names of the objects phaseloop keeps in an Environment's namespace.
 pub const QUOTA_NAME: &str = "phaseloop-quota";
@@ -62,6 +64,7 @@ pub fn effective_spec(own: &EnvironmentSpec, parent: Option<&EnvironmentSpec>) -
     if own.seed.is_none() {
         spec.seed = parent.seed.clone();
     }
+    spec.pod_security = own.pod_security.or(parent.pod_security);
     spec
 }
 
@@ -73,12 +76,27 @@ pub fn inheritable(parent: &EnvironmentSpec) -> EnvironmentSpec {
         isolation: parent.isolation,
         infrastructure: parent.infrastructure.clone(),
         seed: parent.seed.clone(),
+        pod_security: parent.pod_security,
         ..Default::default()
     }
 }
 
-pub fn namespace(env: &Environment, name: &str) -> Namespace {
-    Namespace { metadata: meta(env, name, None), ..Default::default() }
+/// The namespace label Pod Security admission enforces, and the one it warns with.
+pub const POD_SECURITY_LABELS: [&str; 2] = ["pod-security.kubernetes.io/enforce", "pod-security.kubernetes.io/warn"];
+
+/// The Environment's namespace, enforcing the Pod Security Standard `level` (the effective spec's,
+/// `restricted` unless it asked for a looser one the operator allows).
+pub fn namespace(env: &Environment, name: &str, level: PodSecurity) -> Namespace {
+    let mut metadata = meta(env, name, None);
+    let labels = metadata.labels.get_or_insert_with(Default::default);
+    for key in POD_SECURITY_LABELS {
+        labels.insert(key.to_string(), level.as_str().to_string());
+    }
+    // Its Releases must belong to the same install (an admission policy reads this label).
+    if let Some(instance) = env.labels().get(label::INSTANCE) {
+        labels.insert(label::INSTANCE.to_string(), instance.clone());
+    }
+    Namespace { metadata, ..Default::default() }
 }
 
 pub fn resource_quota(env: &Environment, ns: &str, quota: &Quota) -> ResourceQuota {
@@ -184,13 +202,24 @@ mod tests {
     #[test]
     fn children_are_labelled_and_owned() {
         let e = env(EnvironmentSpec { tier: Tier::Staging, ..Default::default() });
-        let ns = namespace(&e, "shop-staging");
+        let ns = namespace(&e, "shop-staging", PodSecurity::Restricted);
         let l = ns.metadata.labels.unwrap();
         assert_eq!(l[label::ENVIRONMENT], "shop-staging");
+        assert_eq!(l["pod-security.kubernetes.io/enforce"], "restricted");
         assert_eq!(l[label::TIER], "staging");
         assert_eq!(l[label::MANAGED_BY], "phaseloop");
         let owner = &ns.metadata.owner_references.unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Environment", "uid-1", Some(true)));
+    }
+
+    #[test]
+    fn a_branch_inherits_its_parents_pod_security_unless_it_sets_its_own() {
+        let parent = EnvironmentSpec { pod_security: Some(PodSecurity::Baseline), ..Default::default() };
+        let own = EnvironmentSpec::default();
+        assert_eq!(effective_spec(&own, Some(&inheritable(&parent))).pod_security, Some(PodSecurity::Baseline));
+        let strict = EnvironmentSpec { pod_security: Some(PodSecurity::Restricted), ..Default::default() };
+        assert_eq!(effective_spec(&strict, Some(&parent)).pod_security, Some(PodSecurity::Restricted));
+        assert_eq!(effective_spec(&own, None).pod_security, None, "restricted, the default");
     }
 
     #[test]

@@ -54,6 +54,9 @@ fn prepare_one(env: &Environment, namespace: &str, component: &str, raw: &Value)
             gvk.kind
         ));
     }
+    if let Some(why) = forbidden(&gvk, &object.data) {
+        return Err(format!("{} {name}: {why}", gvk.kind));
+    }
     object.metadata.namespace = Some(namespace.to_string());
     let labels = object.metadata.labels.get_or_insert_with(Default::default);
     labels.extend(super::desired::labels(env));
@@ -68,6 +71,67 @@ fn prepare_one(env: &Environment, namespace: &str, component: &str, raw: &Value)
         map.remove("status");
     }
     Ok(Prepared { gvk, object })
+}
+
+/// What no Environment may hold, whatever the allow-list says (the admission policy
+/// `phaseloop.dev-infrastructure` refuses the same at the Environment's creation; checked here too
+/// for what was stored before it): a Service with `externalIPs` intercepts those addresses for the
+/// whole cluster, a claim naming a PersistentVolume takes someone else's data, and a Secret's data
+/// would sit in a cluster-scoped object anyone who may read Environments reads.
+fn forbidden(gvk: &GroupVersionKind, data: &Value) -> Option<&'static str> {
+    if !gvk.group.is_empty() {
+        return None;
+    }
+    let set = |v: &Value| !v.is_null();
+    match gvk.kind.as_str() {
+        "Service" if set(&data["spec"]["externalIPs"]) => Some("spec.externalIPs is not allowed in infrastructure"),
+        "PersistentVolumeClaim" if set(&data["spec"]["volumeName"]) => {
+            Some("spec.volumeName is not allowed in infrastructure: a claim binds by storage class and size")
+        }
+        "Secret" if set(&data["data"]) || set(&data["stringData"]) => {
+            Some("a Secret in infrastructure carries no data: write its data into the namespace instead")
+        }
+        _ => None,
+    }
+}
+
+/// The first object of `prepared` named like an object the Release controller generates for an
+/// app of the namespace (its Service `<app>` or `<app>-preview`, a Deployment `<app>-<version>`):
+/// one owner per name, so the component is refused rather than the app's object taken over (or
+/// later adopted by a Release).
+pub fn clash_with_apps(prepared: &[Prepared], releases: &[crate::api::Release]) -> Option<String> {
+    use crate::controller::release::workload::deployment_name;
+    for p in prepared.iter().filter(|p| p.gvk.group.is_empty() || p.gvk.group == "apps") {
+        let name = p.object.metadata.name.as_deref().unwrap_or_default();
+        let app = releases.iter().find(|r| match p.gvk.kind.as_str() {
+            "Service" => name == r.spec.app || name == format!("{}-preview", r.spec.app),
+            "Deployment" => name == deployment_name(&r.spec.app, &r.spec.version),
+            _ => false,
+        });
+        if let Some(r) = app {
+            return Some(format!(
+                "{} {name} is a name the Release controller uses for app {} (Release {}): one owner per name; \
+                 rename the component's object",
+                p.gvk.kind,
+                r.spec.app,
+                kube::ResourceExt::name_any(r)
+            ));
+        }
+    }
+    None
+}
+
+/// Who owns `live` when it is not `env`: an object of another controller (a Release's Service)
+/// or of nobody phaseloop knows. `None` when `env` owns it.
+pub fn owned_by_another(live: &DynamicObject, env: &Environment) -> Option<String> {
+    let owners = live.metadata.owner_references.as_deref().unwrap_or_default();
+    if owners.iter().any(|o| Some(&o.uid) == env.metadata.uid.as_ref()) {
+        return None;
+    }
+    Some(match owners.iter().find(|o| o.controller == Some(true)).or(owners.first()) {
+        Some(o) => format!("{} {}", o.kind, o.name),
+        None => "someone else (not this Environment)".into(),
+    })
 }
 
 /// Readiness of an applied object: `Ok(true)` ready, `Ok(false)` not yet, `Err` failed for good.
@@ -164,6 +228,61 @@ mod tests {
             let err = prepare(&env(), "ns", &component(vec![obj.clone()])).unwrap_err();
             assert!(err.contains(why), "{obj}: {err}");
         }
+    }
+
+    #[test]
+    fn objects_that_reach_beyond_the_namespace_are_refused() {
+        for (obj, why) in [
+            (
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "mitm"},
+                "spec": {"ports": [{"port": 80}], "externalIPs": ["10.0.0.1"]}}),
+                "externalIPs",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "steal"},
+                "spec": {"volumeName": "admin-data"}}),
+                "volumeName",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "stringData": {"p": "x"}}),
+                "no data",
+            ),
+            (
+                json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"p": "eA=="}}),
+                "no data",
+            ),
+        ] {
+            let err = prepare(&env(), "ns", &component(vec![obj.clone()])).unwrap_err();
+            assert!(err.contains(why), "{obj}: {err}");
+        }
+        // The same kinds without those fields are fine, as is a group's own kind of the same name.
+        for obj in [
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"}, "spec": {"ports": [{"port": 5432}]}}),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "type": "Opaque"}),
+            json!({"apiVersion": "example.com/v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"p": "x"}}),
+        ] {
+            assert!(prepare(&env(), "ns", &component(vec![obj.clone()])).is_ok(), "{obj}");
+        }
+    }
+
+    #[test]
+    fn a_component_named_like_an_apps_objects_clashes() {
+        let shop = crate::fixtures::release("shop-2", json!({"app": "shop", "version": "2.0"}));
+        let objects = |kind: &str, name: &str| {
+            let api = if kind == "Deployment" { "apps/v1" } else { "v1" };
+            prepare(
+                &env(),
+                "ns",
+                &component(vec![json!({"apiVersion": api, "kind": kind, "metadata": {"name": name}})]),
+            )
+            .unwrap()
+        };
+        for (kind, name) in [("Service", "shop"), ("Service", "shop-preview"), ("Deployment", "shop-2-0")] {
+            let why = clash_with_apps(&objects(kind, name), std::slice::from_ref(&shop)).unwrap();
+            assert!(why.contains("app shop") && why.contains(name), "{why}");
+        }
+        assert_eq!(clash_with_apps(&objects("Service", "postgres"), std::slice::from_ref(&shop)), None);
+        assert_eq!(clash_with_apps(&objects("ConfigMap", "shop"), std::slice::from_ref(&shop)), None);
     }
 
     #[test]

@@ -26,6 +26,18 @@ pub const FINALIZER: &str = "phaseloop.dev/environment";
 pub const EXTEND_ANNOTATION: &str = "phaseloop.dev/expires-at";
 
 /// Spec problems the API server cannot see: each message says what to change.
+/// Why an Environment may not have the Pod Security level it asks for: looser than `max`, what the
+/// operator's configuration allows (`--max-pod-security`).
+pub fn pod_security_problem(asked: Option<crate::api::PodSecurity>, max: crate::api::PodSecurity) -> Option<String> {
+    let asked = asked.filter(|a| *a > max)?;
+    Some(format!(
+        "spec.podSecurity {} is looser than this operator allows ({}): an operator admin can allow it \
+         (--max-pod-security, chart value environments.maxPodSecurity)",
+        asked.as_str(),
+        max.as_str()
+    ))
+}
+
 pub fn validate(name: &str, spec: &EnvironmentSpec) -> Vec<String> {
     use crate::api::{below, least};
     let mut problems = crate::api::duration_problems(spec);
@@ -426,5 +438,16 @@ mod tests {
         let first = desired_status(&e, EnvironmentStatus::default(), &o, &now());
         let later = Time("2026-11-26T11:00:00Z".parse().unwrap());
         assert_eq!(desired_status(&e, first.clone(), &o, &later), first);
+    }
+
+    #[test]
+    fn a_pod_security_level_looser_than_the_operator_allows_is_a_problem() {
+        use crate::api::PodSecurity::*;
+        assert_eq!(pod_security_problem(None, Restricted), None);
+        assert_eq!(pod_security_problem(Some(Restricted), Restricted), None);
+        assert_eq!(pod_security_problem(Some(Baseline), Privileged), None);
+        let why = pod_security_problem(Some(Privileged), Restricted).unwrap();
+        assert!(why.contains("podSecurity privileged") && why.contains("--max-pod-security"), "{why}");
+        assert!(pod_security_problem(Some(Privileged), Baseline).is_some());
     }
 }

@@ -66,7 +66,8 @@ pub fn controller(
     // A changed Environment also wakes its branches (they follow their parent with `followParent`,
     // and a branching cycle involves both sides), once this controller's cache has the change.
     let (changes, changed) = futures::channel::mpsc::unbounded::<Environment>();
-    let environments = watch::objects(Api::<Environment>::all(client.clone()), wc.clone(), w.environments, ctx.clone())
+    let mine = wc.clone().labels(&crate::controller::instance_selector(&ctx.config));
+    let environments = watch::objects(Api::<Environment>::all(client.clone()), mine, w.environments, ctx.clone())
         .inspect_ok(move |e| {
             drop(changes.unbounded_send(e.clone()));
             drop(environment_changes.unbounded_send(e.clone()));
@@ -197,7 +198,8 @@ async fn reconcile_environment(env: Arc<Environment>, ctx: Arc<Context>) -> Resu
         now,
     );
     let sleeping = decision == Decision::Sleep;
-    let (components, refused) = provision_infrastructure(&ctx, &env, &ns, &spec, &base.components, sleeping).await?;
+    let (components, refused) =
+        provision_infrastructure(&ctx, &env, &ns, &spec, &base.components, &releases, sleeping).await?;
     for (component, why) in &refused {
         let was = base.components.iter().find(|c| &c.name == component).and_then(|c| c.message.as_ref());
         if was != Some(why) {
@@ -234,7 +236,8 @@ async fn stopped(
     base: &EnvironmentStatus,
     now: &Time,
 ) -> Result<Option<Action>, Error> {
-    let problems = validate(&env.name_any(), &env.spec);
+    let mut problems = validate(&env.name_any(), &env.spec);
+    problems.extend(super::pod_security_problem(env.spec.pod_security, ctx.config.max_pod_security));
     if !problems.is_empty() {
         let obs = Observation::blocked(reason::INVALID_SPEC, problems.join("; "));
         write_status(api, env, ctx, desired_status(env, base.clone(), &obs, now)).await?;
@@ -286,7 +289,9 @@ async fn provision_namespace(
     {
         return Ok(Some(format!("namespace {ns} exists and is not managed by this Environment; it is left untouched")));
     }
-    ctx.caches.children.apply(&ns_api, desired::namespace(env, ns)).await?;
+    // Never looser than the operator allows, even when inherited from a parent.
+    let level = spec.pod_security.unwrap_or_default().min(ctx.config.max_pod_security);
+    ctx.caches.children.apply(&ns_api, desired::namespace(env, ns, level)).await?;
     let quota = spec.quota.as_ref().map(|q| desired::resource_quota(env, ns, q));
     apply_or_delete(ctx, ns, desired::QUOTA_NAME, quota).await?;
     let defaults = spec.defaults.as_ref().map(|d| desired::limit_range(env, ns, d));
@@ -478,6 +483,7 @@ async fn provision_infrastructure(
     ns: &str,
     spec: &EnvironmentSpec,
     old: &[ComponentStatus],
+    releases: &[Release],
     sleeping: bool,
 ) -> Result<(Vec<ComponentStatus>, Refused), Error> {
     let mut kinds = Kinds::default();
@@ -485,7 +491,7 @@ async fn provision_infrastructure(
     let mut refused = Vec::new();
     for component in &spec.infrastructure {
         let previous = old.iter().find(|c| c.name == component.name).map(|c| c.objects.clone()).unwrap_or_default();
-        match apply_component(ctx, &mut kinds, env, ns, component, sleeping).await? {
+        match apply_component(ctx, &mut kinds, env, ns, component, releases, sleeping).await? {
             Applied::Done { objects: applied, ready, waiting } => {
                 let gone: Vec<&AppliedObject> = previous.iter().filter(|o| !applied.contains(o)).collect();
                 delete_objects(ctx, &mut kinds, ns, gone).await?;
@@ -530,6 +536,7 @@ async fn apply_component(
     env: &Environment,
     ns: &str,
     component: &crate::api::Component,
+    releases: &[Release],
     sleeping: bool,
 ) -> Result<Applied, Error> {
     let prepared = match infrastructure::prepare(env, ns, component) {
@@ -559,18 +566,36 @@ async fn apply_component(
         }
         resolved.push((p, ar));
     }
+    let prepared: Vec<Prepared> = resolved.iter().map(|(p, _)| p.clone()).collect();
+    if let Some(why) = infrastructure::clash_with_apps(&prepared, releases) {
+        return Ok(Applied::Refused(why));
+    }
+    // Read back first: an object of that name must be this Environment's (one owner per name:
+    // never one of a Release, nor anyone else's), and one that already is what phaseloop applied
+    // is not written again (a read failing for any reason just means applying, which reports
+    // the problem).
+    let mut current = Vec::new();
+    for (p, ar) in &resolved {
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, ar);
+        let name = p.object.metadata.name.clone().unwrap_or_default();
+        let live = api.get_opt(&name).await.ok().flatten();
+        if let Some(other) = live.as_ref().and_then(|l| infrastructure::owned_by_another(l, env)) {
+            return Ok(Applied::Refused(format!(
+                "{} {name} exists and belongs to {other}: an Environment never takes over an object it did not create",
+                p.gvk.kind
+            )));
+        }
+        current.push(live);
+    }
     let mut applied = Vec::new();
     let mut waiting = Vec::new();
-    for (mut p, ar) in resolved {
+    for ((mut p, ar), current) in resolved.into_iter().zip(current) {
         if sleeping && matches!(p.gvk.kind.as_str(), "Deployment" | "StatefulSet") {
             p.object.data["spec"]["replicas"] = json!(0);
         }
         let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), ns, &ar);
         let name = p.object.metadata.name.clone().unwrap_or_default();
-        // Read back first: an object that already is what phaseloop applied is not written again
-        // (a read failing for any reason just means applying, which reports the problem).
         fields::stamp(&mut p.object);
-        let current = api.get_opt(&name).await.ok().flatten();
         let live = match current {
             Some(live) if ctx.caches.children.unchanged_dynamic(&p.object, &p.gvk.kind, &live) => live,
             _ => match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&p.object)).await {
@@ -692,10 +717,14 @@ async fn branch_live_releases(
         spec.test_environment = None;
         spec.approval = None;
         spec.strategy = Default::default();
+        let mut labels = json!({"phaseloop.dev/branched-from": namespace_of(&parent)});
+        // The branch's Releases belong to this install, as the branch does.
+        if let Some(id) = &ctx.config.instance_id {
+            labels[label::INSTANCE] = json!(id);
+        }
         let copy = json!({
             "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
-            "metadata": {"name": live.name_any(), "namespace": ns,
-                         "labels": {"phaseloop.dev/branched-from": namespace_of(&parent)}},
+            "metadata": {"name": live.name_any(), "namespace": ns, "labels": labels},
             "spec": spec,
         });
         info!(release = %live.name_any(), namespace = %ns, "deploying the parent's live version into the branch");

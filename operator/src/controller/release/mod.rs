@@ -2,13 +2,14 @@
 //!
 //! A reconcile observes, decides, then acts (`reconcile/`). [`decide::decide`] is the whole
 //! decision, a pure function of what was observed; its parts, pure too: [`validate`], [`queue`]
-//! (who rolls out), [`gate`] (the promotion rule), [`steps`] (the step machine), [`strategy`] (one
+//! (who rolls out), [`gate`] (the promotion rule), [`approval`] (whether an approval counts), [`steps`] (the step machine), [`strategy`] (one
 //! file per strategy: its steps and how pods are placed), [`traffic`] (what serves, and the routers
 //! that carry it out), [`split`] (replicas by weight), [`handover`] (a rolling handover between two
 //! versions), [`analysis`] (measurement bookkeeping), [`test_jobs`] and [`workload`] (the objects
 //! built, and the verdict of test Jobs).
 
 pub mod analysis;
+pub mod approval;
 pub mod decide;
 pub mod gate;
 pub mod handover;

@@ -146,6 +146,24 @@ pub fn service(owners: &[&Release], name: &str, ports: &ServiceSpec, selector: B
     }
 }
 
+/// Whose the Service described by `meta` is when it is not app `app`'s: phaseloop's Services of an
+/// app are labelled as that app's and controlled by one of its Releases. A Service of another app,
+/// an Environment's infrastructure component (labelled as the app's or not) or anyone else's is
+/// never adopted.
+pub fn service_of_another(meta: &ObjectMeta, app: &str) -> Option<String> {
+    let labels = meta.labels.clone().unwrap_or_default();
+    let named = labels.get(crate::api::label::NAME).map(String::as_str);
+    let ours = labels.get(crate::api::label::MANAGED_BY).map(String::as_str) == Some(crate::api::label::MANAGER);
+    let controller = meta.owner_references.iter().flatten().find(|o| o.controller == Some(true));
+    let by_release = controller.is_some_and(|o| o.kind == "Release" && o.api_version.starts_with("phaseloop.dev/"));
+    match (named, controller) {
+        (Some(a), _) if a == app && ours && by_release => None,
+        (Some(other), _) if ours && by_release => Some(format!("app {other}")),
+        (_, Some(o)) if ours => Some(format!("{} {} (not a Release of app {app})", o.kind, o.name)),
+        _ => Some("someone else (not phaseloop)".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +226,31 @@ mod tests {
         let spec = s.spec.unwrap();
         assert!(!spec.selector.as_ref().unwrap().contains_key(label::VERSION));
         assert_eq!(spec.ports.unwrap()[0].target_port, Some(IntOrString::Int(8080)));
+    }
+
+    #[test]
+    fn only_a_releases_service_of_the_app_is_the_apps() {
+        let r = release();
+        let ports =
+            ServiceSpec { ports: vec![ServicePort { name: None, port: 80, target_port: None, protocol: None }] };
+        let ours = service(&[&r], "shop", &ports, selector(&r)).metadata;
+        assert_eq!(service_of_another(&ours, "shop"), None);
+        assert_eq!(service_of_another(&ours, "cart").as_deref(), Some("app shop"));
+        // An Environment's component labelled as the app's: owned by the Environment, never adopted.
+        let mut component = ours.clone();
+        component.owner_references = Some(vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "phaseloop.dev/v1alpha1".into(),
+            kind: "Environment".into(),
+            name: "staging".into(),
+            uid: "e".into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            service_of_another(&component, "shop").as_deref(),
+            Some("Environment staging (not a Release of app shop)")
+        );
+        let foreign = ObjectMeta { name: Some("shop".into()), ..Default::default() };
+        assert_eq!(service_of_another(&foreign, "shop").as_deref(), Some("someone else (not phaseloop)"));
     }
 }

@@ -11,10 +11,11 @@ impl<'a> Draft<'a> {
     /// Waiting behind another Release of the app: says where; an abort ends it.
     pub(super) fn queued(&mut self, position: i32) {
         if self.asked(ABORT) {
+            let who = self.requester(ABORT);
             self.done_with(ABORT, "aborted while queued");
             self.go(Transition::Failed);
             self.status.queue_position = None;
-            self.status.message = Some("aborted by a person before the rollout".into());
+            self.status.message = Some(format!("aborted by {who} before the rollout"));
             return;
         }
         self.go(Transition::Queued);

@@ -93,7 +93,7 @@ impl<'a> Draft<'a> {
             self.expose(Exposure::only(prev.clone()));
             self.scale(&me, 0);
             self.go(Transition::Reverted);
-            self.status.message = Some(format!("reverted to {prev}"));
+            self.status.message = Some(format!("reverted to {prev} by {}", self.requester(REVERT)));
             (self.status.revert_window_ends_at, self.status.reverting) = (None, None);
             (self.status.weight, self.status.step_weight, self.status.candidate_replicas) = (Some(0), Some(0), Some(0));
             self.status.replicas = Some(0);

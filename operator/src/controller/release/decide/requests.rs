@@ -41,6 +41,12 @@ impl Draft<'_> {
         (!handled).then(|| value.clone())
     }
 
+    /// Who asked for `key`, for messages: the request being handled, else the last one recorded.
+    pub(super) fn requester(&self, key: &str) -> String {
+        let recorded = || self.status.requests.iter().find(|r| r.annotation == key).map(|r| r.by.clone());
+        self.request(key).or_else(recorded).filter(|who| !who.trim().is_empty()).unwrap_or_else(|| "a person".into())
+    }
+
     /// Whether `key` is a request still to handle.
     pub(super) fn asked(&self, key: &str) -> bool {
         self.request(key).is_some()

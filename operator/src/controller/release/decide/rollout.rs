@@ -65,8 +65,9 @@ impl Draft<'_> {
             return self.roll_back(RollbackCause::Deleted, why.into());
         }
         if self.asked(ABORT) {
+            let who = self.requester(ABORT);
             self.done_with(ABORT, "rolling back to the stable version");
-            return self.roll_back(RollbackCause::Aborted, "aborted by a person".into());
+            return self.roll_back(RollbackCause::Aborted, format!("aborted by {who}"));
         }
         let placement = self.placement(&at);
         let cleared = self.clear_older_versions();
@@ -290,6 +291,8 @@ impl Draft<'_> {
                     if fresh_tally {
                         analysis::restart(&mut self.status.analysis);
                     }
+                    let note = format!("{} promoted the rollout past step {}", self.requester(PROMOTE), at.step + 1);
+                    self.event(false, Reason::Promoted, note);
                     self.done_with(PROMOTE, format!("promoted past step {}", at.step + 1));
                 }
                 if self.phase() == ReleasePhase::Paused {

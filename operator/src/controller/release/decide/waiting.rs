@@ -12,7 +12,11 @@ use crate::{
         annotation::{ABORT, APPROVED_BY},
         condition,
     },
-    controller::release::{gate, test_jobs, traffic::Exposure},
+    controller::release::{
+        approval::{self, Approval},
+        gate, test_jobs,
+        traffic::Exposure,
+    },
 };
 
 impl Draft<'_> {
@@ -28,24 +32,20 @@ impl Draft<'_> {
                     self.effects.push(Effect::TestCandidate { namespace: ns.clone(), replicas: 0 });
                 }
                 self.effects.push(Effect::DropTestEnvironment);
+                let who = self.requester(ABORT);
                 self.done_with(ABORT, "aborted before the rollout");
                 self.go(Transition::Failed);
-                self.status.message = Some("aborted by a person before the rollout".into());
+                self.status.message = Some(format!("aborted by {who} before the rollout"));
                 return;
             }
             if !self.tests() || !self.gate() {
                 return;
             }
-        } else if self.approval_required() && self.approver().is_none() {
+        } else if self.approval_required() && !matches!(approval::of(self.o.rel, self.o.promotion), Approval::Given(_))
+        {
             return self.gate_not_passed();
         }
         self.rollout();
-    }
-
-    /// Who approved the Release: a non-empty `phaseloop.dev/approved-by`.
-    fn approver(&self) -> Option<String> {
-        let who = self.o.rel.metadata.annotations.as_ref()?.get(APPROVED_BY)?;
-        (!who.is_empty()).then(|| who.clone())
     }
 
     /// Whether the Release needs an approval: its own spec, or its Environment's promotion rule.
@@ -66,8 +66,11 @@ impl Draft<'_> {
             self.scale(&stable.name_any(), self.total);
             self.expose(Exposure::only(stable.name_any()));
         }
-        let why = "the status says the rollout passed the gate, but the Release was never approved \
-                   (no phaseloop.dev/approved-by): waiting for approval";
+        let why = format!(
+            "the status says the rollout passed the gate, but the Release was never approved \
+             (no {APPROVED_BY} that counts): waiting for approval"
+        );
+        let why = why.as_str();
         self.event(true, Reason::GateNotPassed, why.to_string());
         self.effects.push(Effect::ClearStatus(vec!["approval", "currentStep", "stepStartedAt", "override"]));
         self.go(Transition::GateNotPassed);
@@ -176,19 +179,24 @@ impl Draft<'_> {
                 return false;
             }
         }
-        match self.approver() {
-            None if self.approval_required() => {
+        match approval::of(o.rel, promotion) {
+            Approval::Given(who) => {
+                let record = ApprovalRecord { approved_by: who, approved_at: o.now.clone() };
+                self.status.approval.get_or_insert(record);
+                self.set(condition::APPROVED, true, Reason::Approved, "the gate is open");
+            }
+            _ if !self.approval_required() => self.set(condition::APPROVED, true, Reason::Approved, "the gate is open"),
+            Approval::Missing => {
                 self.go(Transition::GateShut);
                 self.status.message = Some("waiting for approval: kubectl phaseloop approve".into());
                 self.set(condition::APPROVED, false, Reason::AwaitingApproval, "approval required");
                 return false;
             }
-            who => {
-                if let Some(who) = who {
-                    let record = ApprovalRecord { approved_by: who, approved_at: o.now.clone() };
-                    self.status.approval.get_or_insert(record);
-                }
-                self.set(condition::APPROVED, true, Reason::Approved, "the gate is open");
+            Approval::Refused(reason, why) => {
+                self.go(Transition::GateShut);
+                self.status.message = Some(format!("waiting for approval: {why}"));
+                self.set(condition::APPROVED, false, reason, &why);
+                return false;
             }
         }
         self.go(Transition::RolloutStarted);

@@ -31,18 +31,23 @@ pub async fn carry_out(ctx: &Context, rel: &Release, siblings: &[Release], outco
     ctx.count_dora(rel);
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
     let (consume, effects): (Vec<_>, Vec<_>) = outcome.effects.iter().partition(|e| matches!(e, Effect::Consume(_)));
+    // The status write is conditional on the version it was decided from, moved on by this
+    // reconcile's own writes to the Release (a finalizer, cleared fields) and by nothing else.
+    let mut me = rel.clone();
     for effect in effects {
-        act(ctx, rel, siblings, effect).await.context("act", || request(effect, rel))?;
+        if let Some(version) = act(ctx, &me, siblings, effect).await.context("act", || request(effect, rel))? {
+            me.metadata.resource_version = Some(version);
+        }
     }
     let status_of = |r: &Release| format!("write the status of Release {}/{}", r.ns(), r.name_any());
-    write(&api, rel, ctx, outcome.status).await.context("status", || status_of(rel))?;
+    write(&api, &me, ctx, outcome.status).await.context("status", || status_of(rel))?;
     if let Some((name, restored)) = outcome.restored
         && let Some(previous) = siblings.iter().find(|s| s.name_any() == name)
     {
         write(&api, previous, ctx, restored).await.context("status", || status_of(previous))?;
     }
     for effect in consume {
-        act(ctx, rel, siblings, effect).await.context("act", || request(effect, rel))?;
+        act(ctx, &me, siblings, effect).await.context("act", || request(effect, rel))?;
     }
     Ok(())
 }
@@ -71,8 +76,8 @@ fn request(effect: &Effect, rel: &Release) -> String {
     }
 }
 
-/// Carries out one effect.
-async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &Effect) -> Result<(), Error> {
+/// Carries out one effect; the Release's new resourceVersion when the effect wrote the Release.
+async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &Effect) -> Result<Option<String>, Error> {
     let find = |name: &str| siblings.iter().find(|s| s.name_any() == name).or((rel.name_any() == name).then_some(rel));
     let ns = rel.ns().to_string();
     match effect {
@@ -87,13 +92,22 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &Effect
             let type_ = if *warning { EventType::Warning } else { EventType::Normal };
             crate::controller::publish(ctx, rel, type_, reason.as_str(), note.clone()).await;
         }
-        Effect::Finalizer(add) => finalizer(ctx, rel, *add).await?,
+        Effect::Finalizer(add) => {
+            let version = finalizer(ctx, rel, *add).await?;
+            if !add {
+                // Single-namespace mode: the operator's rights go once nothing of its own is left.
+                crate::controller::access::let_go_when_done(ctx, &ns).await?;
+            }
+            return Ok(version);
+        }
         Effect::ClearStatus(fields) => {
             let nulls: serde_json::Map<String, serde_json::Value> =
                 fields.iter().map(|f| (f.to_string(), serde_json::Value::Null)).collect();
             let api: Api<Release> = Api::namespaced(ctx.client.clone(), &ns);
-            let patch = json!({"status": nulls});
-            api.patch_status(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            // Conditional, as every status write (see `apply_status`).
+            let patch = json!({"metadata": {"resourceVersion": rel.resource_version()}, "status": nulls});
+            let after = api.patch_status(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            return Ok(after.resource_version());
         }
         Effect::Retire { keep, delete } => {
             let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
@@ -114,7 +128,7 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &Effect
             test_environment::test_candidate(ctx, rel, namespace, *replicas).await?
         }
         Effect::RunTest { namespace, test, attempt } => {
-            let Some(test) = rel.spec.tests.iter().find(|t| &t.name == test) else { return Ok(()) };
+            let Some(test) = rel.spec.tests.iter().find(|t| &t.name == test) else { return Ok(None) };
             let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
             let name = test_jobs::job_name(rel, test, *attempt);
             if jobs.get_opt(&name).await?.is_none() {
@@ -129,19 +143,19 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &Effect
             ctx.metrics.observe_scaling(&ns, &rel.spec.app, *observed, *from, *to);
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Adds or removes the serving finalizer; the resourceVersion makes it a compare-and-swap, so other
-/// finalizers added meanwhile survive.
-pub async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<(), Error> {
+/// finalizers added meanwhile survive. The Release's new resourceVersion, when written.
+pub async fn finalizer(ctx: &Context, rel: &Release, add: bool) -> Result<Option<String>, Error> {
     let finalizers = decide::with_serving_finalizer(rel.finalizers(), add);
     let api: Api<Release> = Api::namespaced(ctx.client.clone(), rel.ns());
     let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": rel.resource_version()}});
     match api.patch(&rel.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(()),
+        Ok(after) => Ok(after.resource_version()),
         // Gone already, or changed meanwhile: the next reconcile sees the latest.
-        Err(kube::Error::Api(e)) if e.is_not_found() || e.is_conflict() => Ok(()),
+        Err(kube::Error::Api(e)) if e.is_not_found() || e.is_conflict() => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -20,7 +20,7 @@ use crate::{
         environment::namespace_of,
         error::Context as _,
         release::{
-            APPROVED_BY, SERVING_FINALIZER,
+            SERVING_FINALIZER, approval,
             decide::{self, Deployed, Observation, ScalingObserved, TestGround, TestsObserved},
             queue::{self, Entry, Role},
             test_jobs, validate, workload,
@@ -84,7 +84,7 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
     let holds = rel.finalizers().iter().any(|f| f == SERVING_FINALIZER);
     let namespace_terminating = rel.metadata.deletion_timestamp.is_some()
         && holds
-        && namespace_terminating(ctx, &ns).await.context("observe", || format!("get Namespace {ns}"))?;
+        && namespace_going(ctx, rel).await.context("observe", || format!("whether namespace {ns} is being deleted"))?;
     // Pod counts come from the workloads cache: after a start, wait for its first list (an empty
     // cache would read as "no pods Ready" and rewrite every status).
     crate::controller::synced_store(Some(&ctx.caches.deployments)).await;
@@ -169,16 +169,35 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
     })
 }
 
-/// Whether namespace `ns` is being deleted (or is gone): then a serving Release lets go at once.
-async fn namespace_terminating(ctx: &Context, ns: &str) -> Result<bool, Error> {
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-    Ok(namespaces.get_opt(ns).await?.is_none_or(|n| n.metadata.deletion_timestamp.is_some()))
+/// Whether `rel`'s namespace is being deleted (or is gone): then a serving Release lets go at once.
+/// Asked without reading anything cluster-scoped (a single-namespace install has no rights on
+/// Namespaces): a dry run of creating an Event about `rel` there, which the API server's namespace
+/// lifecycle admission refuses in a namespace being deleted (403 `NamespaceTerminating`) and which
+/// finds no namespace once it is gone (404). Nothing is stored.
+async fn namespace_going(ctx: &Context, rel: &Release) -> Result<bool, Error> {
+    use k8s_openapi::api::core::v1::{Event, EventSource};
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), rel.ns());
+    let probe = Event {
+        metadata: kube::api::ObjectMeta { generate_name: Some("phaseloop-probe-".into()), ..Default::default() },
+        involved_object: kube::Resource::object_ref(rel, &()),
+        reason: Some("NamespaceProbe".into()),
+        message: Some("is the namespace being deleted?".into()),
+        type_: Some("Normal".into()),
+        source: Some(EventSource { component: Some("phaseloop".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let dry_run = kube::api::PostParams { dry_run: true, ..Default::default() };
+    match events.create(&dry_run, &probe).await.map_err(Error::from) {
+        Ok(_) | Err(Error::Refused(_)) => Ok(false),
+        Err(Error::NamespaceTerminating(_)) => Ok(true),
+        Err(Error::Api(kube::Error::Api(s))) if s.code == 404 => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 fn entry(r: &Release) -> Entry {
     let phase = r.status.as_ref().and_then(|s| s.phase);
-    let approved = r.spec.approval.as_ref().is_none_or(|a| !a.required)
-        || r.annotations().get(APPROVED_BY).is_some_and(|who| !who.is_empty());
+    let approved = r.spec.approval.as_ref().is_none_or(|a| !a.required) || approval::present(r);
     Entry { name: r.name_any(), created: queue::order_key(r), phase, approved }
 }
 
@@ -399,21 +418,11 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
     let preview = rel.spec.strategy.type_ == crate::api::StrategyType::BlueGreen || !rel.spec.tests.is_empty();
     let services = [Some(app.clone()), preview.then(|| format!("{app}-preview"))];
     for name in services.into_iter().flatten().filter(|_| rel.spec.service.is_some()) {
-        let labels = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
-            Ok(Some(cached)) => Some(cached.labels().clone()),
-            _ => Api::<Service>::namespaced(ctx.client.clone(), &ns)
-                .get_metadata_opt(&name)
-                .await?
-                .map(|m| m.metadata.labels.unwrap_or_default()),
+        let meta = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
+            Ok(Some(cached)) => Some(cached.metadata.clone()),
+            _ => Api::<Service>::namespaced(ctx.client.clone(), &ns).get_metadata_opt(&name).await?.map(|m| m.metadata),
         };
-        let apps = labels.as_ref().map(|l| (l.get(crate::api::label::NAME), l.get(crate::api::label::MANAGED_BY)));
-        if let Some((owner_app, manager)) = apps
-            && (owner_app != Some(app) || manager.map(String::as_str) != Some(crate::api::label::MANAGER))
-        {
-            let whose = match (owner_app, manager) {
-                (Some(other), Some(_)) => format!("app {other}"),
-                _ => "someone else (not phaseloop)".into(),
-            };
+        if let Some(whose) = meta.as_ref().and_then(|m| workload::service_of_another(m, app)) {
             return Ok(Some(format!("the Service {name} belongs to {whose}; it is left untouched")));
         }
     }

@@ -61,9 +61,13 @@ pub async fn ensure_test_environment(ctx: &Context, rel: &Release) -> Result<(),
     let Some(parent) = environment_of(ctx, &ns).await? else { return Ok(()) };
     let Some(te) = &rel.spec.test_environment else { return Ok(()) };
     let name = test_environment_name(rel);
+    let mut labels = json!({workload::RELEASE_LABEL: rel.name_any(), "phaseloop.dev/release-namespace": ns});
+    if let Some(id) = &ctx.config.instance_id {
+        labels[crate::api::label::INSTANCE] = json!(id);
+    }
     let desired = json!({
         "apiVersion": "phaseloop.dev/v1alpha1", "kind": "Environment",
-        "metadata": {"name": name, "labels": {workload::RELEASE_LABEL: rel.name_any(), "phaseloop.dev/release-namespace": ns}},
+        "metadata": {"name": name, "labels": labels},
         "spec": {"tier": "test", "from": parent.name_any(), "ttl": te.ttl.to_string()},
     });
     let envs: Api<Environment> = Api::all(ctx.client.clone());

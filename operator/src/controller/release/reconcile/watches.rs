@@ -32,7 +32,8 @@ pub fn controller(
     let wc = watcher::Config::default().page_size(ctx.config.page_size);
     let scope = ctx.config.watch_namespace.as_deref();
     let (changes, changed) = futures::channel::mpsc::unbounded::<Release>();
-    let releases = watch::objects(watch::scoped::<Release>(&ctx.client, scope), wc.clone(), w.releases, ctx.clone())
+    let mine = wc.clone().labels(&crate::controller::instance_selector(&ctx.config));
+    let releases = watch::objects(watch::scoped::<Release>(&ctx.client, scope), mine, w.releases, ctx.clone())
         .inspect_ok(move |r| {
             if let Some(tx) = &release_changes {
                 let metadata = kube::api::ObjectMeta {

@@ -2,6 +2,7 @@
 //! decision, and the transitions it made (every phase change is checked against the transition
 //! table, `Transition::from`). One file per part of the lifecycle.
 
+mod approvals;
 mod live;
 mod ready;
 mod requests;
