@@ -332,6 +332,8 @@ fn exercise_release(spec: ReleaseSpec) {
                 scaling: Default::default(),
                 clash: None,
                 namespace_terminating: false,
+                routes: vec![],
+                routing_off: None,
             };
             let _ = release::decide::decide(&o);
         }

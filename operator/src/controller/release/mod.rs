@@ -119,6 +119,8 @@ mod tests {
             scaling: Default::default(),
             clash: None,
             namespace_terminating: false,
+            routes: vec![],
+            routing_off: None,
         };
         decide::decide(&o).status
     }

@@ -23,7 +23,9 @@ use crate::{
             SERVING_FINALIZER, approval,
             decide::{self, Deployed, Observation, ScalingObserved, TestGround, TestsObserved},
             queue::{self, Entry, Role},
-            test_jobs, validate, workload,
+            test_jobs,
+            traffic::{self, gateway::RouteSeen},
+            validate, workload,
         },
     },
 };
@@ -46,6 +48,8 @@ pub struct Seen {
     scaling: ScalingObserved,
     clash: Option<String>,
     namespace_terminating: bool,
+    routes: Vec<(crate::api::RouteRef, Option<RouteSeen>)>,
+    routing_off: Option<String>,
 }
 
 impl Seen {
@@ -67,6 +71,8 @@ impl Seen {
             scaling: self.scaling.clone(),
             clash: self.clash.clone(),
             namespace_terminating: self.namespace_terminating,
+            routes: self.routes.clone(),
+            routing_off: self.routing_off.clone(),
         }
     }
 }
@@ -149,7 +155,10 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
     let measurements = if active && rolling { measure(ctx, rel, stable.as_ref(), &status, &now).await } else { None };
     let own = deployed(ctx, rel);
     let other = other.map(|o| deployed(ctx, o)).unwrap_or_default();
+    let (routes, routing_off) = routes_of(ctx, rel);
     Ok(Seen {
+        routes,
+        routing_off,
         rel: rel.clone(),
         now,
         env,
@@ -167,6 +176,21 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
         clash,
         namespace_terminating,
     })
+}
+
+/// The HTTPRoutes `rel` steers, from the routes cache; or why they cannot be read.
+fn routes_of(ctx: &Context, rel: &Release) -> (Vec<(crate::api::RouteRef, Option<RouteSeen>)>, Option<String>) {
+    let Some(routing) = traffic::routing(rel) else { return (vec![], None) };
+    let Some(store) = &ctx.caches.routes else {
+        let why = "this operator does not steer Gateway API routes: run it with --gateway-api (chart value trafficRouting.gatewayAPI)";
+        return (vec![], Some(why.into()));
+    };
+    let ar = traffic::gateway::api_resource();
+    let routes = routing.gateway_api.http_routes.iter().map(|r| {
+        let key = ObjectRef::new_with(&r.name, ar.clone()).within(rel.ns());
+        (r.clone(), store.get(&key).map(|o| RouteSeen::of(&o)))
+    });
+    (routes.collect(), None)
 }
 
 /// Whether `rel`'s namespace is being deleted (or is gone): then a serving Release lets go at once.
@@ -416,7 +440,13 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
         )));
     }
     let preview = rel.spec.strategy.type_ == crate::api::StrategyType::BlueGreen || !rel.spec.tests.is_empty();
-    let services = [Some(app.clone()), preview.then(|| format!("{app}-preview"))];
+    let routed = traffic::routing(rel).is_some();
+    let services = [
+        Some(app.clone()),
+        preview.then(|| format!("{app}-preview")),
+        routed.then(|| traffic::gateway::stable_service(app)),
+        routed.then(|| traffic::gateway::canary_service(app)),
+    ];
     for name in services.into_iter().flatten().filter(|_| rel.spec.service.is_some()) {
         let meta = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
             Ok(Some(cached)) => Some(cached.metadata.clone()),

@@ -8,6 +8,7 @@ mod ready;
 mod requests;
 mod rollback;
 mod rollout;
+mod routing;
 mod waiting;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -88,6 +89,7 @@ struct Case {
     upstream: Option<Vec<Release>>,
     tests: Option<TestsObserved>,
     namespace_terminating: bool,
+    routes: Vec<(crate::api::RouteRef, Option<crate::controller::release::traffic::gateway::RouteSeen>)>,
 }
 
 impl Case {
@@ -106,6 +108,7 @@ impl Case {
             upstream: None,
             tests: None,
             namespace_terminating: false,
+            routes: vec![],
         }
     }
 
@@ -124,6 +127,7 @@ impl Case {
             upstream: None,
             tests: None,
             namespace_terminating: false,
+            routes: vec![],
         }
     }
 
@@ -145,6 +149,8 @@ impl Case {
             scaling: Default::default(),
             clash: None,
             namespace_terminating: self.namespace_terminating,
+            routes: self.routes.clone(),
+            routing_off: None,
         };
         decide(&o)
     }
