@@ -13,7 +13,7 @@ use kube::{
     core::GroupVersionKind,
 };
 use phaseloop::api::{Release, ReleasePhase};
-use phaseloop_e2e::*;
+use phaseloop_e2e::{traffic::Monitor, *};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -97,39 +97,56 @@ async fn user_parts_intact(client: &Client, ns: &str) {
     assert_eq!(web["filters"], original["spec"]["rules"][0]["filters"], "the owner's filters");
 }
 
+/// A namespace with the user's route, a test playing its Gateway, and `shop-1` Live through it at
+/// `replicas`, watched by a routed monitor.
+async fn live_through_the_route(prefix: &str, replicas: i32) -> (Client, TestNamespace, Api<Release>, Monitor) {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    // Detached: it ends with the test's runtime.
+    drop(play_the_gateway(client.clone(), ns.name.clone()));
+    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
+    create(&users_route(&ns.name));
+    create(&release(&ns.name, "shop", "1", replicas, routed(json!([{"setWeight": 100}]))));
+    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
+    eventually("the first version takes the route", WAIT, || async {
+        (carried(&client, &ns.name).await == (100, 0, None)).then_some(())
+    })
+    .await
+    .unwrap();
+    let monitor = Monitor::start_routed(&client, &ns.name, "shop", "shop").await;
+    (client, ns, api, monitor)
+}
+
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_routed_canary_carries_exact_weights_and_a_header_route_at_each_step_whatever_the_pods() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "e2e-route").await;
-    let _gateway = play_the_gateway(client.clone(), ns.name.clone());
-    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    create(&users_route(&ns.name));
-    create(&release(&ns.name, "shop", "1", 4, routed(json!([{"setWeight": 100}]))));
-    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
-    assert_eq!(carried(&client, &ns.name).await.0, 100, "the first version takes the route");
-    let steps = json!([{"setWeight": 1}, {"pause": {}}, {"setWeight": 5}, {"pause": {}},
-        {"setHeaderRoute": {"name": "x-canary", "exact": "tester"}}, {"setWeight": 50}, {"pause": {}}]);
+    let (client, ns, api, monitor) = live_through_the_route("e2e-route", 4).await;
+    let steps = json!([{"setHeaderRoute": {"name": "x-canary", "exact": "tester"}}, {"pause": {}},
+        {"setWeight": 1}, {"pause": {}}, {"setWeight": 5}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
     create(&release(&ns.name, "shop", "2", 4, routed(steps)));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
-    for (weight, header) in [(1, None), (5, None), (50, Some("tester"))] {
-        let r = wait_release_phase(&api, "shop-2", ReleasePhase::Paused).await;
-        let (stable, canary, h) = carried(&client, &ns.name).await;
-        assert_eq!((stable, canary, h.as_deref()), (100 - weight, weight, header), "at {weight}%");
+    // (weight, the candidate's pods): its share of 4, at least one while anything reaches it.
+    for (weight, pods) in [(0, 1), (1, 1), (5, 1), (50, 2)] {
+        let r = wait_for(&api, "shop-2", WAIT, |r: Option<&Release>| {
+            r.and_then(|r| r.status.as_ref())
+                .is_some_and(|s| s.phase == Some(ReleasePhase::Paused) && s.weight == Some(weight))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("shop-2 never paused at {weight}%: {e}"));
+        let (stable, canary, header) = carried(&client, &ns.name).await;
+        assert_eq!(
+            (stable, canary, header.as_deref()),
+            (100 - weight as i64, weight as i64, Some("tester")),
+            "at {weight}%"
+        );
         let status = r.status.unwrap();
-        assert_eq!((status.weight, status.step_weight), (Some(weight as i32), Some(weight as i32)));
-        let pods = deployments.get("shop-2").await.unwrap().spec.replicas;
-        assert_eq!(pods, Some(((4 * weight as i32) + 99) / 100), "its share of 4 pods, at least one");
+        assert_eq!(status.routing.as_ref().and_then(|r| r.weight), Some(weight), "the weight the route carries");
+        assert!(status.ready_share.is_some(), "the Ready share beside the weight");
+        assert_eq!(deployments.get("shop-2").await.unwrap().spec.replicas, Some(pods), "at {weight}%");
         assert_eq!(deployments.get("shop-1").await.unwrap().spec.replicas, Some(4), "the stable version keeps all");
         user_parts_intact(&client, &ns.name).await;
         let out = kubectl(&["phaseloop", "promote", "shop-2", "-n", &ns.name]);
         assert!(out.ok, "{}", out.stderr);
-        eventually("promoted", WAIT, || async {
-            let s = api.get("shop-2").await.ok()?.status?;
-            (s.phase != Some(ReleasePhase::Paused) || s.step_weight != Some(weight as i32)).then_some(())
-        })
-        .await
-        .unwrap();
     }
     wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
     eventually("the route back to the stable Service, the header rule gone", WAIT, || async {
@@ -138,39 +155,116 @@ async fn a_routed_canary_carries_exact_weights_and_a_header_route_at_each_step_w
     .await
     .unwrap();
     user_parts_intact(&client, &ns.name).await;
+    let t = monitor.stop().await;
+    t.assert_routes_reach_ready_pods();
+    // Whatever the pods (1 of 5 at 1% and at 5%), the route said exactly the step's weight.
+    for weight in [1, 5] {
+        t.assert_while(
+            &format!("{weight}% through the route"),
+            |s| {
+                s.releases
+                    .get("shop-2")
+                    .is_some_and(|r| r.weight == Some(weight) && r.phase == Some(ReleasePhase::Paused))
+            },
+            |s| s.weight_of("shop-canary") == weight as i64 || s.weight_of("shop-canary") == 0,
+        );
+    }
+}
+
+/// Starts `shop-2` as a canary paused at 50% through the route; returns once the route carries it.
+async fn canary_at_half(client: &Client, ns: &str, api: &Api<Release>) {
+    create(&release(ns, "shop", "2", 2, routed(json!([{"setWeight": 50}, {"pause": {}}]))));
+    wait_release_phase(api, "shop-2", ReleasePhase::Paused).await;
+    eventually("the route at 50/50", WAIT, || async { (carried(client, ns).await.1 == 50).then_some(()) })
+        .await
+        .unwrap();
+}
+
+/// After a way back: the route at 100/0 on version 1, and the monitor's timeline shows the route
+/// left version 2 before its pods went.
+async fn moved_back_route_first(client: &Client, ns: &str, monitor: Monitor, from: &str) {
+    eventually("version 2 at zero pods, the route all on the stable version", WAIT, || async {
+        let gone = replicas(client, ns, "shop-2").await.unwrap_or(0) == 0;
+        (gone && carried(client, ns).await == (100, 0, None)).then_some(())
+    })
+    .await
+    .unwrap();
+    let t = monitor.stop().await;
+    t.assert_routes_reach_ready_pods();
+    let at = t.mark(from);
+    let dropped = t.assert_route_moved_before_pods_of("2", at);
+    eprintln!(
+        "FIGURE routing {from}: first pod of version 2 gone {:.2}s after the request",
+        (dropped - at).as_secs_f64()
+    );
 }
 
 /// Abort, rollback, revert and deletion move the route first and the pods second.
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_abort_through_a_route_moves_the_route_before_the_candidates_pods_go() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "e2e-routeabort").await;
-    let _gateway = play_the_gateway(client.clone(), ns.name.clone());
-    let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
-    create(&users_route(&ns.name));
-    create(&release(&ns.name, "shop", "1", 2, routed(json!([{"setWeight": 100}]))));
-    wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
-    create(&release(&ns.name, "shop", "2", 2, routed(json!([{"setWeight": 50}, {"pause": {}}]))));
-    wait_release_phase(&api, "shop-2", ReleasePhase::Paused).await;
-    // Watch both: when the candidate's replicas first drop, the route must already be at 0.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let (client, ns, api, monitor) = live_through_the_route("e2e-routeabort", 2).await;
+    canary_at_half(&client, &ns.name, &api).await;
+    monitor.mark("abort");
     let out = kubectl(&["phaseloop", "abort", "shop-2", "-n", &ns.name]);
     assert!(out.ok, "{}", out.stderr);
-    // Replicas first, then the route: if the pods have started to go, the route already moved
-    // (and never moves back).
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let route_first = loop {
-        let replicas = deployments.get("shop-2").await.unwrap().spec.replicas.unwrap_or(0);
-        if replicas < 2 {
-            break carried(&client, &ns.name).await.1 == 0;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the candidate never scaled down");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(route_first, "the candidate's pods went before the route left it");
     wait_release_phase(&api, "shop-2", ReleasePhase::RolledBack).await;
-    assert_eq!(carried(&client, &ns.name).await, (100, 0, None));
+    moved_back_route_first(&client, &ns.name, monitor, "abort").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_failed_analysis_through_a_route_moves_the_route_before_the_candidates_pods_go() {
+    let (client, ns, api, monitor) = live_through_the_route("e2e-routefail", 2).await;
+    // The canary's error rate, as its Service's requests would show it, through the pushgateway.
+    let body = format!("e2e_route_error_ratio{{namespace=\"{}\",service=\"shop-canary\"}} 0.5\n", ns.name);
+    let url = format!("{}/metrics/job/e2e-route/instance/{}", pushgateway_url(), ns.name);
+    reqwest::Client::new().put(url.clone()).body(body).send().await.unwrap().error_for_status().unwrap();
+    let analysis = json!({"analysis": {"interval": "2s", "metrics": [{"name": "errors", "max": 0.1, "failureLimit": 0,
+        "query": "max(e2e_route_error_ratio{namespace=\"{{namespace}}\",service=\"{{canaryService}}\"})"}]}});
+    monitor.mark("analysis");
+    let mut strategy = routed(json!([{"setWeight": 50}, {"pause": {"duration": "5m"}}]));
+    strategy.as_object_mut().unwrap().extend(analysis.as_object().unwrap().clone());
+    create(&release(&ns.name, "shop", "2", 2, strategy));
+    let r = wait_release_phase(&api, "shop-2", ReleasePhase::RolledBack).await;
+    let _ = reqwest::Client::new().delete(url).send().await;
+    assert!(r.status.unwrap().message.unwrap_or_default().contains("errors = 0.5"));
+    moved_back_route_first(&client, &ns.name, monitor, "analysis").await;
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_candidate_deleted_through_a_route_moves_the_route_before_its_pods_go() {
+    let (client, ns, api, monitor) = live_through_the_route("e2e-routedelete", 2).await;
+    canary_at_half(&client, &ns.name, &api).await;
+    monitor.mark("delete");
+    let out = kubectl(&["delete", "release", "shop-2", "-n", &ns.name, "--wait=false"]);
+    assert!(out.ok, "{}", out.stderr);
+    moved_back_route_first(&client, &ns.name, monitor, "delete").await;
+    eventually("shop-2 gone once the stable version serves alone", WAIT, || async {
+        api.get_opt("shop-2").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_revert_through_a_route_moves_the_route_before_the_current_versions_pods_go() {
+    let (client, ns, api, monitor) = live_through_the_route("e2e-routerevert", 2).await;
+    create(&release(&ns.name, "shop", "2", 2, routed(json!([{"setWeight": 50}]))));
+    wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
+    eventually("the route all on the stable Service, now version 2", WAIT, || async {
+        (carried(&client, &ns.name).await == (100, 0, None)).then_some(())
+    })
+    .await
+    .unwrap();
+    monitor.mark("revert");
+    let out = kubectl(&["phaseloop", "revert", "shop-2", "-n", &ns.name]);
+    assert!(out.ok, "{}", out.stderr);
+    wait_release_phase(&api, "shop-2", ReleasePhase::Reverted).await;
+    moved_back_route_first(&client, &ns.name, monitor, "revert").await;
+    assert_eq!(service_selects(&client, &ns.name, "shop-stable").await.as_deref(), Some("1"));
 }
 
 #[tokio::test]

@@ -152,6 +152,11 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg);
     }
     controller::startup::check_crds(&client, config.watch_namespace.as_deref()).await.map_err(anyhow::Error::msg)?;
+    if config.gateway_api {
+        controller::startup::check_gateway_api(&client, config.watch_namespace.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
     let (caches, writers) = controller::caches::new(config.watch_namespace.is_none(), config.gateway_api);
     let prometheus = args
         .prometheus_url

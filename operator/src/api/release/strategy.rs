@@ -248,8 +248,9 @@ pub struct AnalysisMetric {
     /// Metric name, unique in the analysis.
     #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
-    /// PromQL query returning one number. `{{app}}`, `{{version}}`, `{{namespace}}` and
-    /// `{{stableVersion}}` are replaced before it runs.
+    /// PromQL query returning one number. `{{app}}`, `{{version}}`, `{{namespace}}`,
+    /// `{{stableVersion}}`, `{{canaryService}}` and `{{stableService}}` (the Services of a routed
+    /// rollout, each selecting one version's pods) are replaced before it runs.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
     /// The measurement succeeds when the value is at least this.
