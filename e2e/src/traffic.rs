@@ -316,7 +316,12 @@ fn routed(
         route.and_then(|r| r.data.pointer("/spec/rules")).and_then(|r| r.as_array()).cloned().unwrap_or_default();
     for rule in &rules {
         let headers = rule["matches"].as_array().is_some_and(|ms| ms.iter().any(|m| m.get("headers").is_some()));
-        for b in rule["backendRefs"].as_array().into_iter().flatten() {
+        let app_backends = rule["backendRefs"].as_array().into_iter().flatten().filter(|b| {
+            b["name"]
+                .as_str()
+                .is_some_and(|n| n.strip_prefix(app).is_some_and(|rest| rest == "-stable" || rest == "-canary"))
+        });
+        for b in app_backends {
             let name = b["name"].as_str().unwrap_or_default().to_string();
             if headers {
                 sample.header_backends.push(name);

@@ -92,7 +92,10 @@ async fn user_parts_intact(client: &Client, ns: &str) {
     assert_eq!(r.data["spec"]["hostnames"], original["spec"]["hostnames"]);
     let rules = r.data["spec"]["rules"].as_array().unwrap();
     let static_rule = rules.iter().find(|r| r["name"] == "static").unwrap();
-    assert_eq!(static_rule["backendRefs"], original["spec"]["rules"][1]["backendRefs"], "the rule it does not steer");
+    // The API server fills in the defaults of a backendRef (group, kind, weight): its name and port are the owner's.
+    let target = |b: &Value| (b["name"].clone(), b["port"].clone());
+    let backends = |r: &Value| r["backendRefs"].as_array().unwrap().iter().map(target).collect::<Vec<_>>();
+    assert_eq!(backends(static_rule), backends(&original["spec"]["rules"][1]), "the rule it does not steer");
     let web = rules.iter().find(|r| r["name"] == "web").unwrap();
     assert_eq!(web["filters"], original["spec"]["rules"][0]["filters"], "the owner's filters");
 }
@@ -298,4 +301,60 @@ async fn a_missing_route_and_a_writer_fighting_over_it_are_reported_and_never_lo
     let rewrites = r.status.as_ref().and_then(|s| s.routing.as_ref()).map(|r| r.rewrites).unwrap_or(0);
     assert!(rewrites >= 2, "each rewrite counted: {rewrites}");
     event_about(&client, &ns.name, "shop-1", "RouteConflict").await;
+}
+
+/// The shell block of docs/traffic-routing.md's complete example.
+fn documented_example() -> String {
+    let doc = std::fs::read_to_string(repo_root().join("docs/traffic-routing.md")).unwrap();
+    let section = &doc[doc.find("## A complete example").expect("the page has its example")..];
+    let start = section.find("```bash\n").expect("a bash block") + "```bash\n".len();
+    let len = section[start..].find("\n```").expect("the block ends");
+    section[start..start + len].to_string() + "\n"
+}
+
+/// Deletes namespace `shop` (the example's), waiting until it is gone.
+async fn no_shop_namespace(client: &Client) {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete("shop", &Default::default()).await;
+    eventually("namespace shop gone", WAIT, || async {
+        namespaces.get_opt("shop").await.ok()?.is_none().then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn the_traffic_routing_pages_example_plays_as_printed() {
+    let client = client().await;
+    no_shop_namespace(&client).await;
+    drop(play_the_gateway(client.clone(), "shop".into()));
+    let path = format!("{}:{}", repo_root().join("target/debug").display(), std::env::var("PATH").unwrap_or_default());
+    let out = tokio::process::Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", &documented_example()])
+        .env("PATH", path)
+        .current_dir(repo_root())
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        no_shop_namespace(&client).await;
+        panic!("the example failed:\n{stdout}\n{stderr}");
+    }
+    // What the route said at each `route` of the example, in order.
+    let said: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("web:") || l.starts_with("phaseloop-header")).collect();
+    let expected = [
+        "web: shop-stable=100 shop-canary=0",
+        "web: shop-stable=100 shop-canary=0",
+        "phaseloop-header-0: shop-canary=1",
+        "web: shop-stable=99 shop-canary=1",
+        "phaseloop-header-0: shop-canary=1",
+        "web: shop-stable=50 shop-canary=50",
+        "phaseloop-header-0: shop-canary=1",
+        "web: shop-stable=100 shop-canary=0",
+    ];
+    assert_eq!(said, expected, "{stdout}");
+    assert_eq!(stdout.matches("static: cdn=1").count(), 5, "the owner's rule, untouched: {stdout}");
 }

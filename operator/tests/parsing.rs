@@ -334,6 +334,7 @@ fn exercise_release(spec: ReleaseSpec) {
                 namespace_terminating: false,
                 routes: vec![],
                 routing_off: None,
+                canary_endpoints: 0,
             };
             let _ = release::decide::decide(&o);
         }

@@ -136,6 +136,11 @@ apply, i.e. the `patch` verb; an apply that creates an object is authorized as `
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "patch"]
+# A step gives the canary more of a route's traffic only once its pods are Ready behind the canary
+# Service, read from that Service's EndpointSlices (a LIST while a routed Release rolls out).
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
 {{- end }}
 {{- end }}
 

@@ -121,6 +121,7 @@ mod tests {
             namespace_terminating: false,
             routes: vec![],
             routing_off: None,
+            canary_endpoints: 0,
         };
         decide::decide(&o).status
     }

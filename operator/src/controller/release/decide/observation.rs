@@ -100,6 +100,9 @@ pub struct Observation<'a> {
     pub routes: Vec<(RouteRef, Option<RouteSeen>)>,
     /// Why routes cannot be read at all (the operator runs without Gateway API routing).
     pub routing_off: Option<String>,
+    /// Ready endpoints of the candidate's pods behind `<app>-canary`, what a Gateway sends the
+    /// canary's share to (read for a routed Release that rolls out; 0 otherwise).
+    pub canary_endpoints: i32,
     /// A generated name held by something that is not this Release's, in words.
     pub clash: Option<String>,
     /// The namespace is being deleted (looked at only for a deleted Release holding its finalizer).

@@ -18,7 +18,7 @@ use crate::{
         analysis,
         steps::{self, Decision, Failure, Step, Verdict},
         strategy::{self, Placement, Placing},
-        traffic::{Exposure, ready_share, served_weight},
+        traffic::{self, Exposure, Serving, ready_share, served_weight},
     },
 };
 
@@ -71,20 +71,24 @@ impl Draft<'_> {
         }
         let placement = self.placement(&at);
         let cleared = self.clear_older_versions();
-        let exposure = self.exposure(&at, &placement, cleared);
-        let routed = self.route(&exposure);
         let warm = warm_replicas(strategy, self.total);
-        let pods_ready = cleared
-            && routed
-            && match at.kind {
-                Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
-                Step::Weight(_) if o.stable.is_some() => {
-                    let s = strategy::of(strategy.type_);
-                    s.pods_ready(&self.placing(&at), &placement)
-                }
-                Step::Weight(_) => o.own.ready(placement.candidate),
-                _ => true,
-            };
+        let routing = traffic::routing(o.rel).is_some();
+        let candidate_ready = match at.kind {
+            Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
+            Step::Weight(_) if o.stable.is_some() => {
+                let s = strategy::of(strategy.type_);
+                s.pods_ready(&self.placing(&at), &placement)
+            }
+            Step::Weight(_) => o.own.ready(placement.candidate),
+            Step::HeaderRoute(_) | Step::CanaryScale(_) if routing => o.own.ready(placement.candidate),
+            _ => true,
+        };
+        let mut exposure = self.exposure(&at, &placement, cleared);
+        if at.kind != Step::Switch {
+            self.admit(&mut exposure, candidate_ready);
+        }
+        let routed = self.route(&exposure);
+        let pods_ready = cleared && routed && candidate_ready;
         let mut deadline_missed = matches!(at.kind, Step::Weight(_)) && !pods_ready && at.late();
         let overridden = self.overridden(&verdict, deadline_missed);
         if overridden {
@@ -174,7 +178,7 @@ impl Draft<'_> {
             unavailable,
             own: self.o.own,
             other: self.o.other,
-            routed: crate::controller::release::traffic::routing(self.o.rel).is_some(),
+            routed: traffic::routing(self.o.rel).is_some(),
             scale: steps::scale_at(&at.plan, at.step),
             header: steps::header_at(&at.plan, at.step).is_some(),
         }
@@ -267,6 +271,27 @@ impl Draft<'_> {
         exposure
     }
 
+    /// Through a route, the candidate gets more traffic than the route carries now (a higher
+    /// weight, a header rule) only once its pods for the step are Ready and behind its Service: a
+    /// Gateway sends a backend its share whether or not anything answers there. Lowering is always
+    /// allowed.
+    fn admit(&self, exposure: &mut Exposure, pods_ready: bool) {
+        if traffic::routing(self.o.rel).is_none() || exposure.candidate.is_none() {
+            return;
+        }
+        let behind = self.o.canary_endpoints > 0;
+        if pods_ready && behind {
+            return;
+        }
+        let carried = if behind { self.status.routing.as_ref().and_then(|r| r.weight).unwrap_or(0) } else { 0 };
+        if let Serving::Both { weight, .. } = &mut exposure.serving {
+            *weight = (*weight).min(carried);
+        }
+        if !behind {
+            exposure.header = None;
+        }
+    }
+
     /// Both versions at this step's replicas, the traffic as `exposure` says, and the status saying
     /// so: the weight that serves (through a route, what the route carries), and the Ready share.
     fn serve(&mut self, at: &At, placement: Placement, exposure: Exposure) {
@@ -277,7 +302,7 @@ impl Draft<'_> {
         if let Some(s) = o.stable {
             self.scale(&s.name_any(), stable);
         }
-        self.status.weight = Some(match crate::controller::release::traffic::routing(o.rel) {
+        self.status.weight = Some(match traffic::routing(o.rel) {
             Some(_) => self.status.routing.as_ref().and_then(|r| r.weight).unwrap_or(0),
             None => served_weight(&exposure.serving, &me, &o.own, &o.other),
         });

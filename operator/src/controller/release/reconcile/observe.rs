@@ -24,7 +24,10 @@ use crate::{
             decide::{self, Deployed, Observation, ScalingObserved, TestGround, TestsObserved},
             queue::{self, Entry, Role},
             test_jobs,
-            traffic::{self, gateway::RouteSeen},
+            traffic::{
+                self,
+                gateway::{self, RouteSeen},
+            },
             validate, workload,
         },
     },
@@ -50,6 +53,7 @@ pub struct Seen {
     namespace_terminating: bool,
     routes: Vec<(crate::api::RouteRef, Option<RouteSeen>)>,
     routing_off: Option<String>,
+    canary_endpoints: i32,
 }
 
 impl Seen {
@@ -73,6 +77,7 @@ impl Seen {
             namespace_terminating: self.namespace_terminating,
             routes: self.routes.clone(),
             routing_off: self.routing_off.clone(),
+            canary_endpoints: self.canary_endpoints,
         }
     }
 }
@@ -156,9 +161,17 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
     let own = deployed(ctx, rel);
     let other = other.map(|o| deployed(ctx, o)).unwrap_or_default();
     let (routes, routing_off) = routes_of(ctx, rel);
+    let canary_endpoints = if active && traffic::routing(rel).is_some() && stable.is_some() {
+        canary_endpoints(ctx, rel)
+            .await
+            .context("observe", || format!("the EndpointSlices of {ns}/{}", gateway::canary_service(&rel.spec.app)))?
+    } else {
+        0
+    };
     Ok(Seen {
         routes,
         routing_off,
+        canary_endpoints,
         rel: rel.clone(),
         now,
         env,
@@ -176,6 +189,27 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
         clash,
         namespace_terminating,
     })
+}
+
+/// Ready endpoints of `rel`'s own pods behind its app's canary Service: one LIST, only for a
+/// routed Release rolling out. Counted by pod (the Service's selector may have just moved from
+/// another version, and its EndpointSlices lag behind).
+async fn canary_endpoints(ctx: &Context, rel: &Release) -> Result<i32, Error> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), rel.ns());
+    let service = gateway::canary_service(&rel.spec.app);
+    let of_service = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let pods = format!("{}-", workload::deployment_name(&rel.spec.app, &rel.spec.version));
+    let ready = slices
+        .list(&of_service)
+        .await?
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+        .filter(|e| e.target_ref.as_ref().and_then(|t| t.name.as_deref()).is_some_and(|n| n.starts_with(&pods)))
+        .count();
+    Ok(ready as i32)
 }
 
 /// The HTTPRoutes `rel` steers, from the routes cache; or why they cannot be read.

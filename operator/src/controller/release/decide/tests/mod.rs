@@ -90,6 +90,7 @@ struct Case {
     tests: Option<TestsObserved>,
     namespace_terminating: bool,
     routes: Vec<(crate::api::RouteRef, Option<crate::controller::release::traffic::gateway::RouteSeen>)>,
+    canary_endpoints: i32,
 }
 
 impl Case {
@@ -109,6 +110,7 @@ impl Case {
             tests: None,
             namespace_terminating: false,
             routes: vec![],
+            canary_endpoints: 0,
         }
     }
 
@@ -128,6 +130,7 @@ impl Case {
             tests: None,
             namespace_terminating: false,
             routes: vec![],
+            canary_endpoints: 0,
         }
     }
 
@@ -151,6 +154,7 @@ impl Case {
             namespace_terminating: self.namespace_terminating,
             routes: self.routes.clone(),
             routing_off: None,
+            canary_endpoints: self.canary_endpoints,
         };
         decide(&o)
     }

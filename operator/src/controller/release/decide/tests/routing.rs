@@ -57,17 +57,32 @@ fn through_a_route_each_step_sets_its_exact_weight_whatever_the_pods_and_waits_u
         let mut case = case(json!([{"setWeight": w}, {"pause": {}}]), 0);
         case.own = deployed(0, 0);
         let out = case.decide();
+        let candidate_pods = scales(&out)["shop-2"];
+        assert_eq!((candidate_pods, scales(&out)["shop-1"]), (((4 * w + 99) / 100).max(1), 4), "{w}%");
+        // The route is taken over (all to the stable version) but gives the candidate nothing
+        // before its pods are Ready behind its Service: a Gateway would send them requests anyway.
+        let patches = route_patches(&out);
+        assert_eq!(canary_weight(&patches[0].rules), 0, "{w}%: nothing before the candidate is Ready");
+        assert_eq!(out.status.current_step, Some(0));
+        case.routes[0].1 = Some(written(&patches[0], "phaseloop"));
+        case.own = deployed(candidate_pods, candidate_pods);
+        let out = case.decide();
+        assert!(route_patches(&out).is_empty(), "{w}%: Ready, but not behind the canary Service yet");
+        case.canary_endpoints = candidate_pods;
+        let out = case.decide();
         let patches = route_patches(&out);
         assert_eq!(patches.len(), 1, "{w}%: one route write");
         assert_eq!(canary_weight(&patches[0].rules), w as i64, "exactly {w}%, whatever the 4 pods");
-        assert_eq!(patches[0].resource_version, "10", "guarded by the route's version");
-        let candidate_pods = scales(&out)["shop-2"];
-        assert_eq!((candidate_pods, scales(&out)["shop-1"]), (((4 * w + 99) / 100).max(1), 4), "{w}%");
+        assert_eq!(patches[0].resource_version, "11", "guarded by the route's version");
         assert_eq!(out.status.current_step, Some(0), "not before the route carries it");
         assert_eq!(condition(&out, TRAFFIC_ROUTED).reason, "RouteUpdating");
-        // The route written and accepted, the pods Ready: on to the pause.
-        case.routes[0].1 = Some(written(&patches[0], "phaseloop"));
-        case.own = deployed(candidate_pods, candidate_pods);
+        // The route written and accepted: on to the pause.
+        case.routes[0].1 = Some(RouteSeen {
+            resource_version: "12".into(),
+            generation: 3,
+            accepted: Some(3),
+            ..written(&patches[0], "phaseloop")
+        });
         let out = case.decide();
         assert!(route_patches(&out).is_empty(), "nothing to write again");
         assert_eq!(condition(&out, TRAFFIC_ROUTED).status, "True");
@@ -77,10 +92,49 @@ fn through_a_route_each_step_sets_its_exact_weight_whatever_the_pods_and_waits_u
 }
 
 #[test]
+fn through_a_route_a_higher_weight_waits_for_the_pods_it_needs_and_a_lower_one_does_not() {
+    // At 5% (one pod Ready), 50% asks for two: the route stays at 5 until the second is Ready.
+    let mut case = case(json!([{"setWeight": 5}, {"setWeight": 50}, {"pause": {}}]), 1);
+    let at = |w: i64| {
+        json!({"name": "web", "backendRefs": [
+        {"group": "", "kind": "Service", "name": "shop-stable", "port": 80, "weight": 100 - w},
+        {"group": "", "kind": "Service", "name": "shop-canary", "port": 80, "weight": w}]})
+    };
+    case.routes[0].1 = Some(RouteSeen { rules: vec![at(5), users_route().rules[1].clone()], ..users_route() });
+    case.rel = with_status(case.rel.clone(), |s| {
+        s.routing = Some(crate::api::RoutingStatus { weight: Some(5), ..Default::default() })
+    });
+    (case.own, case.canary_endpoints) = (deployed(2, 1), 1);
+    let out = case.decide();
+    assert!(route_patches(&out).is_empty(), "still 5%: one of the two pods is Ready");
+    assert_eq!(out.status.current_step, Some(1));
+    (case.own, case.canary_endpoints) = (deployed(2, 2), 2);
+    assert_eq!(canary_weight(&route_patches(&case.decide())[0].rules), 50);
+    // Going down needs nothing: 50% to 5% is written whatever the pods.
+    let mut case = case_down();
+    (case.own, case.canary_endpoints) = (deployed(1, 0), 0);
+    assert_eq!(
+        canary_weight(&route_patches(&case.decide())[0].rules),
+        0,
+        "no pod behind the canary: nothing reaches it"
+    );
+}
+
+/// A rollout at its step `setWeight: 5` after 50%, the route still at 50.
+fn case_down() -> Case {
+    let mut case = case(json!([{"setWeight": 50}, {"setWeight": 5}, {"pause": {}}]), 1);
+    let rule = json!({"name": "web", "backendRefs": [
+        {"group": "", "kind": "Service", "name": "shop-stable", "port": 80, "weight": 50},
+        {"group": "", "kind": "Service", "name": "shop-canary", "port": 80, "weight": 50}]});
+    case.routes[0].1 = Some(RouteSeen { rules: vec![rule, users_route().rules[1].clone()], ..users_route() });
+    case
+}
+
+#[test]
 fn a_header_route_reaches_the_candidate_at_weight_zero_and_is_removed_when_the_rollout_ends() {
     let steps = json!([{"setHeaderRoute": {"name": "x-canary", "exact": "tester"}}, {"pause": {}}]);
     let mut case = case(steps, 1);
-    case.own = deployed(1, 1);
+    (case.own, case.canary_endpoints) = (deployed(1, 1), 1);
     let out = case.decide();
     let rules = &route_patches(&out)[0].rules;
     assert_eq!(canary_weight(rules), 0, "no user traffic");
@@ -174,7 +228,7 @@ fn blue_green_through_a_route_previews_by_header_only_and_switches_in_one_write(
     let candidate = rolling_out(rel("shop-2", "2", bg, None), 0);
     let mut case = Case::active(candidate, live("shop-1", "1"));
     case.routes = vec![(crate::api::RouteRef { name: "shop".into(), rules: vec![] }, Some(users_route()))];
-    case.own = deployed(4, 2);
+    (case.own, case.canary_endpoints) = (deployed(4, 2), 2);
     let out = case.decide();
     let rules = &route_patches(&out)[0].rules;
     assert_eq!(canary_weight(rules), 0, "no production traffic during the preview");
