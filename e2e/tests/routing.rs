@@ -348,11 +348,11 @@ async fn the_traffic_routing_pages_example_plays_as_printed() {
     let expected = [
         "web: shop-stable=100 shop-canary=0",
         "web: shop-stable=100 shop-canary=0",
-        "phaseloop-header-0: shop-canary=1",
+        "phaseloop-header-0: shop-stable=0 shop-canary=1",
         "web: shop-stable=99 shop-canary=1",
-        "phaseloop-header-0: shop-canary=1",
+        "phaseloop-header-0: shop-stable=0 shop-canary=1",
         "web: shop-stable=50 shop-canary=50",
-        "phaseloop-header-0: shop-canary=1",
+        "phaseloop-header-0: shop-stable=0 shop-canary=1",
         "web: shop-stable=100 shop-canary=0",
     ];
     assert_eq!(said, expected, "{stdout}");

@@ -75,8 +75,9 @@ pub struct Observed {
     /// When the current step started.
     pub step_started: Timestamp,
     pub now: Timestamp,
-    /// The pods the current step waits for are Ready: every candidate replica wanted at the
-    /// current weight, or (at the switch) the previous version's warm pods.
+    /// The pods the current step waits for are Ready (and, through a route, carry its traffic):
+    /// every candidate replica wanted at the current weight or scale, or (at the switch) the
+    /// previous version's warm pods.
     pub pods_ready: bool,
     /// Someone ran `kubectl phaseloop promote` for the current step.
     pub promoted: bool,
@@ -174,8 +175,10 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
         }
         Step::Switch if o.pods_ready => Decision::Promote,
         Step::Weight(_) if o.pods_ready => next,
-        Step::Weight(_) | Step::Switch => Decision::Hold { weight, wait: None },
-        Step::HeaderRoute(_) | Step::CanaryScale(_) => next,
+        Step::HeaderRoute(_) | Step::CanaryScale(_) if o.pods_ready => next,
+        Step::Weight(_) | Step::Switch | Step::HeaderRoute(_) | Step::CanaryScale(_) => {
+            Decision::Hold { weight, wait: None }
+        }
         Step::Pause(_) if o.promoted => next,
         Step::Pause(None) => {
             Decision::Pause { weight, why: PauseReason::PauseStep, reason: "paused until promoted".into() }

@@ -84,11 +84,11 @@ impl Draft<'_> {
             _ => true,
         };
         let mut exposure = self.exposure(&at, &placement, cleared);
-        if at.kind != Step::Switch {
-            self.admit(&mut exposure, candidate_ready);
-        }
+        // A step whose traffic is held back (its pods are not yet behind the canary Service: the
+        // EndpointSlices lag the pods) is not done, even when the route carries what was admitted.
+        let admitted = at.kind == Step::Switch || self.admit(&mut exposure, candidate_ready);
         let routed = self.route(&exposure);
-        let pods_ready = cleared && routed && candidate_ready;
+        let pods_ready = cleared && routed && candidate_ready && admitted;
         let mut deadline_missed = matches!(at.kind, Step::Weight(_)) && !pods_ready && at.late();
         let overridden = self.overridden(&verdict, deadline_missed);
         if overridden {
@@ -274,15 +274,16 @@ impl Draft<'_> {
     /// Through a route, the candidate gets more traffic than the route carries now (a higher
     /// weight, a header rule) only once its pods for the step are Ready and behind its Service: a
     /// Gateway sends a backend its share whether or not anything answers there. Lowering is always
-    /// allowed.
-    fn admit(&self, exposure: &mut Exposure, pods_ready: bool) {
+    /// allowed. Whether `exposure` is whole (nothing held back).
+    fn admit(&self, exposure: &mut Exposure, pods_ready: bool) -> bool {
         if traffic::routing(self.o.rel).is_none() || exposure.candidate.is_none() {
-            return;
+            return true;
         }
         let behind = self.o.canary_endpoints > 0;
         if pods_ready && behind {
-            return;
+            return true;
         }
+        let wanted = exposure.clone();
         let carried = if behind { self.status.routing.as_ref().and_then(|r| r.weight).unwrap_or(0) } else { 0 };
         if let Serving::Both { weight, .. } = &mut exposure.serving {
             *weight = (*weight).min(carried);
@@ -290,6 +291,7 @@ impl Draft<'_> {
         if !behind {
             exposure.header = None;
         }
+        *exposure == wanted
     }
 
     /// Both versions at this step's replicas, the traffic as `exposure` says, and the status saying

@@ -170,7 +170,8 @@ fn wake_on_routes(
         Some(ns) => kube::Api::namespaced_with(ctx.client.clone(), ns, &ar),
         None => kube::Api::all_with(ctx.client.clone(), &ar),
     };
-    let routes = watcher(api, wc.clone()).default_backoff().modify(watch::lean).reflect(writer).touched_objects();
+    let routes =
+        watcher(api, wc.clone()).default_backoff().modify(gateway::lean_route).reflect(writer).touched_objects();
     let c = ctx.clone();
     controller.watches_stream_with(
         routes,

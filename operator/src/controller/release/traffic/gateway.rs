@@ -18,6 +18,7 @@
 //!
 //! Pure but for [`write`].
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::{
     Api,
     api::{ApiResource, DynamicObject, Patch, PatchParams},
@@ -71,22 +72,39 @@ impl RouteSeen {
             })
             .collect::<Option<Vec<i64>>>()
             .and_then(|gens| gens.into_iter().min());
-        let writer = route
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:spec/f:rules").is_some()))
-            .max_by_key(|m| m.time.as_ref().map(|t| t.0))
-            .and_then(|m| m.manager.clone());
+        // `rules` is an atomic list: whoever changed it last owns it alone (phaseloop among others
+        // only when they wrote the same rules). Timestamps have seconds only: no tie-break by time.
+        let owners: Vec<&str> = rules_owners(&route.metadata).collect();
+        let writer = if owners.contains(&FIELD_MANAGER) { Some(FIELD_MANAGER) } else { owners.first().copied() };
         RouteSeen {
             resource_version: route.metadata.resource_version.clone().unwrap_or_default(),
             generation: route.metadata.generation.unwrap_or_default(),
             rules,
             accepted,
-            rules_writer: writer,
+            rules_writer: writer.map(str::to_string),
         }
     }
+}
+
+/// The managers that own a route's `spec.rules`.
+fn rules_owners(meta: &ObjectMeta) -> impl Iterator<Item = &str> {
+    (meta.managed_fields.iter().flatten())
+        .filter(|m| m.fields_v1.as_ref().is_some_and(|f| f.0.pointer("/f:spec/f:rules").is_some()))
+        .filter_map(|m| m.manager.as_deref())
+}
+
+/// What the routes cache keeps of a route: the general [`lean`](crate::controller::fields::lean)
+/// would drop every managed field, but who owns `spec.rules` tells a rewrite by another writer
+/// from a route that just lags phaseloop's own write.
+pub fn lean_route(route: &mut DynamicObject) {
+    let owners: Vec<String> = rules_owners(&route.metadata).map(str::to_string).collect();
+    crate::controller::fields::lean(route);
+    let entry = |manager| ManagedFieldsEntry {
+        manager: Some(manager),
+        fields_v1: Some(FieldsV1(json!({"f:spec": {"f:rules": {}}}))),
+        ..Default::default()
+    };
+    route.metadata.managed_fields = (!owners.is_empty()).then(|| owners.into_iter().map(entry).collect());
 }
 
 /// The Services a route sends the app's traffic to.

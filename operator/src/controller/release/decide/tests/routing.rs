@@ -120,6 +120,28 @@ fn through_a_route_a_higher_weight_waits_for_the_pods_it_needs_and_a_lower_one_d
     );
 }
 
+#[test]
+fn pods_ready_but_not_yet_behind_the_canary_service_hold_the_step_and_its_traffic() {
+    // The EndpointSlices lag the pods: neither the header rule nor a weight goes out, and the step
+    // is not done although the route carries what was admitted.
+    let header = json!([{"setHeaderRoute": {"name": "x-canary", "exact": "tester"}}, {"pause": {}}]);
+    let weight = json!([{"setWeight": 5}, {"pause": {}}]);
+    for steps in [header, weight] {
+        let mut case = case(steps.clone(), 0);
+        (case.own, case.canary_endpoints) = (deployed(1, 1), 0);
+        let out = case.decide();
+        let rules = route_patches(&out).first().map(|p| p.rules.clone()).unwrap_or_default();
+        assert!(
+            rules.iter().all(|r| !r["name"].as_str().unwrap_or_default().starts_with("phaseloop-header")),
+            "{steps}: no header rule yet"
+        );
+        assert!(rules.is_empty() || canary_weight(&rules) == 0, "{steps}: no weight yet");
+        assert_eq!(out.status.current_step, Some(0), "{steps}: the step waits");
+        case.canary_endpoints = 1;
+        assert_eq!(case.decide().status.current_step, Some(0), "{steps}: written first, then done");
+    }
+}
+
 /// A rollout at its step `setWeight: 5` after 50%, the route still at 50.
 fn case_down() -> Case {
     let mut case = case(json!([{"setWeight": 50}, {"setWeight": 5}, {"pause": {}}]), 1);

@@ -108,3 +108,36 @@ fn acceptance_is_the_oldest_generation_every_gateway_accepted() {
     assert_eq!((seen.generation, seen.accepted), (4, Some(3)));
     assert_eq!(seen.rules_writer.as_deref(), Some("phaseloop"), "the last writer of spec.rules");
 }
+
+#[test]
+fn the_cached_route_still_says_who_rewrote_its_rules() {
+    // What the routes cache keeps must tell another writer's rewrite from phaseloop's own write:
+    // the general lean drops every managed field of an object phaseloop did not stamp.
+    let route = |managers: serde_json::Value| -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "shop", "namespace": "prod", "managedFields": managers,
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
+            "spec": {"rules": []}
+        }))
+        .unwrap()
+    };
+    let entry = |manager: &str, fields: serde_json::Value| {
+        json!({"manager": manager, "operation": "Update", "time": "2026-12-06T10:00:00Z",
+            "fieldsType": "FieldsV1", "fieldsV1": fields})
+    };
+    let mut rewritten = route(json!([
+        entry("kubectl-client-side-apply", json!({"f:spec": {"f:parentRefs": {}}})),
+        entry("other-controller", json!({"f:spec": {"f:rules": {}}}))
+    ]));
+    lean_route(&mut rewritten);
+    assert_eq!(RouteSeen::of(&rewritten).rules_writer.as_deref(), Some("other-controller"));
+    assert!(rewritten.metadata.annotations.unwrap().is_empty(), "lean otherwise");
+    // Both wrote the same rules (same second): phaseloop's, not a rewrite.
+    let mut shared = route(json!([
+        entry("other-controller", json!({"f:spec": {"f:rules": {}}})),
+        entry("phaseloop", json!({"f:spec": {"f:rules": {}}}))
+    ]));
+    lean_route(&mut shared);
+    assert_eq!(RouteSeen::of(&shared).rules_writer.as_deref(), Some("phaseloop"));
+}
