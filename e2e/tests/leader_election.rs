@@ -265,9 +265,8 @@ async fn a_leader_cut_off_with_writes_in_flight_cannot_overwrite_its_successor()
     // renewal freed is the next tally (within 1 s; the next renewal is 2 s away), well within its
     // fence (6 s after that renewal). The tally goes into the bridge and stays there; the next
     // renewal needs a new connection, whose handshake the bridge holds too.
-    let renewed = || async {
-        leases.get_opt("phaseloop-operator").await.ok().flatten().and_then(|l| l.spec?.renew_time)
-    };
+    let renewed =
+        || async { leases.get_opt("phaseloop-operator").await.ok().flatten().and_then(|l| l.spec?.renew_time) };
     let last = renewed().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while renewed().await == last {
