@@ -3,15 +3,19 @@
 //! next (its replicas, its traffic, its message) for as long as steps end at once, and a Release
 //! that goes Live goes on as the app's stable Release. What the next step sees is what the last
 //! one left (its status, the annotations it removed, the replicas it asked for, not yet settled),
-//! and no measurement or load reading twice. A step that changes what serves waits for the next
-//! reconcile, so the status always shows a step before the traffic moves to it.
+//! and no measurement or load reading twice. A step that changes what serves (the versions the
+//! Services select, or what a route carries) waits for the next reconcile, so the status always
+//! shows a step before the traffic moves to it.
 
 use kube::ResourceExt;
 
 use super::{AT_ONCE, Deployed, Draft, Effect, Observation, Outcome, ScalingObserved};
 use crate::{
     api::{Release, ReleasePhase, ReleaseStatus},
-    controller::release::{queue::Role, traffic::Serving},
+    controller::release::{
+        queue::Role,
+        traffic::{Serving, gateway::RoutePatch},
+    },
 };
 
 /// Steps one decision may go through (a plan of pauses of zero seconds, say).
@@ -54,7 +58,13 @@ pub(super) fn run(o: &Observation<'_>, status: ReleaseStatus, total: i32) -> Out
         let versions = |effects: &[Effect]| {
             serving_of(effects).map(Serving::versions).map(|(a, b)| (a.to_string(), b.map(str::to_string)))
         };
-        if versions(&then.effects) != versions(&outcome.effects) {
+        // Through a route, a step that writes the route waits likewise: the status says the
+        // step first, and the route carries it from the next reconcile on.
+        let routes = |effects: &[Effect]| -> Vec<RoutePatch> {
+            effects.iter().filter_map(|e| if let Effect::Route(p) = e { Some(p.clone()) } else { None }).collect()
+        };
+        let rerouted = !routes(&then.effects).is_empty() && routes(&then.effects) != routes(&outcome.effects);
+        if versions(&then.effects) != versions(&outcome.effects) || rerouted {
             break;
         }
         let mut transitions = outcome.transitions;

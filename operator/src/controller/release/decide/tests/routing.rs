@@ -172,6 +172,33 @@ fn a_header_route_reaches_the_candidate_at_weight_zero_and_is_removed_when_the_r
     assert_eq!(canary_weight(rules), 0);
 }
 
+#[test]
+fn a_promoted_pause_through_a_route_says_the_next_step_before_the_route_moves_to_it() {
+    // Paused at 1%, promoted: the status leaves the pause at once, the route stays at 1% until the
+    // next reconcile (a user never sees "paused at 1%" while 5% reaches the candidate).
+    let steps = json!([{"setWeight": 1}, {"pause": {}}, {"setWeight": 5}, {"pause": {}}]);
+    let mut case = case(steps, 1);
+    let at = |w: i64| {
+        json!({"name": "web", "backendRefs": [
+        {"group": "", "kind": "Service", "name": "shop-stable", "port": 80, "weight": 100 - w},
+        {"group": "", "kind": "Service", "name": "shop-canary", "port": 80, "weight": w}]})
+    };
+    let seen = RouteSeen { rules: vec![at(1), users_route().rules[1].clone()], ..users_route() };
+    case.routes[0].1 = Some(seen);
+    case.rel = with_status(annotate(case.rel.clone(), PROMOTE, "alice"), |s| {
+        s.phase = Some(ReleasePhase::Paused);
+        s.routing = Some(crate::api::RoutingStatus { weight: Some(1), ..Default::default() });
+    });
+    (case.own, case.canary_endpoints) = (deployed(1, 1), 1);
+    let out = case.decide();
+    assert!(route_patches(&out).is_empty(), "the route stays at 1% in this reconcile");
+    assert_eq!((out.status.current_step, out.status.phase), (Some(2), Some(ReleasePhase::Progressing)));
+    assert_eq!(out.status.weight, Some(1), "the weight the route carries");
+    case.rel = with_status(case.rel.clone(), |s| *s = out.status.clone());
+    case.rel.metadata.annotations = None;
+    assert_eq!(canary_weight(&route_patches(&case.decide())[0].rules), 5, "then the route moves");
+}
+
 /// Abort, rollback, revert and deletion move the route first and the pods second.
 #[test]
 fn a_rollback_through_a_route_moves_the_route_before_any_pod_goes() {
