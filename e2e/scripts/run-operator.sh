@@ -46,6 +46,12 @@ mkdir -p "$E2E_STATE/pids" "$E2E_STATE/logs"
 # install-chart.sh has installed it; else with the admin kubeconfig and no election.
 OPERATOR_KUBECONFIG=$E2E_STATE/operator.kubeconfig
 LEADER_ELECTION=true
+# Credentials of a chart install that is gone (uninstalled, its ServiceAccount deleted) or of an
+# earlier cluster no longer authenticate: the chart is not there to speak for, so admin it is.
+if [ -f "$OPERATOR_KUBECONFIG" ] && ! kubectl --kubeconfig "$OPERATOR_KUBECONFIG" auth whoami >/dev/null 2>&1; then
+  log "operator credentials in $OPERATOR_KUBECONFIG no longer authenticate: removed"
+  rm -f "$OPERATOR_KUBECONFIG"
+fi
 if [ ! -f "$OPERATOR_KUBECONFIG" ]; then OPERATOR_KUBECONFIG=$KUBECONFIG LEADER_ELECTION=false; fi
 # Gateway API routing when the cluster has the HTTPRoute CRD (every local cluster does).
 GATEWAY_API=false
