@@ -79,6 +79,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "PHASELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Test hook: runs this process's clock ahead (`3h`) or behind (`-3h`) of the machine's, to
+    /// test what an operator with a wrong clock does. Never set it otherwise.
+    #[arg(long, env = "PHASELOOP_TEST_CLOCK_OFFSET", hide = true)]
+    test_clock_offset: Option<jiff::SignedDuration>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -118,6 +122,10 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => fmt.json().init(),
     }
 
+    if let Some(offset) = args.test_clock_offset {
+        tracing::warn!(%offset, "test hook: this process's clock is offset from the machine's");
+        phaseloop::clock::set_offset(offset);
+    }
     // Kubeconfig (KUBECONFIG or ~/.kube/config) outside a cluster, the service account inside.
     let metrics = Arc::new(Metrics::new());
     let mut kubeconfig = kube::Config::infer().await.context("no usable Kubernetes configuration")?;

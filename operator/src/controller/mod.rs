@@ -391,10 +391,9 @@ where
         .await;
 }
 
-/// Now, to the second: the precision of `metav1.Time`, so a status computed now compares equal to
-/// the one stored.
+/// Now, to the second, by this process's clock ([`crate::clock::now`]).
 pub fn now() -> jiff::Timestamp {
-    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is representable")
+    crate::clock::now()
 }
 
 /// A failed reconcile the object's owner should hear about ([`Error::reportable`]: a child the API
