@@ -60,7 +60,7 @@ struct Args {
     /// Kinds an Environment's infrastructure may hold, as `resource.group` (core group: no
     /// `.group`), comma-separated; RBAC, admission and API-registration kinds are never allowed.
     #[arg(long, env = "PHASELOOP_INFRASTRUCTURE_KINDS", value_delimiter = ',',
-          default_values_t = controller::DEFAULT_INFRASTRUCTURE_KINDS.iter().map(|k| k.to_string()).collect::<Vec<_>>())]
+          default_values_t = controller::environment::allow_list::default_kinds())]
     infrastructure_kinds: Vec<String>,
     /// The loosest Pod Security Standard an Environment may ask for (`spec.podSecurity`); its
     /// namespace enforces `restricted` otherwise.
