@@ -18,7 +18,7 @@ kubectl create namespace "$NS" --dry-run=client -o yaml |
 # binding of the verb write-status), though as system:masters it holds every verb anyway: one test
 # runs the operator with admin credentials, as `make run` does.
 "$HELM" upgrade --install phaseloop "$REPO_ROOT/charts/phaseloop" -n "$NS" --skip-crds --wait --timeout 120s \
-  --set prometheus.url="$PROMETHEUS_URL" --set leaderElection.enabled=true \
+  --set prometheus.url="$PROMETHEUS_URL" --set leaderElection.enabled=true --set trafficRouting.gatewayAPI=true \
   --set 'admission.statusWriters={phaseloop-e2e-admin}' "$@" >/dev/null
 log "chart installed in $NS (restricted)"
 

@@ -135,6 +135,17 @@ log_file() { echo "$E2E_STATE/logs/$1.log"; }
 # started, so a recycled PID is never signalled. With pids/NAME.exe (written by start-cluster.sh)
 # the binary must match; without it (e.g. pids/operator.pid from run-operator.sh) the process must
 # be older than its pid file.
+# await_exec NAME -> wait (milliseconds, at most 2s) until the process just started as NAME has
+# exec'd its binary: until then `running` sees setsid (or a forked shell) and would take the
+# starting process for a dead one, a race that a loaded machine loses.
+await_exec() {
+  local i
+  for ((i = 0; i < 100; i++)); do
+    running "$1" >/dev/null && return 0
+    sleep 0.02
+  done
+}
+
 running() {
   local f pid exe link age
   f=$(pid_file "$1")

@@ -47,7 +47,11 @@ mkdir -p "$E2E_STATE/pids" "$E2E_STATE/logs"
 OPERATOR_KUBECONFIG=$E2E_STATE/operator.kubeconfig
 LEADER_ELECTION=true
 if [ ! -f "$OPERATOR_KUBECONFIG" ]; then OPERATOR_KUBECONFIG=$KUBECONFIG LEADER_ELECTION=false; fi
+# Gateway API routing when the cluster has the HTTPRoute CRD (every local cluster does).
+GATEWAY_API=false
+if kubectl get crd httproutes.gateway.networking.k8s.io >/dev/null 2>&1; then GATEWAY_API=true; fi
 KUBECONFIG=$OPERATOR_KUBECONFIG PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METRICS_PORT \
+  PHASELOOP_GATEWAY_API=${PHASELOOP_GATEWAY_API:-$GATEWAY_API} \
   PHASELOOP_LEADER_ELECTION=$LEADER_ELECTION PHASELOOP_LEASE_NAMESPACE=phaseloop-system \
   PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL RUST_LOG=${RUST_LOG:-info,kube=warn} nohup "$BIN" >>"$LOGFILE" 2>&1 &
 echo $! >"$PIDFILE"

@@ -144,6 +144,7 @@ launch() {
   pid=$!
   readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
   echo "$pid" >"$(pid_file "$name")"
+  await_exec "$name"
   log "$name: started (pid $pid)"
 }
 
@@ -329,7 +330,8 @@ if ! running kwok >/dev/null; then
     </dev/null >>"$(log_file kwok)" 2>&1 &
   echo $! >"$(pid_file kwok)"
   readlink -f "$KWOK_BIN/kwok" >"$E2E_STATE/pids/kwok.exe"
-  log "kwok: started (pid $!)"
+  await_exec kwok
+  log "kwok: started (pid $(cat "$(pid_file kwok)"))"
 else
   log "kwok: already running (pid $(running kwok))"
 fi

@@ -95,13 +95,7 @@ node_launch() {
   pid=$!
   readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
   echo "$pid" >"$(pid_file "$name")"
-  # Until setsid (and the prefix) have exec'd the binary, `running` sees another executable and
-  # would take the starting process for a dead one: wait for the exec (milliseconds).
-  local i
-  for ((i = 0; i < 100; i++)); do
-    running "$name" >/dev/null && break
-    sleep 0.02
-  done
+  await_exec "$name"
   log "$name: started (pid $pid)"
 }
 wait_until() { # wait_until NAME CHECK...

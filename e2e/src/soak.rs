@@ -103,7 +103,7 @@ pub async fn soak(client: &Client, run: &SoakRun) -> anyhow::Result<SoakReport> 
             .await?;
             create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
                 "metadata": {"name": "app-1", "namespace": name},
-                "spec": {"app": "app", "version": "1", "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}},
+                "spec": {"app": "app", "version": "1", "template": {"spec": crate::restricted(json!({"containers": [{"name": "app", "image": "app:1"}]}))},
                          "service": {"ports": [{"port": 80}]}}}));
         }
         for name in &names {

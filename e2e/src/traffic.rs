@@ -4,8 +4,10 @@
 //! It watches the app Service's EndpointSlices (computed by the real controller-manager from pod
 //! readiness), the app's pods (to tell each endpoint's version) and the app's Releases, and records
 //! at every tick the Ready endpoints by version, the Ready pods by version, and each Release's
-//! phase and weight. Nothing here connects to a pod or Service address (they are fake): the
-//! endpoints are read from the API server.
+//! phase and weight. With a route ([`Monitor::start_routed`]) it also records the HTTPRoute's
+//! weight for each backend Service and the Ready endpoints behind each (`<app>-stable`,
+//! `<app>-canary`), so a test asserts what the route sent where at every moment. Nothing here
+//! connects to a pod or Service address (they are fake): the endpoints are read from the API server.
 
 use std::{
     collections::BTreeMap,
@@ -17,6 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice};
 use kube::{
     Api, Client, ResourceExt,
+    api::DynamicObject,
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use phaseloop::api::{Release, ReleasePhase};
@@ -49,6 +52,14 @@ pub struct Sample {
     pub pods: BTreeMap<String, usize>,
     /// The app's Releases by name.
     pub releases: BTreeMap<String, ReleaseView>,
+    /// With a route: the weight of each backend Service in its weighted rules (those without a
+    /// header match), summed over them.
+    pub route: BTreeMap<String, i64>,
+    /// With a route: the backend Services of its header-matched rules.
+    pub header_backends: Vec<String>,
+    /// With a route: Ready endpoints of each backend Service (`<app>-stable`, `<app>-canary`),
+    /// by version.
+    pub backends: BTreeMap<String, BTreeMap<String, usize>>,
 }
 
 impl Sample {
@@ -65,6 +76,22 @@ impl Sample {
     pub fn phase(&self, release: &str) -> Option<ReleasePhase> {
         self.releases.get(release).and_then(|r| r.phase)
     }
+
+    /// The route's weight for backend `service` (0 when absent).
+    pub fn weight_of(&self, service: &str) -> i64 {
+        self.route.get(service).copied().unwrap_or(0)
+    }
+
+    /// The backend Services that get requests now (a weight above 0, or a header rule), and
+    /// that have Ready endpoints of `version`.
+    pub fn routed_to(&self, version: &str) -> Vec<&str> {
+        let sends = |svc: &str| self.weight_of(svc) > 0 || self.header_backends.iter().any(|h| h == svc);
+        self.backends
+            .iter()
+            .filter(|(svc, eps)| sends(svc) && eps.get(version).copied().unwrap_or(0) > 0)
+            .map(|(svc, _)| svc.as_str())
+            .collect()
+    }
 }
 
 /// A running monitor; [`Monitor::stop`] returns the timeline. It runs on a thread and a runtime
@@ -79,14 +106,23 @@ pub struct Monitor {
 
 impl Monitor {
     /// Starts watching app `app` in `ns`; returns once every cache has listed.
-    pub async fn start(_client: &Client, ns: &str, app: &str) -> Monitor {
+    pub async fn start(client: &Client, ns: &str, app: &str) -> Monitor {
+        Self::watching(client, ns, app, None).await
+    }
+
+    /// Starts watching app `app` in `ns` and its HTTPRoute `route`.
+    pub async fn start_routed(client: &Client, ns: &str, app: &str, route: &str) -> Monitor {
+        Self::watching(client, ns, app, Some(route.to_string())).await
+    }
+
+    async fn watching(_client: &Client, ns: &str, app: &str, route: Option<String>) -> Monitor {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Instant>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ns, app, out) = (ns.to_string(), app.to_string(), samples.clone());
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(watch(ns, app, out, ready_tx, stopped));
+            runtime.block_on(watch(ns, app, route, out, ready_tx, stopped));
         });
         let started = tokio::time::timeout(Duration::from_secs(60), ready_rx)
             .await
@@ -150,6 +186,7 @@ impl Drop for Monitor {
 async fn watch(
     ns: String,
     app: String,
+    route: Option<String>,
     out: Arc<Mutex<Vec<Sample>>>,
     ready: tokio::sync::oneshot::Sender<Instant>,
     stopped: tokio::sync::oneshot::Receiver<()>,
@@ -158,14 +195,22 @@ async fn watch(
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let releases: Api<Release> = Api::namespaced(client.clone(), &ns);
-    let (slice_store, slice_task) =
-        reflect(slices, watcher::Config::default().labels(&format!("kubernetes.io/service-name={app}")));
+    let services = format!("kubernetes.io/service-name in ({app},{app}-stable,{app}-canary)");
+    let (slice_store, slice_task) = reflect(slices, watcher::Config::default().labels(&services), ());
     let (pod_store, pod_task) =
-        reflect(pods, watcher::Config::default().labels(&format!("app.kubernetes.io/name={app}")));
-    let (release_store, release_task) = reflect(releases, watcher::Config::default());
+        reflect(pods, watcher::Config::default().labels(&format!("app.kubernetes.io/name={app}")), ());
+    let (release_store, release_task) = reflect(releases, watcher::Config::default(), ());
+    let routes = route.as_ref().map(|name| {
+        let ar = phaseloop::controller::release::traffic::gateway::api_resource();
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+        reflect(api, watcher::Config::default().fields(&format!("metadata.name={name}")), ar)
+    });
     let _ = slice_store.wait_until_ready().await;
     let _ = pod_store.wait_until_ready().await;
     let _ = release_store.wait_until_ready().await;
+    if let Some((store, _)) = &routes {
+        let _ = store.wait_until_ready().await;
+    }
     let started = Instant::now();
     let _ = ready.send(started);
     let sampler = async {
@@ -173,7 +218,16 @@ async fn watch(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            let sample = sample(started, &slice_store.state(), &pod_store.state(), &release_store.state(), &app);
+            let mut sample = sample(started, &slice_store.state(), &pod_store.state(), &release_store.state(), &app);
+            if let Some((store, _)) = &routes {
+                routed(
+                    &mut sample,
+                    store.state().first().map(|r| r.as_ref()),
+                    &slice_store.state(),
+                    &pod_store.state(),
+                    &app,
+                );
+            }
             out.lock().unwrap().push(sample);
         }
     };
@@ -181,16 +235,18 @@ async fn watch(
         _ = sampler => {}
         _ = stopped => {}
     }
-    for t in [slice_task, pod_task, release_task] {
+    for t in [slice_task, pod_task, release_task].into_iter().chain(routes.map(|(_, t)| t)) {
         t.abort();
     }
 }
 
-fn reflect<K>(api: Api<K>, config: watcher::Config) -> (reflector::Store<K>, JoinHandle<()>)
+fn reflect<K>(api: Api<K>, config: watcher::Config, dt: K::DynamicType) -> (reflector::Store<K>, JoinHandle<()>)
 where
-    K: kube::Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash,
 {
-    let (store, writer) = reflector::store();
+    let writer = reflector::store::Writer::new(dt);
+    let store = writer.as_reader();
     let stream = watcher(api, config).default_backoff().reflect(writer).applied_objects();
     let task = tokio::spawn(async move {
         futures::pin_mut!(stream);
@@ -206,19 +262,7 @@ fn sample(
     releases: &[Arc<Release>],
     app: &str,
 ) -> Sample {
-    let version_of = |pod: &str| {
-        pods.iter().find(|p| p.name_any() == pod).and_then(|p| p.labels().get(VERSION).cloned()).unwrap_or("?".into())
-    };
-    let mut endpoints = BTreeMap::new();
-    for s in slices {
-        for e in s.endpoints.iter().flatten() {
-            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
-            let pod = e.target_ref.as_ref().and_then(|t| t.name.clone());
-            if let (true, Some(pod)) = (ready, pod) {
-                *endpoints.entry(version_of(&pod)).or_insert(0) += 1;
-            }
-        }
-    }
+    let endpoints = ready_by_version(slices, pods, app);
     let mut ready_pods = BTreeMap::new();
     let mut all_pods = BTreeMap::new();
     for p in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
@@ -247,7 +291,69 @@ fn sample(
             (r.name_any(), view)
         })
         .collect();
-    Sample { at: started.elapsed(), endpoints, ready_pods, pods: all_pods, releases }
+    Sample {
+        at: started.elapsed(),
+        endpoints,
+        ready_pods,
+        pods: all_pods,
+        releases,
+        route: BTreeMap::new(),
+        header_backends: vec![],
+        backends: BTreeMap::new(),
+    }
+}
+
+/// Adds what the route sends where to `sample`: the weights of its weighted rules, the backends of
+/// its header rules, and the Ready endpoints by version behind `<app>-stable` and `<app>-canary`.
+fn routed(
+    sample: &mut Sample,
+    route: Option<&DynamicObject>,
+    slices: &[Arc<EndpointSlice>],
+    pods: &[Arc<Pod>],
+    app: &str,
+) {
+    let rules =
+        route.and_then(|r| r.data.pointer("/spec/rules")).and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    for rule in &rules {
+        let headers = rule["matches"].as_array().is_some_and(|ms| ms.iter().any(|m| m.get("headers").is_some()));
+        let app_backends = rule["backendRefs"].as_array().into_iter().flatten().filter(|b| {
+            b["name"]
+                .as_str()
+                .is_some_and(|n| n.strip_prefix(app).is_some_and(|rest| rest == "-stable" || rest == "-canary"))
+        });
+        for b in app_backends {
+            let name = b["name"].as_str().unwrap_or_default().to_string();
+            if headers {
+                sample.header_backends.push(name);
+            } else {
+                // The Gateway API's default weight is 1.
+                *sample.route.entry(name).or_insert(0) += b["weight"].as_i64().unwrap_or(1);
+            }
+        }
+    }
+    for svc in [format!("{app}-stable"), format!("{app}-canary")] {
+        sample.backends.insert(svc.clone(), ready_by_version(slices, pods, &svc));
+    }
+}
+
+/// Ready endpoints of Service `service` by the version of the pod behind each.
+fn ready_by_version(slices: &[Arc<EndpointSlice>], pods: &[Arc<Pod>], service: &str) -> BTreeMap<String, usize> {
+    let version_of = |pod: &str| {
+        pods.iter().find(|p| p.name_any() == pod).and_then(|p| p.labels().get(VERSION).cloned()).unwrap_or("?".into())
+    };
+    let mut endpoints = BTreeMap::new();
+    let of_service =
+        slices.iter().filter(|s| s.labels().get("kubernetes.io/service-name").map(String::as_str) == Some(service));
+    for s in of_service {
+        for e in s.endpoints.iter().flatten() {
+            let ready = e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false);
+            let pod = e.target_ref.as_ref().and_then(|t| t.name.clone());
+            if let (true, Some(pod)) = (ready, pod) {
+                *endpoints.entry(version_of(&pod)).or_insert(0) += 1;
+            }
+        }
+    }
+    endpoints
 }
 
 /// The samples of a monitor, with the moments marked.
@@ -352,6 +458,53 @@ impl Timeline {
         checked
     }
 
+    /// With a route: fails when the route ever sent requests (a weight above 0, or a header rule)
+    /// to a backend Service with no Ready endpoint, once the app served through it.
+    pub fn assert_routes_reach_ready_pods(&self) {
+        let from = self.samples.iter().position(|s| s.route.values().any(|w| *w > 0)).unwrap_or(self.samples.len());
+        let mut checked = 0;
+        for s in &self.samples[from..] {
+            for (svc, eps) in &s.backends {
+                let sends = s.weight_of(svc) > 0 || s.header_backends.contains(svc);
+                let ready: usize = eps.values().sum();
+                if sends && ready == 0 {
+                    panic!(
+                        "the route sent requests to {svc}, which had no Ready endpoint, at {:?}\n{}",
+                        s.at,
+                        self.around(s.at)
+                    );
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked > 0, "the route never carried traffic\n{}", self.tail(20));
+    }
+
+    /// With a route: from `from` on, whenever the pods of `version` dropped below what they were,
+    /// the route sent nothing to them any more (it moved first, the pods second). Returns the
+    /// moment of the first drop.
+    pub fn assert_route_moved_before_pods_of(&self, version: &str, from: Duration) -> Duration {
+        let later: Vec<&Sample> = self.samples.iter().filter(|s| s.at >= from).collect();
+        let pods = |s: &Sample| s.pods.get(version).copied().unwrap_or(0);
+        let mut most = later.first().map(|s| pods(s)).unwrap_or(0);
+        let mut first_drop = None;
+        for s in later {
+            if pods(s) < most {
+                let reached = s.routed_to(version);
+                assert!(
+                    reached.is_empty(),
+                    "the pods of {version} went ({} of {most}) while {reached:?} still sent requests to them, at {:?}\n{}",
+                    pods(s),
+                    s.at,
+                    self.around(s.at)
+                );
+                first_drop.get_or_insert(s.at);
+            }
+            most = most.max(pods(s));
+        }
+        first_drop.unwrap_or_else(|| panic!("the pods of {version} never went\n{}", self.tail(30)))
+    }
+
     fn around(&self, at: Duration) -> String {
         let lines: Vec<String> = self
             .samples
@@ -375,8 +528,13 @@ fn describe(s: &Sample) -> String {
         .iter()
         .map(|(n, r)| format!("{n}={}/{}", r.phase.map(|p| p.as_str()).unwrap_or("-"), r.weight.unwrap_or(-1)))
         .collect();
+    let route = if s.backends.is_empty() {
+        String::new()
+    } else {
+        format!(" route {:?} headers {:?} backends {:?}", s.route, s.header_backends, s.backends)
+    };
     format!(
-        "{:>7.2}s endpoints {:?} ready pods {:?} {}",
+        "{:>7.2}s endpoints {:?} ready pods {:?} {}{route}",
         s.at.as_secs_f64(),
         s.endpoints,
         s.ready_pods,
@@ -399,7 +557,23 @@ mod tests {
             ready_pods: BTreeMap::new(),
             pods: BTreeMap::new(),
             releases,
+            route: BTreeMap::new(),
+            header_backends: vec![],
+            backends: BTreeMap::new(),
         }
+    }
+
+    /// A routed sample: the canary's weight, its pods, and 2 Ready endpoints behind each backend.
+    fn r(at_ms: u64, canary_weight: i64, canary_pods: usize) -> Sample {
+        let mut sample = s(at_ms, &[("1", 2)], None);
+        sample.route =
+            BTreeMap::from([("web-stable".into(), 100 - canary_weight), ("web-canary".into(), canary_weight)]);
+        sample.pods = BTreeMap::from([("1".into(), 2), ("2".into(), canary_pods)]);
+        sample.backends = BTreeMap::from([
+            ("web-stable".into(), BTreeMap::from([("1".into(), 2)])),
+            ("web-canary".into(), BTreeMap::from([("2".into(), canary_pods.min(2))])),
+        ]);
+        sample
     }
 
     fn timeline(samples: Vec<Sample>) -> Timeline {
@@ -428,6 +602,24 @@ mod tests {
         let from = t.mark("revert");
         assert_eq!(t.settled_after(from, |s| s.only("1")), Some(0.4));
         assert_eq!(t.first_after(from, |s| s.only("1")), Some(Duration::from_millis(400)));
+    }
+
+    #[test]
+    fn the_route_must_leave_a_version_before_its_pods_go() {
+        let good = timeline(vec![r(0, 50, 2), r(100, 0, 2), r(200, 0, 1), r(300, 0, 0)]);
+        assert_eq!(good.assert_route_moved_before_pods_of("2", Duration::ZERO), Duration::from_millis(200));
+        let bad = timeline(vec![r(0, 50, 2), r(100, 50, 1), r(200, 0, 0)]);
+        assert!(std::panic::catch_unwind(|| bad.assert_route_moved_before_pods_of("2", Duration::ZERO)).is_err());
+    }
+
+    #[test]
+    fn a_weighted_backend_without_ready_endpoints_is_a_failure() {
+        let good = timeline(vec![r(0, 0, 0), r(100, 50, 2)]);
+        good.assert_routes_reach_ready_pods();
+        let mut empty = r(100, 50, 2);
+        empty.backends.insert("web-canary".into(), BTreeMap::new());
+        let bad = timeline(vec![r(0, 0, 0), empty]);
+        assert!(std::panic::catch_unwind(|| bad.assert_routes_reach_ready_pods()).is_err());
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn a_request_where_it_means_nothing_is_refused_at_once_and_never_fires_lat
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
     create(&release(&ns.name, "rv", "2", 2, canary));
     wait_release_phase(&api, "rv-2", ReleasePhase::Paused).await;
-    annotate(&api, "rv-2", "phaseloop.dev/revert", "x").await;
+    annotate(&api, "rv-2", "phaseloop.dev/revert", ADMIN).await;
     let r = wait_for(&api, "rv-2", WAIT, |r: Option<&Release>| {
         r.is_some_and(|r| !r.annotations().contains_key("phaseloop.dev/revert"))
     })
@@ -133,7 +133,7 @@ async fn a_request_where_it_means_nothing_is_refused_at_once_and_never_fires_lat
     reconciled_again("release", Some(&ns.name), "rv-2", seen, 1).await;
     assert_eq!(api.get("rv-2").await.unwrap().status.unwrap().phase, Some(ReleasePhase::Live), "{live:?}");
     // An abort of the Live Release is refused the same way.
-    annotate(&api, "rv-2", "phaseloop.dev/abort", "x").await;
+    annotate(&api, "rv-2", "phaseloop.dev/abort", ADMIN).await;
     let r = wait_for(&api, "rv-2", WAIT, |r: Option<&Release>| {
         r.is_some_and(|r| !r.annotations().contains_key("phaseloop.dev/abort"))
     })

@@ -261,8 +261,18 @@ async fn a_leader_cut_off_with_writes_in_flight_cannot_overwrite_its_successor()
     })
     .await
     .unwrap();
-    // Cut off: the leader's next tally (well within its fence, which closes 6 s after its last
-    // renewal) goes into the bridge and stays there.
+    // Cut off just after a renewal of the leader's Lease: its next request on the connection the
+    // renewal freed is the next tally (within 1 s; the next renewal is 2 s away), well within its
+    // fence (6 s after that renewal). The tally goes into the bridge and stays there; the next
+    // renewal needs a new connection, whose handshake the bridge holds too.
+    let renewed =
+        || async { leases.get_opt("phaseloop-operator").await.ok().flatten().and_then(|l| l.spec?.renew_time) };
+    let last = renewed().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while renewed().await == last {
+        assert!(Instant::now() < deadline, "e2e-pa renews its Lease every 2 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     bridge.pause();
     // The standby takes over and writes its own tally.
     holder_becomes(&leases, "e2e-pb").await;

@@ -1,8 +1,11 @@
 //! Templating of the PromQL queries in Release specs.
 //!
 //! Queries name the Release they measure with `{{app}}`, `{{version}}`, `{{namespace}}` and
-//! `{{stableVersion}}`. The values come from fields whose schema only allows `[-A-Za-z0-9_.]`, so
-//! they can be put inside PromQL string literals as they are.
+//! `{{stableVersion}}`, and the Services of a routed rollout with `{{canaryService}}` and
+//! `{{stableService}}` (`<app>-canary`, `<app>-stable`: each selects one version's pods, so a
+//! gateway's per-Service metrics measure the canary alone, not the app's mix). The values come from
+//! fields whose schema only allows `[-A-Za-z0-9_.]`, so they can be put inside PromQL string
+//! literals as they are.
 
 use thiserror::Error;
 
@@ -19,7 +22,8 @@ pub struct Vars<'a> {
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TemplateError {
     #[error(
-        "unknown placeholder {{{{{0}}}}} (known: {{{{app}}}}, {{{{version}}}}, {{{{namespace}}}}, {{{{stableVersion}}}})"
+        "unknown placeholder {{{{{0}}}}} (known: {{{{app}}}}, {{{{version}}}}, {{{{namespace}}}}, {{{{stableVersion}}}}, \
+         {{{{canaryService}}}}, {{{{stableService}}}})"
     )]
     Unknown(String),
     #[error("unclosed placeholder: '{{{{' without '}}}}'")]
@@ -39,14 +43,15 @@ pub fn render(query: &str, vars: &Vars<'_>) -> Result<String, TemplateError> {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let end = after.find("}}").ok_or(TemplateError::Unclosed)?;
-        let value = match after[..end].trim() {
-            "app" => vars.app,
-            "version" => vars.version,
-            "namespace" => vars.namespace,
-            "stableVersion" => vars.stable_version,
+        match after[..end].trim() {
+            "app" => out.push_str(vars.app),
+            "version" => out.push_str(vars.version),
+            "namespace" => out.push_str(vars.namespace),
+            "stableVersion" => out.push_str(vars.stable_version),
+            "canaryService" => out.push_str(&crate::controller::release::traffic::gateway::canary_service(vars.app)),
+            "stableService" => out.push_str(&crate::controller::release::traffic::gateway::stable_service(vars.app)),
             other => return Err(TemplateError::Unknown(other.to_string())),
-        };
-        out.push_str(value);
+        }
         rest = &after[end + 2..];
     }
     out.push_str(rest);
@@ -65,6 +70,15 @@ mod tests {
         assert_eq!(
             render(q, &VARS).unwrap(),
             r#"sum(rate(http_errors{app="shop",version="1.2.0",ns="prod"}[1m])) / 1.1.0"#
+        );
+    }
+
+    #[test]
+    fn the_services_of_a_routed_rollout_are_named_by_the_app() {
+        let q = r#"sum(rate(requests{service="{{namespace}}-{{canaryService}}-80"}[1m])) / {{stableService}}"#;
+        assert_eq!(
+            render(q, &VARS).unwrap(),
+            r#"sum(rate(requests{service="prod-shop-canary-80"}[1m])) / shop-stable"#
         );
     }
 

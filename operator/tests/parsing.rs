@@ -332,6 +332,9 @@ fn exercise_release(spec: ReleaseSpec) {
                 scaling: Default::default(),
                 clash: None,
                 namespace_terminating: false,
+                routes: vec![],
+                routing_off: None,
+                canary_endpoints: 0,
             };
             let _ = release::decide::decide(&o);
         }

@@ -129,6 +129,19 @@ apply, i.e. the `patch` verb; an apply that creates an object is authorized as `
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+{{- if .Values.trafficRouting.gatewayAPI }}
+# Gateway API routing: the HTTPRoutes Releases name are watched (a change wakes their Releases) and
+# the backendRefs of the named rules patched (a JSON patch with a resourceVersion test). Never
+# created or deleted: a route is its owner's.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "patch"]
+# A step gives the canary more of a route's traffic only once its pods are Ready behind the canary
+# Service, read from that Service's EndpointSlices (a LIST while a routed Release rolls out).
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list"]
+{{- end }}
 {{- end }}
 
 {{/*

@@ -92,6 +92,13 @@ reasons! {
     AbortRefused,
     OverrideRefused,
 
+    // TrafficRouted (with a Gateway API route).
+    Routed,
+    RouteNotFound,
+    RuleNotFound,
+    RouteUpdating,
+    RouteConflict,
+
     // Deleting.
     WaitingUntilNotServing,
     DeletionWaiting,

@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Duration, duration_schema};
 
+mod routing;
 mod scaling;
 mod status;
 mod strategy;
+pub use routing::*;
 pub use scaling::*;
 pub use status::*;
 pub use strategy::*;
@@ -53,6 +55,12 @@ pub use strategy::*;
     validation = Rule::new("!has(self.strategy.canary) || !self.strategy.canary.steps.exists(s, has(s.analysis)) || has(self.strategy.analysis)")
         .message("a canary analysis step needs strategy.analysis.metrics")
         .field_path(".strategy.analysis"),
+    validation = Rule::new("self.strategy.type == 'BlueGreen' || !has(self.strategy.blueGreen)")
+        .message("strategy.blueGreen is only allowed with strategy.type BlueGreen")
+        .field_path(".strategy.blueGreen"),
+    validation = Rule::new("!has(self.strategy.blueGreen) || !has(self.strategy.blueGreen.previewHeader) || has(self.strategy.blueGreen.trafficRouting)")
+        .message("strategy.blueGreen.previewHeader needs strategy.blueGreen.trafficRouting")
+        .field_path(".strategy.blueGreen.previewHeader"),
     validation = Rule::new("self.strategy.type == 'Rolling' || !has(self.strategy.rolling)")
         .message("strategy.rolling is only allowed with strategy.type Rolling")
         .field_path(".strategy.rolling"),
@@ -63,7 +71,7 @@ pub struct ReleaseSpec {
     /// other; the Service `<app>` selects the serving pods. Immutable.
     #[schemars(length(min = 1, max = 50), regex(pattern = "^[a-z]([-a-z0-9]*[a-z0-9])?$"))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("app is immutable: create a new Release"))]
-    #[x_kube(validation = Rule::new("!self.endsWith('-preview')").message("app must not end in -preview: <app>-preview names the preview Service of app <app>"))]
+    #[x_kube(validation = Rule::new("!self.endsWith('-preview') && !self.endsWith('-stable') && !self.endsWith('-canary')").message("app must not end in -preview, -stable or -canary: <app>-preview, <app>-stable and <app>-canary name Services of app <app>"))]
     pub app: String,
 
     /// The version shipped, e.g. `1.4.2` or a commit id. Immutable.

@@ -76,6 +76,10 @@ struct Args {
     /// is left in a namespace being deleted.
     #[arg(long, env = "PHASELOOP_ROLE_BINDING")]
     role_binding: Option<String>,
+    /// Steer Gateway API HTTPRoutes for Releases with `trafficRouting.gatewayAPI` (needs the
+    /// Gateway API CRDs installed and RBAC on httproutes: the chart's `trafficRouting.gatewayAPI`).
+    #[arg(long, env = "PHASELOOP_GATEWAY_API", default_value_t = false)]
+    gateway_api: bool,
     /// Log format.
     #[arg(long, env = "PHASELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -148,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         max_pod_security: args.max_pod_security,
         instance_id: args.instance_id,
         role_binding: args.role_binding,
+        gateway_api: args.gateway_api,
     };
     if let Some(Command::LetGo { stop_deployment }) = args.command {
         return phaseloop::uninstall::let_go(&client, &config, stop_deployment.as_deref())
@@ -155,7 +160,12 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg);
     }
     controller::startup::check_crds(&client, config.watch_namespace.as_deref()).await.map_err(anyhow::Error::msg)?;
-    let (caches, writers) = controller::caches::new(config.watch_namespace.is_none());
+    if config.gateway_api {
+        controller::startup::check_gateway_api(&client, config.watch_namespace.as_deref())
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    let (caches, writers) = controller::caches::new(config.watch_namespace.is_none(), config.gateway_api);
     let prometheus = args
         .prometheus_url
         .as_deref()

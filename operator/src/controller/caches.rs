@@ -10,7 +10,10 @@ use k8s_openapi::api::{
     core::v1::{LimitRange, Namespace, ResourceQuota, Service},
     networking::v1::NetworkPolicy,
 };
-use kube::runtime::reflector::{self, Store, store::Writer};
+use kube::{
+    api::DynamicObject,
+    runtime::reflector::{self, Store, store::Writer},
+};
 
 use super::{children::Children, fields::Meta};
 use crate::api::{Environment, Release};
@@ -27,6 +30,8 @@ pub struct Caches {
     pub autoscalers: Store<HorizontalPodAutoscaler>,
     /// Metadata of owned children, for applies that write only what changed.
     pub children: Children,
+    /// Gateway API HTTPRoutes (`None` unless the operator runs with `--gateway-api`).
+    pub routes: Option<Store<DynamicObject>>,
 }
 
 /// The writers of [`Caches`], each for the watch that fills its cache.
@@ -43,6 +48,7 @@ pub struct ReleaseWriters {
     pub autoscalers: Writer<HorizontalPodAutoscaler>,
     pub deployment_meta: Writer<Meta<Deployment>>,
     pub service_meta: Writer<Meta<Service>>,
+    pub routes: Option<Writer<DynamicObject>>,
 }
 
 /// The caches the Environment controller's watches fill.
@@ -56,8 +62,11 @@ pub struct EnvironmentWriters {
     pub network_policies: Writer<Meta<NetworkPolicy>>,
 }
 
-/// Every cache, empty, with its writer; `environments`: whether the Environment controller runs.
-pub fn new(environments: bool) -> (Caches, Writers) {
+/// Every cache, empty, with its writer; `environments`: whether the Environment controller runs;
+/// `routes`: whether Gateway API routes are read.
+pub fn new(environments: bool, routes: bool) -> (Caches, Writers) {
+    let routes_w = routes.then(|| Writer::new(crate::controller::release::traffic::gateway::api_resource()));
+    let routes = routes_w.as_ref().map(Writer::as_reader);
     let mut children = Children::default();
     let (releases, releases_w) = reflector::store();
     let (deployments, deployments_w) = reflector::store();
@@ -68,6 +77,7 @@ pub fn new(environments: bool) -> (Caches, Writers) {
         autoscalers: autoscalers_w,
         deployment_meta: children.cache::<Deployment>(),
         service_meta: children.cache::<Service>(),
+        routes: routes_w,
     };
     let (env_store, environment) = if environments {
         let (store, writer) = reflector::store();
@@ -84,6 +94,6 @@ pub fn new(environments: bool) -> (Caches, Writers) {
     } else {
         (None, None)
     };
-    let caches = Caches { releases, environments: env_store, deployments, autoscalers, children };
+    let caches = Caches { releases, environments: env_store, deployments, autoscalers, children, routes };
     (caches, Writers { release, environment })
 }

@@ -130,7 +130,7 @@ pub fn context_with(
     prometheus: Option<crate::prometheus::Prometheus>,
 ) -> Arc<Context> {
     use kube::runtime::watcher::Event;
-    let (caches, mut w) = caches::new(environments.is_some());
+    let (caches, mut w) = caches::new(environments.is_some(), false);
     let config =
         super::Config { watch_namespace: environments.is_none().then(|| "prod".to_string()), ..Default::default() };
     w.release.releases.apply_watcher_event(&Event::Init);

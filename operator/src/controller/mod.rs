@@ -73,6 +73,9 @@ pub struct Config {
     /// It carries a finalizer the operator removes once nothing of its own is left there when the
     /// namespace is being deleted, so the rights outlive the Releases it must let go of.
     pub role_binding: Option<String>,
+    /// Read and steer Gateway API HTTPRoutes (`trafficRouting.gatewayAPI` of Releases): needs the
+    /// Gateway API CRDs and RBAC on `httproutes`.
+    pub gateway_api: bool,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             max_pod_security: crate::api::PodSecurity::Restricted,
             instance_id: None,
             role_binding: None,
+            gateway_api: false,
         }
     }
 }

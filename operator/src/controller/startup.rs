@@ -28,6 +28,26 @@ pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), 
     Ok(())
 }
 
+/// What to do when `--gateway-api` is set and the API server does not serve HTTPRoutes.
+pub const NO_GATEWAY_API: &str = "--gateway-api is set but the API server does not serve \
+     gateway.networking.k8s.io/v1 HTTPRoutes: install the Gateway API CRDs (standard channel), or run \
+     the operator without --gateway-api (chart value trafficRouting.gatewayAPI=false)";
+
+/// Whether the API server serves HTTPRoutes (with `--gateway-api`), in `namespace` in
+/// single-namespace mode: one LIST of at most one route.
+pub async fn check_gateway_api(client: &Client, namespace: Option<&str>) -> Result<(), String> {
+    let ar = crate::controller::release::traffic::gateway::api_resource();
+    let routes: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    match routes.list_metadata(&ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(e)) if e.code == 404 => Err(NO_GATEWAY_API.to_string()),
+        Err(e) => Err(format!("cannot list HTTPRoutes (--gateway-api): {e}")),
+        Ok(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -52,6 +72,19 @@ mod tests {
         api.on("GET", "/releases", |_| empty_list());
         let err = check_crds(&api.client(), None).await.unwrap_err();
         assert!(err.contains("kubectl apply -f crds/"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn gateway_routing_without_the_gateway_api_says_what_to_install() {
+        let api = MockApi::default();
+        api.on("GET", "/httproutes", |_| {
+            status(404, "NotFound", "the server could not find the requested resource", &[])
+        });
+        let err = check_gateway_api(&api.client(), Some("shop")).await.unwrap_err();
+        assert!(err.contains("Gateway API CRDs"), "{err}");
+        let api = MockApi::default();
+        api.on("GET", "/httproutes", |_| empty_list());
+        assert_eq!(check_gateway_api(&api.client(), None).await, Ok(()));
     }
 
     #[tokio::test]

@@ -36,9 +36,18 @@ pub struct ReleaseStatus {
     /// version, in percent: what serves, not what the step asks for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
-    /// Candidate share of the app's total replicas the current step asks for, in percent.
+    /// Candidate share of the app's traffic the current step asks for, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_weight: Option<i32>,
+    /// The candidate's share of both versions' Ready pods, in percent, during a rollout. Without a
+    /// route it is what serves (`weight`); with one, the weight is the route's and the pods only
+    /// follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_share: Option<i32>,
+    /// Traffic through Gateway API routes (`trafficRouting`): what phaseloop last wrote and how
+    /// often someone else rewrote it since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingStatus>,
     /// Total replicas of the app (candidate + stable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
@@ -159,6 +168,22 @@ pub struct OverrideRecord {
     /// The verdict that was overridden.
     #[schemars(length(max = 1024))]
     pub verdict: String,
+}
+
+/// The state of a Release's routes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutingStatus {
+    /// The candidate's weight the routes carry, as last read, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
+    /// When phaseloop last wrote a route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at: Option<Time>,
+    /// Times another writer changed phaseloop's part of a route since phaseloop last wrote it
+    /// (a fight): phaseloop writes again after a backoff that grows with it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewrites: i32,
 }
 
 /// Why a rollout is `Paused`.

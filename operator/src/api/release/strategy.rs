@@ -21,6 +21,10 @@ pub struct Strategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<Canary>,
 
+    /// Blue-green settings (with `type: BlueGreen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<super::BlueGreen>,
+
     /// Background analysis during the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<Analysis>,
@@ -60,6 +64,7 @@ impl Default for Strategy {
         Strategy {
             type_: StrategyType::default(),
             canary: None,
+            blue_green: None,
             analysis: None,
             rolling: None,
             progress_deadline: default_progress_deadline(),
@@ -153,24 +158,39 @@ pub enum StrategyType {
 /// Canary steps.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.trafficRouting) || !self.steps.exists(s, has(s.setHeaderRoute) || has(s.setCanaryScale))")
+    .message("setHeaderRoute and setCanaryScale steps need canary.trafficRouting: without a route, a version's traffic follows its pods"))]
 pub struct Canary {
     /// Steps run in order; after the last one the candidate is promoted to 100%.
     #[schemars(length(min = 1, max = 32))]
     #[x_kube(validation = Rule::new("self.filter(s, has(s.setWeight)).map(s, s.setWeight).isSorted()")
         .message("canary setWeight values must not decrease from one step to the next"))]
     pub steps: Vec<CanaryStep>,
+    /// Steer requests through Gateway API routes: exact weights and header routes. Without it the
+    /// weight is the candidate's share of the app's pods, and traffic follows the pod ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<super::TrafficRouting>,
 }
 
-/// One canary step: exactly one of `setWeight`, `pause`, `analysis`.
+/// One canary step: exactly one of `setWeight`, `pause`, `analysis`, `setHeaderRoute`,
+/// `setCanaryScale`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1")
-    .message("a canary step sets exactly one of setWeight, pause, analysis"))]
+#[x_kube(validation = Rule::new("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) + (has(self.setHeaderRoute) ? 1 : 0) + (has(self.setCanaryScale) ? 1 : 0) == 1")
+    .message("a canary step sets exactly one of setWeight, pause, analysis, setHeaderRoute, setCanaryScale"))]
 pub struct CanaryStep {
-    /// Candidate share of the app's total replicas, in percent.
+    /// The candidate's share of the app's traffic, in percent: exactly, through a route
+    /// (`trafficRouting`), else as its share of the app's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub set_weight: Option<i32>,
+    /// From this step on, requests with this header reach the candidate whatever the weight
+    /// (with `trafficRouting`); removed when the rollout ends, aborts or rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<super::HeaderRoute>,
+    /// From this step on, the candidate's pods apart from its weight (with `trafficRouting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<super::CanaryScale>,
     /// Wait: for `duration`, or without one until `kubectl phaseloop promote`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<Pause>,
@@ -228,8 +248,9 @@ pub struct AnalysisMetric {
     /// Metric name, unique in the analysis.
     #[schemars(length(min = 1, max = 63), regex(pattern = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub name: String,
-    /// PromQL query returning one number. `{{app}}`, `{{version}}`, `{{namespace}}` and
-    /// `{{stableVersion}}` are replaced before it runs.
+    /// PromQL query returning one number. `{{app}}`, `{{version}}`, `{{namespace}}`,
+    /// `{{stableVersion}}`, `{{canaryService}}` and `{{stableService}}` (the Services of a routed
+    /// rollout, each selecting one version's pods) are replaced before it runs.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
     /// The measurement succeeds when the value is at least this.

@@ -119,6 +119,9 @@ mod tests {
             scaling: Default::default(),
             clash: None,
             namespace_terminating: false,
+            routes: vec![],
+            routing_off: None,
+            canary_endpoints: 0,
         };
         decide::decide(&o).status
     }

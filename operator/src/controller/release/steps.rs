@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::api::{PauseReason, Strategy};
+use crate::api::{CanaryScale, HeaderRoute, PauseReason, Strategy};
 
 /// One step of a rollout plan.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,10 +17,33 @@ pub enum Step {
     Pause(Option<Duration>),
     /// Measure in the foreground this long; done when nothing failed meanwhile.
     Analysis(Duration),
+    /// From here on, requests with this header reach the candidate (with a route); done at once.
+    HeaderRoute(HeaderRoute),
+    /// From here on, the candidate's pods apart from its weight (with a route); done at once.
+    CanaryScale(CanaryScale),
     /// The last step of every plan: the Service `<app>` selects the candidate alone, and the
     /// previous version is kept warm (out of the Service) for the revert window; done when its
     /// warm pods are Ready.
     Switch,
+}
+
+/// The header route in force at `step`: that of the last `setHeaderRoute` at or before it (none
+/// from the switch on: the candidate then takes all traffic).
+pub fn header_at(plan: &[Step], step: usize) -> Option<HeaderRoute> {
+    if step + 1 >= plan.len() {
+        return None;
+    }
+    plan.iter().take(step + 1).rev().find_map(|s| if let Step::HeaderRoute(h) = s { Some(h.clone()) } else { None })
+}
+
+/// The candidate's scale in force at `step`, apart from its weight (`None`: it follows the weight).
+pub fn scale_at(plan: &[Step], step: usize) -> Option<CanaryScale> {
+    let scale = plan
+        .iter()
+        .take(step + 1)
+        .rev()
+        .find_map(|s| if let Step::CanaryScale(c) = s { Some(c.clone()) } else { None });
+    scale.filter(|c| c.match_traffic_weight != Some(true))
 }
 
 /// The steps of a strategy: its own steps (see `strategy/`), then weight 100 unless they end
@@ -52,8 +75,9 @@ pub struct Observed {
     /// When the current step started.
     pub step_started: Timestamp,
     pub now: Timestamp,
-    /// The pods the current step waits for are Ready: every candidate replica wanted at the
-    /// current weight, or (at the switch) the previous version's warm pods.
+    /// The pods the current step waits for are Ready (and, through a route, carry its traffic):
+    /// every candidate replica wanted at the current weight or scale, or (at the switch) the
+    /// previous version's warm pods.
     pub pods_ready: bool,
     /// Someone ran `kubectl phaseloop promote` for the current step.
     pub promoted: bool,
@@ -151,7 +175,10 @@ pub fn decide(plan: &[Step], o: &Observed) -> Decision {
         }
         Step::Switch if o.pods_ready => Decision::Promote,
         Step::Weight(_) if o.pods_ready => next,
-        Step::Weight(_) | Step::Switch => Decision::Hold { weight, wait: None },
+        Step::HeaderRoute(_) | Step::CanaryScale(_) if o.pods_ready => next,
+        Step::Weight(_) | Step::Switch | Step::HeaderRoute(_) | Step::CanaryScale(_) => {
+            Decision::Hold { weight, wait: None }
+        }
         Step::Pause(_) if o.promoted => next,
         Step::Pause(None) => {
             Decision::Pause { weight, why: PauseReason::PauseStep, reason: "paused until promoted".into() }
@@ -182,16 +209,23 @@ mod tests {
     use crate::api::{Canary, CanaryStep, Pause, StepAnalysis, StrategyType};
 
     fn canary(steps: Vec<CanaryStep>) -> Strategy {
-        Strategy { type_: StrategyType::Canary, canary: Some(Canary { steps }), ..Default::default() }
+        Strategy {
+            type_: StrategyType::Canary,
+            canary: Some(Canary { steps, traffic_routing: None }),
+            ..Default::default()
+        }
+    }
+    fn none() -> CanaryStep {
+        CanaryStep { set_weight: None, pause: None, analysis: None, set_header_route: None, set_canary_scale: None }
     }
     fn w(n: i32) -> CanaryStep {
-        CanaryStep { set_weight: Some(n), pause: None, analysis: None }
+        CanaryStep { set_weight: Some(n), ..none() }
     }
     fn pause(d: Option<&str>) -> CanaryStep {
-        CanaryStep { set_weight: None, pause: Some(Pause { duration: d.map(|d| d.parse().unwrap()) }), analysis: None }
+        CanaryStep { pause: Some(Pause { duration: d.map(|d| d.parse().unwrap()) }), ..none() }
     }
     fn analysis(d: &str) -> CanaryStep {
-        CanaryStep { set_weight: None, pause: None, analysis: Some(StepAnalysis { duration: d.parse().unwrap() }) }
+        CanaryStep { analysis: Some(StepAnalysis { duration: d.parse().unwrap() }), ..none() }
     }
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()

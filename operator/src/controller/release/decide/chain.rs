@@ -128,6 +128,7 @@ fn merged(mut first: Vec<Effect>, then: Vec<Effect>) -> Vec<Effect> {
     for effect in then {
         let same = |e: &Effect| match (e, &effect) {
             (Effect::Scale { release: a, .. }, Effect::Scale { release: b, .. }) => a == b,
+            (Effect::Route(a), Effect::Route(b)) => a.route == b.route,
             (Effect::Expose(_), Effect::Expose(_))
             | (Effect::Finalizer(_), Effect::Finalizer(_))
             | (Effect::Retire { .. }, Effect::Retire { .. }) => true,

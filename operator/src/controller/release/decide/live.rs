@@ -89,8 +89,15 @@ impl<'a> Draft<'a> {
         let (_, unavailable) = self.limits();
         let floor = (total - unavailable).max(total.min(1));
         if self.o.other.ready(floor) {
+            let exposure = Exposure::only(prev.clone());
+            let routed = self.route(&exposure);
             self.scale(&prev, total);
-            self.expose(Exposure::only(prev.clone()));
+            self.expose(exposure);
+            if !routed {
+                // Through a route, the route moves first; this version keeps its pods meanwhile.
+                self.status.message = Some(format!("reverting to {prev}: moving the routes"));
+                return;
+            }
             self.scale(&me, 0);
             self.go(Transition::Reverted);
             self.status.message = Some(format!("reverted to {prev} by {}", self.requester(REVERT)));
@@ -128,7 +135,9 @@ impl<'a> Draft<'a> {
     fn serve_at_total(&mut self) {
         let (me, total) = (self.name(), self.total);
         self.scale(&me, total);
-        self.expose(Exposure::only(me));
+        let exposure = Exposure::only(me);
+        self.route(&exposure);
+        self.expose(exposure);
         self.status.candidate_replicas = Some(total);
         self.status.replicas = Some(total);
         self.status.stable_replicas = None;

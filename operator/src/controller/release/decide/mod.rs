@@ -34,6 +34,7 @@ mod outcome;
 mod requests;
 mod rollback;
 mod rollout;
+mod routing;
 mod scaling;
 mod serving;
 mod waiting;
@@ -47,6 +48,7 @@ use kube::ResourceExt;
 
 pub use observation::*;
 pub use outcome::*;
+pub use routing::TRAFFIC_ROUTED;
 pub use scaling::{held_total, memory, owns_total, reading_due};
 pub use serving::{history, serves, window_open, with_serving_finalizer};
 

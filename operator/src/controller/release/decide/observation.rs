@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::{
-    api::{Promotion, Release, ReleaseStatus, TestPhase, Tier},
-    controller::release::{handover::Side, queue::Role},
+    api::{Promotion, Release, ReleaseStatus, RouteRef, TestPhase, Tier},
+    controller::release::{handover::Side, queue::Role, traffic::gateway::RouteSeen},
 };
 
 /// A version's workload as observed, before this reconcile applies anything.
@@ -95,6 +95,14 @@ pub struct Observation<'a> {
     /// The upstream Environment's Releases, for `promotion.from` (`None`: it does not exist).
     pub upstream: Option<&'a [Release]>,
     pub scaling: ScalingObserved,
+    /// The HTTPRoutes the Release steers (`trafficRouting.gatewayAPI`), each as read (`None`: it
+    /// does not exist); empty when it steers none.
+    pub routes: Vec<(RouteRef, Option<RouteSeen>)>,
+    /// Why routes cannot be read at all (the operator runs without Gateway API routing).
+    pub routing_off: Option<String>,
+    /// Ready endpoints of the candidate's pods behind `<app>-canary`, what a Gateway sends the
+    /// canary's share to (read for a routed Release that rolls out; 0 otherwise).
+    pub canary_endpoints: i32,
     /// A generated name held by something that is not this Release's, in words.
     pub clash: Option<String>,
     /// The namespace is being deleted (looked at only for a deleted Release holding its finalizer).

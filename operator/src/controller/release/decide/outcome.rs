@@ -50,6 +50,8 @@ pub enum Effect {
         test: String,
         attempt: i32,
     },
+    /// Rules for an HTTPRoute the Release steers, written if the route is still as read.
+    Route(crate::controller::release::traffic::gateway::RoutePatch),
     /// The autoscaler decided (for the scaling metrics): the load read, the total before and after.
     Scaled {
         observed: Option<f64>,

@@ -12,7 +12,7 @@ use crate::{
     api::{Reason, RollbackCause, RollbackRecord, condition},
     controller::release::{
         handover,
-        traffic::{Exposure, Serving, served_weight},
+        traffic::{Exposure, Serving, ready_share, served_weight},
     },
 };
 
@@ -64,8 +64,15 @@ impl Draft<'_> {
         let (surge, unavailable) = self.limits();
         let floor = if full { total } else { (total - unavailable).max(total.min(1)) };
         if incoming.settled && incoming.available >= floor {
+            let exposure = Exposure::only(to);
+            let routed = self.route(&exposure);
             self.scale(to, total);
-            self.expose(Exposure::only(to));
+            self.expose(exposure);
+            if !routed {
+                // Through a route, the route moves first: this version keeps its pods until the
+                // routes carry the stable version alone.
+                return false;
+            }
             self.scale(&me, 0);
             return true;
         }
@@ -76,12 +83,11 @@ impl Draft<'_> {
         };
         self.scale(to, back);
         self.scale(&me, away);
-        let ready = incoming.available.max(0) + outgoing.available.max(0);
-        let weight = if ready == 0 { 0 } else { outgoing.available.max(0) * 100 / ready };
-        self.expose(Exposure {
-            serving: Serving::Both { stable: to.to_string(), candidate: me.clone(), weight },
-            preview: false,
-        });
+        // Through a route, the candidate keeps the share of what is Ready that it still has.
+        let weight = ready_share(&outgoing, &incoming);
+        let exposure = Exposure::split(to, me.clone(), weight);
+        self.route(&exposure);
+        self.expose(exposure);
         false
     }
 }

@@ -18,7 +18,7 @@ use crate::{
         analysis,
         steps::{self, Decision, Failure, Step, Verdict},
         strategy::{self, Placement, Placing},
-        traffic::{Exposure, Serving, served_weight},
+        traffic::{self, Exposure, Serving, ready_share, served_weight},
     },
 };
 
@@ -72,16 +72,23 @@ impl Draft<'_> {
         let placement = self.placement(&at);
         let cleared = self.clear_older_versions();
         let warm = warm_replicas(strategy, self.total);
-        let pods_ready = cleared
-            && match at.kind {
-                Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
-                Step::Weight(_) if o.stable.is_some() => {
-                    let s = strategy::of(strategy.type_);
-                    s.pods_ready(&self.placing(&at), &placement)
-                }
-                Step::Weight(_) => o.own.ready(placement.candidate),
-                _ => true,
-            };
+        let routing = traffic::routing(o.rel).is_some();
+        let candidate_ready = match at.kind {
+            Step::Switch => o.stable.is_none() || warm == 0 || o.other.ready(warm),
+            Step::Weight(_) if o.stable.is_some() => {
+                let s = strategy::of(strategy.type_);
+                s.pods_ready(&self.placing(&at), &placement)
+            }
+            Step::Weight(_) => o.own.ready(placement.candidate),
+            Step::HeaderRoute(_) | Step::CanaryScale(_) if routing => o.own.ready(placement.candidate),
+            _ => true,
+        };
+        let mut exposure = self.exposure(&at, &placement, cleared);
+        // A step whose traffic is held back (its pods are not yet behind the canary Service: the
+        // EndpointSlices lag the pods) is not done, even when the route carries what was admitted.
+        let admitted = at.kind == Step::Switch || self.admit(&mut exposure, candidate_ready);
+        let routed = self.route(&exposure);
+        let pods_ready = cleared && routed && candidate_ready && admitted;
         let mut deadline_missed = matches!(at.kind, Step::Weight(_)) && !pods_ready && at.late();
         let overridden = self.overridden(&verdict, deadline_missed);
         if overridden {
@@ -124,7 +131,7 @@ impl Draft<'_> {
             };
             return self.roll_back(cause, failure.message());
         }
-        self.serve(&at, placement, cleared);
+        self.serve(&at, placement, exposure);
         let fresh_tally = matches!(verdict, Verdict::Inconclusive(_)) || unmeasured != Default::default();
         self.carry_out(decision, &at, fresh_tally, promoted);
     }
@@ -171,6 +178,9 @@ impl Draft<'_> {
             unavailable,
             own: self.o.own,
             other: self.o.other,
+            routed: traffic::routing(self.o.rel).is_some(),
+            scale: steps::scale_at(&at.plan, at.step),
+            header: steps::header_at(&at.plan, at.step).is_some(),
         }
     }
 
@@ -238,25 +248,68 @@ impl Draft<'_> {
         true
     }
 
-    /// Both versions at this step's replicas, the traffic as the step wants it (the stable version
-    /// alone until older versions are gone), and the status saying so.
-    fn serve(&mut self, at: &At, placement: Placement, cleared: bool) {
+    /// What the app's traffic should reach at this step: the stable version alone until older
+    /// versions are gone, a preview, both versions at the step's weight, or the candidate alone at
+    /// the switch; with the step's header route.
+    fn exposure(&self, at: &At, placement: &Placement, cleared: bool) -> Exposure {
         let o = self.o;
         let me = self.name();
-        let Placement { candidate, stable, serves } = placement;
+        let spec = &o.rel.spec.strategy;
+        let previews = strategy::of(spec.type_).previews() && o.stable.is_some() && at.kind != Step::Switch;
+        let mut exposure = match o.stable {
+            None => Exposure::only(me.clone()),
+            Some(s) if at.kind == Step::Switch && cleared => Exposure::switched(s.name_any(), me.clone()),
+            Some(s) if !placement.serves || !cleared => Exposure::held(s.name_any(), me.clone()),
+            Some(s) => Exposure::split(s.name_any(), me.clone(), at.weight),
+        };
+        exposure.preview = previews;
+        exposure.header = match spec.blue_green.as_ref().and_then(|b| b.preview_header.clone()) {
+            Some(h) if previews => Some(h),
+            _ if o.stable.is_some() && cleared => steps::header_at(&at.plan, at.step),
+            _ => None,
+        };
+        exposure
+    }
+
+    /// Through a route, the candidate gets more traffic than the route carries now (a higher
+    /// weight, a header rule) only once its pods for the step are Ready and behind its Service: a
+    /// Gateway sends a backend its share whether or not anything answers there. Lowering is always
+    /// allowed. Whether `exposure` is whole (nothing held back).
+    fn admit(&self, exposure: &mut Exposure, pods_ready: bool) -> bool {
+        if traffic::routing(self.o.rel).is_none() || exposure.candidate.is_none() {
+            return true;
+        }
+        let behind = self.o.canary_endpoints > 0;
+        if pods_ready && behind {
+            return true;
+        }
+        let wanted = exposure.clone();
+        let carried = if behind { self.status.routing.as_ref().and_then(|r| r.weight).unwrap_or(0) } else { 0 };
+        if let Serving::Both { weight, .. } = &mut exposure.serving {
+            *weight = (*weight).min(carried);
+        }
+        if !behind {
+            exposure.header = None;
+        }
+        *exposure == wanted
+    }
+
+    /// Both versions at this step's replicas, the traffic as `exposure` says, and the status saying
+    /// so: the weight that serves (through a route, what the route carries), and the Ready share.
+    fn serve(&mut self, at: &At, placement: Placement, exposure: Exposure) {
+        let o = self.o;
+        let me = self.name();
+        let Placement { candidate, stable, .. } = placement;
         self.scale(&me, candidate);
         if let Some(s) = o.stable {
             self.scale(&s.name_any(), stable);
         }
-        let previews = strategy::of(o.rel.spec.strategy.type_).previews() && o.stable.is_some();
-        let serving = match o.stable {
-            None => Serving::Only(me.clone()),
-            Some(_) if at.kind == Step::Switch && cleared => Serving::Only(me.clone()),
-            Some(s) if !serves || !cleared => Serving::Only(s.name_any()),
-            Some(s) => Serving::Both { stable: s.name_any(), candidate: me.clone(), weight: at.weight },
-        };
-        self.status.weight = Some(served_weight(&serving, &me, &o.own, &o.other));
-        self.expose(Exposure { serving, preview: previews && at.kind != Step::Switch });
+        self.status.weight = Some(match traffic::routing(o.rel) {
+            Some(_) => self.status.routing.as_ref().and_then(|r| r.weight).unwrap_or(0),
+            None => served_weight(&exposure.serving, &me, &o.own, &o.other),
+        });
+        self.status.ready_share = o.stable.map(|_| ready_share(&o.own, &o.other));
+        self.expose(exposure);
         self.status.step_weight = Some(at.weight);
         self.status.candidate_replicas = Some(candidate);
         self.status.stable_replicas = o.stable.map(|_| stable);

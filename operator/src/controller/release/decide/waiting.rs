@@ -64,7 +64,9 @@ impl Draft<'_> {
         if let Some(stable) = o.stable {
             use kube::ResourceExt;
             self.scale(&stable.name_any(), self.total);
-            self.expose(Exposure::only(stable.name_any()));
+            let exposure = Exposure::only(stable.name_any());
+            self.route(&exposure);
+            self.expose(exposure);
         }
         let why = format!(
             "the status says the rollout passed the gate, but the Release was never approved \

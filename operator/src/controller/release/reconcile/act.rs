@@ -72,6 +72,7 @@ fn request(effect: &Effect, rel: &Release) -> String {
             format!("the test candidate of Release {ns}/{} in {namespace} at {replicas}", rel.name_any())
         }
         Effect::RunTest { namespace, test, attempt } => format!("test Job {test} attempt {attempt} in {namespace}"),
+        Effect::Route(patch) => format!("write the rules of HTTPRoute {ns}/{}", patch.route),
         Effect::Scaled { .. } => "scaling metrics".into(),
     }
 }
@@ -139,6 +140,7 @@ async fn act(ctx: &Context, rel: &Release, siblings: &[Release], effect: &Effect
                 jobs.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&job)).await?;
             }
         }
+        Effect::Route(patch) => traffic::gateway::write(ctx, &ns, patch).await?,
         Effect::Scaled { observed, from, to } => {
             ctx.metrics.observe_scaling(&ns, &rel.spec.app, *observed, *from, *to);
         }

@@ -1,9 +1,10 @@
 //! API I/O of the Release controller: [`watches`] (what wakes a Release), [`observe`] (everything
-//! its decision looks at), [`act`] (the effects and the status), [`test_environment`] (the Test
-//! phase's objects). One reconcile observes, decides, then acts, one app at a time.
+//! its decision looks at; [`routes`] for what it steers through the Gateway API), [`act`] (the
+//! effects and the status), [`test_environment`] (the Test phase's objects). One reconcile observes, decides, then acts, one app at a time.
 
 mod act;
 mod observe;
+mod routes;
 mod test_environment;
 mod watches;
 

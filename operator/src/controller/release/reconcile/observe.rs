@@ -12,7 +12,10 @@ use k8s_openapi::{
 };
 use kube::{Api, ResourceExt, api::ListParams, runtime::reflector::ObjectRef};
 
-use super::test_environment::{is_test_environment_of, test_environment_name};
+use super::{
+    routes,
+    test_environment::{is_test_environment_of, test_environment_name},
+};
 use crate::{
     api::{Environment, EnvironmentPhase, Promotion, Release, ReleasePhase, TestPhase},
     controller::{
@@ -23,7 +26,12 @@ use crate::{
             SERVING_FINALIZER, approval,
             decide::{self, Deployed, Observation, ScalingObserved, TestGround, TestsObserved},
             queue::{self, Entry, Role},
-            test_jobs, validate, workload,
+            test_jobs,
+            traffic::{
+                self,
+                gateway::{self, RouteSeen},
+            },
+            validate, workload,
         },
     },
 };
@@ -46,6 +54,9 @@ pub struct Seen {
     scaling: ScalingObserved,
     clash: Option<String>,
     namespace_terminating: bool,
+    routes: Vec<(crate::api::RouteRef, Option<RouteSeen>)>,
+    routing_off: Option<String>,
+    canary_endpoints: i32,
 }
 
 impl Seen {
@@ -67,6 +78,9 @@ impl Seen {
             scaling: self.scaling.clone(),
             clash: self.clash.clone(),
             namespace_terminating: self.namespace_terminating,
+            routes: self.routes.clone(),
+            routing_off: self.routing_off.clone(),
+            canary_endpoints: self.canary_endpoints,
         }
     }
 }
@@ -149,7 +163,18 @@ pub async fn release(ctx: &Context, rel: &Release) -> Result<Seen, Error> {
     let measurements = if active && rolling { measure(ctx, rel, stable.as_ref(), &status, &now).await } else { None };
     let own = deployed(ctx, rel);
     let other = other.map(|o| deployed(ctx, o)).unwrap_or_default();
+    let (routes, routing_off) = routes::routes_of(ctx, rel);
+    let canary_endpoints = if active && traffic::routing(rel).is_some() && stable.is_some() {
+        routes::canary_endpoints(ctx, rel)
+            .await
+            .context("observe", || format!("the EndpointSlices of {ns}/{}", gateway::canary_service(&rel.spec.app)))?
+    } else {
+        0
+    };
     Ok(Seen {
+        routes,
+        routing_off,
+        canary_endpoints,
         rel: rel.clone(),
         now,
         env,
@@ -416,7 +441,13 @@ async fn name_clash(ctx: &Context, rel: &Release, siblings: &[Release]) -> Resul
         )));
     }
     let preview = rel.spec.strategy.type_ == crate::api::StrategyType::BlueGreen || !rel.spec.tests.is_empty();
-    let services = [Some(app.clone()), preview.then(|| format!("{app}-preview"))];
+    let routed = traffic::routing(rel).is_some();
+    let services = [
+        Some(app.clone()),
+        preview.then(|| format!("{app}-preview")),
+        routed.then(|| traffic::gateway::stable_service(app)),
+        routed.then(|| traffic::gateway::canary_service(app)),
+    ];
     for name in services.into_iter().flatten().filter(|_| rel.spec.service.is_some()) {
         let meta = match ctx.caches.children.get::<Service>(Some(&ns), &name) {
             Ok(Some(cached)) => Some(cached.metadata.clone()),

@@ -49,6 +49,10 @@ pub fn controller(
         Controller::for_stream(releases, ctx.caches.releases.clone()).with_config(watch::controller_config(&ctx));
     let controller = wake_on_autoscalers(controller, &ctx, &wc, w.autoscalers);
     let controller = wake_on_children(controller, &ctx, &wc, w.deployments, w.deployment_meta, w.service_meta);
+    let controller = match w.routes {
+        Some(writer) => wake_on_routes(controller, &ctx, &wc, writer),
+        None => controller,
+    };
     // An Environment's change (it fell asleep, woke, froze, its promotion rules changed) re-runs
     // the Releases of its namespace, from the Environment controller's cache.
     let c = ctx.clone();
@@ -150,4 +154,35 @@ fn wake_on_children(
     controller
         .watches_stream(deployment_events, deployment_owners)
         .watches_stream(services, move |s| watch::marked(&c, owner(&s.metadata).into_iter().collect()))
+}
+
+/// HTTPRoutes (with `--gateway-api`) fill their cache and wake the Releases that steer them: a
+/// route written, accepted by its Gateway, or rewritten by someone else.
+fn wake_on_routes(
+    controller: Controller<Release>,
+    ctx: &Arc<Context>,
+    wc: &watcher::Config,
+    writer: kube::runtime::reflector::store::Writer<kube::api::DynamicObject>,
+) -> Controller<Release> {
+    use crate::controller::release::traffic::{gateway, routing};
+    let ar = gateway::api_resource();
+    let api: kube::Api<kube::api::DynamicObject> = match ctx.config.watch_namespace.as_deref() {
+        Some(ns) => kube::Api::namespaced_with(ctx.client.clone(), ns, &ar),
+        None => kube::Api::all_with(ctx.client.clone(), &ar),
+    };
+    let routes =
+        watcher(api, wc.clone()).default_backoff().modify(gateway::lean_route).reflect(writer).touched_objects();
+    let c = ctx.clone();
+    controller.watches_stream_with(
+        routes,
+        move |route: kube::api::DynamicObject| {
+            let name = route.name_any();
+            let refs = c.caches.releases.state().into_iter().filter(|r| {
+                r.namespace() == route.namespace()
+                    && routing(r).is_some_and(|t| t.gateway_api.http_routes.iter().any(|h| h.name == name))
+            });
+            watch::marked(&c, refs.map(|r| ObjectRef::from_obj(&*r)).collect())
+        },
+        ar,
+    )
 }

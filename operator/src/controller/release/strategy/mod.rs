@@ -14,7 +14,7 @@ use super::{decide::Deployed, steps::Step};
 use crate::api::{self, StrategyType};
 
 /// What a strategy places pods from: one step of a rollout that has a stable version to replace.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Placing<'a> {
     pub step: &'a Step,
     /// The weight the step asks for, in percent.
@@ -27,6 +27,12 @@ pub struct Placing<'a> {
     /// The candidate's workload and the stable version's, as observed.
     pub own: Deployed,
     pub other: Deployed,
+    /// Traffic goes through a route: exact weights, pods apart from them.
+    pub routed: bool,
+    /// The candidate's scale apart from its weight (a `setCanaryScale` in force).
+    pub scale: Option<crate::api::CanaryScale>,
+    /// A header route sends requests to the candidate whatever the weight.
+    pub header: bool,
 }
 
 /// Replicas of both versions at a step, and whether the candidate gets production traffic.

@@ -8,6 +8,7 @@ mod ready;
 mod requests;
 mod rollback;
 mod rollout;
+mod routing;
 mod waiting;
 
 use std::{collections::BTreeMap, time::Duration};
@@ -88,6 +89,8 @@ struct Case {
     upstream: Option<Vec<Release>>,
     tests: Option<TestsObserved>,
     namespace_terminating: bool,
+    routes: Vec<(crate::api::RouteRef, Option<crate::controller::release::traffic::gateway::RouteSeen>)>,
+    canary_endpoints: i32,
 }
 
 impl Case {
@@ -106,6 +109,8 @@ impl Case {
             upstream: None,
             tests: None,
             namespace_terminating: false,
+            routes: vec![],
+            canary_endpoints: 0,
         }
     }
 
@@ -124,6 +129,8 @@ impl Case {
             upstream: None,
             tests: None,
             namespace_terminating: false,
+            routes: vec![],
+            canary_endpoints: 0,
         }
     }
 
@@ -145,6 +152,9 @@ impl Case {
             scaling: Default::default(),
             clash: None,
             namespace_terminating: self.namespace_terminating,
+            routes: self.routes.clone(),
+            routing_off: None,
+            canary_endpoints: self.canary_endpoints,
         };
         decide(&o)
     }

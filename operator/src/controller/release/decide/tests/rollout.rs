@@ -12,6 +12,9 @@ fn blue_green_preview_the_app_service_selects_the_stable_version_only() {
     let out = case.decide();
     assert_eq!(serving(&out), Some(Serving::Only("shop-1".into())));
     assert!(out.effects.contains(&Effect::Expose(crate::controller::release::traffic::Exposure {
+        stable: Some("shop-1".into()),
+        candidate: Some("shop-2".into()),
+        header: None,
         serving: Serving::Only("shop-1".into()),
         preview: true
     })));
