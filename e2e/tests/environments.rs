@@ -515,3 +515,180 @@ async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn a_branch_of_a_branch_gets_its_grandparents_component_and_quota() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let prod = format!("chain-prod-{}", unique_suffix());
+    let staging = format!("{prod}-staging");
+    let pr = format!("{prod}-pr");
+    let _guards = [&prod, &staging, &pr].map(|n| EnvironmentGuard::new(n));
+    // prod -> staging -> pr: the database and the quota are prod's, the cache is staging's own.
+    create(&environment(
+        &prod,
+        json!({"tier": "production", "quota": {"pods": 50}, "infrastructure": [database_component()]}),
+    ));
+    let cache = json!({"name": "cache", "objects": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cache-config"}}]});
+    create(&environment(&staging, json!({"tier": "staging", "from": prod, "infrastructure": [cache]})));
+    wait_phase(&envs, &staging, EnvironmentPhase::Ready).await;
+    create(&environment(&pr, json!({"tier": "preview", "from": staging, "ttl": "1h"})));
+    let env = wait_phase(&envs, &pr, EnvironmentPhase::Ready).await;
+    assert_eq!(env.status.unwrap().branch.unwrap().parent, staging);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &pr);
+    assert!(configmaps.get_opt("cache-config").await.unwrap().is_some(), "the parent's own component");
+    assert!(configmaps.get_opt("db-config").await.unwrap().is_some(), "the grandparent's component");
+    let db = Api::<Deployment>::namespaced(client.clone(), &pr).get_opt("postgres").await.unwrap();
+    assert_eq!(db.expect("the grandparent's database").labels()["phaseloop.dev/environment"], pr);
+    let quota = Api::<ResourceQuota>::namespaced(client.clone(), &pr).get_opt("phaseloop-quota").await.unwrap();
+    assert_eq!(quota.expect("the grandparent's quota").spec.unwrap().hard.unwrap()["pods"].0, "50");
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_unreadable_expiry_is_refused_at_admission() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let name = format!("garbage-{}", unique_suffix());
+    let _guard = EnvironmentGuard::new(&name);
+    create(&environment(&name, json!({"tier": "preview", "ttl": "1h"})));
+    let e = wait_phase(&envs, &name, EnvironmentPhase::Ready).await;
+    let expiry = e.status.unwrap().expires_at;
+    for value in ["not-a-date", "99999-01-01T00:00:00Z", "2030-02-30T00:00:00Z", "tomorrow"] {
+        let out = kubectl(&["annotate", "environment", &name, &format!("phaseloop.dev/expires-at={value}")]);
+        assert!(!out.ok, "{value} was accepted");
+        assert!(out.stderr.contains("phaseloop.dev/expires-at must be an RFC 3339 time"), "{value}: {}", out.stderr);
+    }
+    // A time phaseloop reads still moves the expiry.
+    let out = kubectl(&["annotate", "environment", &name, "phaseloop.dev/expires-at=2099-01-01T00:00:00Z"]);
+    assert!(out.ok, "{}", out.stderr);
+    let e = wait_for(&envs, &name, WAIT, |e: Option<&Environment>| {
+        e.and_then(|e| e.status.as_ref()?.expires_at.as_ref())
+            .is_some_and(|t| t.0.to_string() == "2099-01-01T00:00:00Z")
+    })
+    .await
+    .unwrap();
+    assert_ne!(e.status.unwrap().expires_at, expiry);
+}
+
+/// An operator of its own instance (`phaseloop.dev/instance`, so the suite's operator leaves its
+/// Environments alone) whose clock is offset from the machine's by the test hook
+/// `PHASELOOP_TEST_CLOCK_OFFSET`. Its Environments are deleted, and it stopped, when dropped.
+struct OperatorWithClock {
+    instance: String,
+    port: u16,
+    child: std::process::Child,
+    environments: Vec<String>,
+}
+
+impl OperatorWithClock {
+    fn start(offset: &str, port: u16) -> Self {
+        let state = std::env::var("E2E_STATE").expect("E2E_STATE (env.sh)");
+        let instance = format!("clock-{}", unique_suffix());
+        let log = std::fs::File::create(format!("{state}/logs/operator-{instance}.log")).unwrap();
+        let child = std::process::Command::new(repo_root().join("target/debug/phaseloop-operator"))
+            .env("KUBECONFIG", format!("{state}/operator.kubeconfig"))
+            .env("PHASELOOP_METRICS_ADDR", format!("127.0.0.1:{port}"))
+            .env("PHASELOOP_INSTANCE_ID", &instance)
+            .env("PHASELOOP_TEST_CLOCK_OFFSET", offset)
+            .env("POD_NAME", &instance)
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .unwrap();
+        OperatorWithClock { instance, port, child, environments: vec![] }
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        eventually("the operator with an offset clock ready", WAIT, || async {
+            reqwest::get(&url).await.ok()?.status().is_success().then_some(())
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Creates an Environment of this operator's instance.
+    fn create(&mut self, name: &str, spec: Value) {
+        let mut env = environment(name, spec);
+        env["metadata"]["labels"] = json!({"phaseloop.dev/instance": self.instance});
+        self.environments.push(name.to_string());
+        create(&env);
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.port);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+
+    async fn reconciles(&self, name: &str) -> u64 {
+        let url = format!("http://127.0.0.1:{}/debug/reconciles?controller=environment&name={name}", self.port);
+        let report: Value = reqwest::get(url).await.unwrap().json().await.unwrap_or_default();
+        report["count"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for OperatorWithClock {
+    fn drop(&mut self) {
+        // Deleted while this operator still runs (it removes the finalizer once the namespace is
+        // gone), else the finalizer is taken off by hand.
+        for name in &self.environments {
+            let _ = kubectl(&["delete", "environment", name, "--timeout=60s", "--ignore-not-found"]);
+            let off = r#"{"metadata":{"finalizers":null}}"#;
+            let _ = kubectl(&["patch", "environment", name, "--type=merge", "-p", off]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the local control plane: make e2e"]
+async fn an_operator_whose_clock_runs_hours_ahead_deletes_nothing_before_its_ttl_and_says_why() {
+    let client = client().await;
+    let envs: Api<Environment> = Api::all(client.clone());
+    let mut operator = OperatorWithClock::start("3h", extra_port(10));
+    operator.wait_ready().await;
+    let name = format!("early-{}", unique_suffix());
+    // An hour to live by the API server's clock; by the operator's, it ended two hours ago.
+    operator.create(&name, json!({"tier": "preview", "ttl": "1h"}));
+    let held = |e: Option<&Environment>| {
+        e.and_then(|e| e.status.as_ref())
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Expiring" && c.reason == "ClockSkew"))
+    };
+    let e = wait_for(&envs, &name, WAIT, held).await.expect("the expiry held for the clock skew, not deleted");
+    assert!(e.metadata.deletion_timestamp.is_none(), "deleted although its ttl has not passed");
+    let (status, _, message) = condition(&e, "Expiring");
+    assert_eq!(status, "False");
+    assert!(message.contains("ahead of the API server") && message.contains("3h"), "{message}");
+    let events: Api<Event> = Api::all(client.clone());
+    let selector = ListParams::default().fields(&format!("involvedObject.name={name}"));
+    eventually("a ClockSkew Warning Event", WAIT, || async {
+        let list = events.list(&selector).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ClockSkew") && e.type_.as_deref() == Some("Warning"))
+    })
+    .await
+    .unwrap();
+    // The skew, as this operator measures it from the API server's Date header.
+    let metrics = operator.metrics().await;
+    let skew: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("phaseloop_clock_skew_seconds "))
+        .unwrap_or_else(|| panic!("no phaseloop_clock_skew_seconds in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!((10_790.0..10_810.0).contains(&skew), "skew {skew}");
+    // Looked at again (poked), still there.
+    let before = operator.reconciles(&name).await;
+    let poke = json!({"metadata": {"annotations": {"e2e/poke": "1"}}});
+    envs.patch(&name, &PatchParams::default(), &Patch::Merge(&poke)).await.unwrap();
+    eventually("another reconcile", WAIT, || async { (operator.reconciles(&name).await > before).then_some(()) })
+        .await
+        .unwrap();
+    let e = envs.get(&name).await.unwrap();
+    assert!(e.metadata.deletion_timestamp.is_none(), "deleted after another look");
+    assert_eq!(condition(&e, "Expiring").1, "ClockSkew");
+}

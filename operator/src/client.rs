@@ -2,7 +2,8 @@
 //! retries of transient server errors, connection timeouts, rustls), built here from kube's
 //! `ConfigExt` parts rather than with `ClientBuilder::try_from` for one reason: the leader-election
 //! fence ([`Fence`]) must be checked where bytes leave the process, not only when a request is
-//! made.
+//! made. Two layers more: every request is counted, and every response's `Date` header measures
+//! how far this process's clock is from the API server's (`crate::clock`).
 //!
 //! A request is checked against the fence when it enters the client (a write refused there is
 //! never sent) and again by every socket write of every connection ([`FencedStream`]): a process
@@ -44,6 +45,15 @@ pub fn build(config: kube::Config, metrics: Arc<Metrics>, fence: Arc<Fence>) -> 
     let http: hyper_util::client::legacy::Client<_, Body> =
         hyper_util::client::legacy::Builder::new(TokioExecutor::new()).build(connector);
 
+    let clock = metrics.clone();
+    // Every response says what time the API server has: the skew of this process's clock.
+    let measure = tower::util::MapResponseLayer::new(move |res: http::Response<hyper::body::Incoming>| {
+        let date = res.headers().get(http::header::DATE).and_then(|d| d.to_str().ok());
+        if let Some(skew) = date.and_then(|d| crate::clock::skew_from(d, crate::clock::now_precise())) {
+            clock.observe_clock_skew(skew);
+        }
+        res
+    });
     let count = tower::util::MapRequestLayer::new(move |req: Request<Body>| {
         let (verb, resource) = requests::classify(req.method(), req.uri().path(), req.uri().query());
         if requests::is_write(verb) {
@@ -69,6 +79,7 @@ pub fn build(config: kube::Config, metrics: Arc<Metrics>, fence: Arc<Fence>) -> 
         .layer(count)
         // Inside the retries: every attempt is checked.
         .layer(fenced)
+        .layer(measure)
         .map_err(BoxError::from)
         .service(http);
     Ok(kube::Client::new(service, config.default_namespace))

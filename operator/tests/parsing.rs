@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Duration;
 use phaseloop::controller::release::{decide::Observation, queue::Role};
 use phaseloop::{
-    api::{DURATION_PATTERN, Environment, EnvironmentSpec, EnvironmentStatus, Release, ReleaseSpec, Tier},
+    api::{DURATION_PATTERN, Environment, EnvironmentSpec, Release, ReleaseSpec, Tier},
     controller::{environment, release},
 };
 use proptest::prelude::*;
@@ -343,18 +343,38 @@ fn exercise_release(spec: ReleaseSpec) {
 
 /// Everything pure the Environment controller runs on a spec.
 fn exercise_environment(name: &str, spec: EnvironmentSpec) {
+    use environment::decide;
     let _ = environment::validate(name, &spec);
-    let _ = environment::desired::effective_spec(&spec, Some(&spec));
-    let _ = environment::desired::inheritable(&spec);
+    let _ = decide::effective(&spec, Some(&spec));
+    let _ = decide::inheritable(&spec);
     let mut env = Environment::new(name, spec);
     env.metadata.generation = Some(1);
     env.metadata.creation_timestamp = Some(now());
-    let _ = environment::expires_at(&env, None);
+    env.metadata.finalizers = Some(vec![environment::FINALIZER.into()]);
+    let _ = decide::expires_at(&env, None);
     let _ = environment::namespace_of(&env);
     let sleep_after = env.spec.sleep_after.map(std::time::Duration::from);
-    let _ = environment::sleep::decide(sleep_after, now().0, None, false, now().0);
-    let blocked = environment::Observation::blocked("InvalidSpec", environment::validate(name, &env.spec).join("; "));
-    let _ = environment::desired_status(&env, EnvironmentStatus::default(), &blocked, &now());
+    let _ = decide::sleep::decide(sleep_after, now().0, None, false, now().0);
+    let config = phaseloop::controller::Config::default();
+    let (kinds, objects) = (decide::Kinds::new(), decide::Objects::new());
+    let parent = env.clone();
+    let chain = decide::walk(&env, |_| Some(parent.clone()));
+    for namespace in [decide::NamespaceSeen::Absent, decide::NamespaceSeen::Foreign] {
+        let o = decide::Observation {
+            env: &env,
+            now: now(),
+            skew: None,
+            config: &config,
+            chain: chain.clone(),
+            namespace,
+            releases: &[],
+            parent_releases: &[],
+            kinds: &kinds,
+            objects: &objects,
+            seed_job: None,
+        };
+        let _ = decide::decide(&o);
+    }
 }
 
 proptest! {

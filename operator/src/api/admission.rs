@@ -17,6 +17,8 @@ pub const AUTHOR: &str = "phaseloop.dev-author";
 pub const STATUS_WRITERS: &str = "phaseloop.dev-status-writers";
 /// Name of the admission policy guarding what infrastructure may hold.
 pub const INFRASTRUCTURE: &str = "phaseloop.dev-infrastructure";
+/// Name of the admission policy guarding an Environment's expiry annotation.
+pub const ENVIRONMENT_EXPIRY: &str = "phaseloop.dev-environment-expiry";
 /// The verb that lets a person approve a Release, or let a failed rollout go on
 /// (`kubectl auth can-i approve releases`).
 pub const APPROVE_VERB: &str = "approve";
@@ -384,6 +386,36 @@ pub fn infrastructure() -> [Value; 2] {
     )
 }
 
+/// An Environment's extension annotation (`phaseloop.dev/expires-at`) must be a time phaseloop
+/// reads: RFC 3339 with a four-digit year and an offset (`Z` or `+02:00`), and a real date
+/// (`format.datetime()` refuses February 30th). The operator reports a value stored before this
+/// policy (`Expiring`/`ExtensionUnreadable`) and ignores it.
+pub fn environment_expiry() -> [Value; 2] {
+    let key = annotation::EXPIRES_AT;
+    let value = annotation_value("object", key);
+    let shape =
+        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$";
+    validating(
+        ENVIRONMENT_EXPIRY,
+        json!({
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": [GROUP], "apiVersions": ["*"], "operations": ["CREATE", "UPDATE"], "resources": ["environments"]},
+            ]},
+            "validations": [rule(
+                format!(
+                    "!{} || ({value}.matches('{shape}') && !format.datetime().validate({value}).hasValue())",
+                    has_annotation("object", key)
+                ),
+                format!(
+                    "'{key} must be an RFC 3339 time with a four-digit year and an offset, such as \
+                     2030-01-31T18:00:00Z (kubectl phaseloop env extend writes one): ' + {value} + ' is not'"
+                ),
+            )],
+        }),
+    )
+}
+
 /// Every policy file of `crds/` by its suffix (`phaseloop.dev_<suffix>.yaml`), in order.
 pub fn files() -> Vec<(&'static str, [Value; 2])> {
     vec![
@@ -392,6 +424,7 @@ pub fn files() -> Vec<(&'static str, [Value; 2])> {
         ("author", author()),
         ("status-writers", status_writers()),
         ("infrastructure", infrastructure()),
+        ("environment-expiry", environment_expiry()),
     ]
 }
 

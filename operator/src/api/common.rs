@@ -201,6 +201,10 @@ pub mod condition {
     pub const INFRASTRUCTURE_READY: &str = "InfrastructureReady";
     /// Environment: the seed Job succeeded.
     pub const SEEDED: &str = "Seeded";
+    /// Environment with a `ttl`: True while it will delete itself at `status.expiresAt` (or does);
+    /// False while a reached ttl is held (the operator's clock disagrees with the API server's, or
+    /// the spec is invalid). The reason says which.
+    pub const EXPIRING: &str = "Expiring";
     /// Release: tests passed.
     pub const TESTED: &str = "Tested";
     /// Release: the gate is open (approved, promotion rules met).
@@ -235,6 +239,9 @@ pub mod annotation {
     pub const ALLOW_DELETE: &str = "phaseloop.dev/allow-delete";
     /// Wakes a sleeping Environment.
     pub const WAKE: &str = "phaseloop.dev/wake";
+    /// On an Environment: an RFC 3339 time that moves its expiry later (`kubectl phaseloop env
+    /// extend`); the admission policy `phaseloop.dev-environment-expiry` refuses any other value.
+    pub const EXPIRES_AT: &str = "phaseloop.dev/expires-at";
     /// RFC 3339 time of the commit a Release ships; the start of its DORA lead time.
     pub const COMMIT_TIME: &str = "phaseloop.dev/commit-time";
     /// Approves a Release; its value names who approved (`kubectl phaseloop approve`). Setting it

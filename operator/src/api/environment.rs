@@ -332,7 +332,8 @@ pub struct EnvironmentStatus {
     /// When the workloads were put to sleep (phase `Sleeping`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slept_at: Option<Time>,
-    /// Standard conditions: `Ready`, `InfrastructureReady`, `Seeded`, `Degraded`.
+    /// Standard conditions: `Ready`, `InfrastructureReady`, `Seeded`, `Degraded`, and with a `ttl`
+    /// `Expiring`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

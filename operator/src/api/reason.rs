@@ -121,6 +121,48 @@ reasons! {
     DirectionDisabled,
     MetricUnavailable,
     FallbackReplicas,
+
+    // Where an Environment is (its Ready condition and phase Events carry the phase's name;
+    // `Failed` is shared with Releases).
+    Provisioning,
+    Ready,
+    Sleeping,
+    Expiring,
+    Terminating,
+    /// Sleep: `sleepAfter` without Release activity held the workloads at zero.
+    Slept,
+    /// Wake: the wake annotation or a new Release brought them back.
+    Woken,
+
+    // An Environment's infrastructure and seed.
+    AllReady,
+    NotReady,
+    /// A component cannot be applied; the message says why (the others are applied).
+    ComponentRefused,
+    NoSeed,
+    Waiting,
+    Succeeded,
+    SeedFailed,
+
+    // What blocks an Environment from provisioning.
+    /// The namespace exists and is someone else's.
+    NamespaceConflict,
+    /// `spec.from` names an Environment that does not exist (nor does a snapshot of it).
+    ParentNotFound,
+    /// `spec.from` forms a cycle, or the chain of parents runs into one.
+    ParentCycle,
+    /// More Environments above a branch than `environment::decide::MAX_DEPTH`.
+    BranchTooDeep,
+
+    // Expiring (an Environment with a ttl).
+    /// It deletes itself at `status.expiresAt`.
+    Scheduled,
+    /// The ttl is reached: it deletes itself.
+    TtlReached,
+    /// The operator's clock and the API server's disagree: no ttl deletion until they agree.
+    ClockSkew,
+    /// The extension annotation is not a time phaseloop can read: ignored.
+    ExtensionUnreadable,
 }
 
 /// The shared reasons as strings, for code that builds conditions from `&str`.
@@ -146,6 +188,20 @@ impl From<crate::api::ReleasePhase> for Reason {
     }
 }
 
+impl From<crate::api::EnvironmentPhase> for Reason {
+    fn from(phase: crate::api::EnvironmentPhase) -> Self {
+        use crate::api::EnvironmentPhase as P;
+        match phase {
+            P::Provisioning => Reason::Provisioning,
+            P::Ready => Reason::Ready,
+            P::Sleeping => Reason::Sleeping,
+            P::Expiring => Reason::Expiring,
+            P::Terminating => Reason::Terminating,
+            P::Failed => Reason::Failed,
+        }
+    }
+}
+
 impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -165,5 +221,6 @@ mod tests {
             assert!(s.chars().all(|c| c.is_ascii_alphanumeric()), "{s}");
         }
         assert_eq!(Reason::from(crate::api::ReleasePhase::RolledBack).as_str(), "RolledBack");
+        assert_eq!(Reason::from(crate::api::EnvironmentPhase::Sleeping).as_str(), "Sleeping");
     }
 }

@@ -60,7 +60,7 @@ struct Args {
     /// Kinds an Environment's infrastructure may hold, as `resource.group` (core group: no
     /// `.group`), comma-separated; RBAC, admission and API-registration kinds are never allowed.
     #[arg(long, env = "PHASELOOP_INFRASTRUCTURE_KINDS", value_delimiter = ',',
-          default_values_t = controller::DEFAULT_INFRASTRUCTURE_KINDS.iter().map(|k| k.to_string()).collect::<Vec<_>>())]
+          default_values_t = controller::environment::allow_list::default_kinds())]
     infrastructure_kinds: Vec<String>,
     /// The loosest Pod Security Standard an Environment may ask for (`spec.podSecurity`); its
     /// namespace enforces `restricted` otherwise.
@@ -83,6 +83,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "PHASELOOP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Test hook: runs this process's clock ahead (`3h`) or behind (`-3h`) of the machine's, to
+    /// test what an operator with a wrong clock does. Never set it otherwise.
+    #[arg(long, env = "PHASELOOP_TEST_CLOCK_OFFSET", hide = true)]
+    test_clock_offset: Option<jiff::SignedDuration>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -122,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Json => fmt.json().init(),
     }
 
+    if let Some(offset) = args.test_clock_offset {
+        tracing::warn!(%offset, "test hook: this process's clock is offset from the machine's");
+        phaseloop::clock::set_offset(offset);
+    }
     // Kubeconfig (KUBECONFIG or ~/.kube/config) outside a cluster, the service account inside.
     let metrics = Arc::new(Metrics::new());
     let mut kubeconfig = kube::Config::infer().await.context("no usable Kubernetes configuration")?;

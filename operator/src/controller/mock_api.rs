@@ -158,6 +158,8 @@ pub fn context_with(
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let shutdown = tokio_util::sync::CancellationToken::new();
     // The writers go out of scope: a dropped writer keeps its store as it is.
+    // The scripted server's clock agrees with the tests' (a real one says so in every response).
+    metrics.observe_clock_skew(jiff::SignedDuration::ZERO);
     Arc::new(Context::new(api.client(), metrics, config, shutdown, caches, prometheus))
 }
 

@@ -60,7 +60,7 @@ pub struct Config {
     pub concurrency: u16,
     /// Kinds an Environment's infrastructure components may hold, as `resource.group` (`configmaps`
     /// for the core group, `deployments.apps`): phaseloop's own allow-list, whatever its
-    /// credentials would allow. See [`infrastructure_allowed`].
+    /// credentials would allow. See [`environment::allow_list`].
     pub infrastructure_kinds: Vec<String>,
     /// The loosest Pod Security Standard an Environment may ask for (its namespace enforces
     /// `restricted` unless it asks for more, up to this).
@@ -78,50 +78,6 @@ pub struct Config {
     pub gateway_api: bool,
 }
 
-/// The default infrastructure allow-list: workloads, their configuration and storage.
-pub const DEFAULT_INFRASTRUCTURE_KINDS: &[&str] = &[
-    "deployments.apps",
-    "statefulsets.apps",
-    "jobs.batch",
-    "cronjobs.batch",
-    "configmaps",
-    "secrets",
-    "services",
-    "persistentvolumeclaims",
-    "serviceaccounts",
-    "poddisruptionbudgets.policy",
-];
-
-/// API groups never allowed in infrastructure, whatever the allow-list says: who may do what
-/// (RBAC), what the API server admits (webhooks, policies), which APIs exist, and certificates.
-/// A component holding them would let anyone who may create an Environment escalate through
-/// phaseloop's credentials.
-pub const NEVER_INFRASTRUCTURE: &[&str] = &[
-    "rbac.authorization.k8s.io",
-    "admissionregistration.k8s.io",
-    "apiextensions.k8s.io",
-    "apiregistration.k8s.io",
-    "certificates.k8s.io",
-    "authentication.k8s.io",
-    "authorization.k8s.io",
-];
-
-/// Why a kind (`plural` in `group`) may not be an infrastructure object, if it may not.
-pub fn infrastructure_allowed(allowed: &[String], group: &str, plural: &str, kind: &str) -> Result<(), String> {
-    let name = if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") };
-    if NEVER_INFRASTRUCTURE.contains(&group) {
-        return Err(format!("{kind} ({name}) is never allowed in infrastructure: it would grant or change access"));
-    }
-    if !allowed.iter().any(|a| a == &name) {
-        return Err(format!(
-            "{kind} ({name}) is not in the operator's infrastructure allow-list ({}); an operator admin can \
-             add it (--infrastructure-kinds, chart value infrastructure.kinds)",
-            allowed.join(", ")
-        ));
-    }
-    Ok(())
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -129,7 +85,7 @@ impl Default for Config {
             monitoring_namespace: "monitoring".into(),
             watch_namespace: None,
             concurrency: 16,
-            infrastructure_kinds: DEFAULT_INFRASTRUCTURE_KINDS.iter().map(|k| k.to_string()).collect(),
+            infrastructure_kinds: environment::allow_list::default_kinds(),
             max_pod_security: crate::api::PodSecurity::Restricted,
             instance_id: None,
             role_binding: None,
@@ -395,10 +351,9 @@ where
         .await;
 }
 
-/// Now, to the second: the precision of `metav1.Time`, so a status computed now compares equal to
-/// the one stored.
+/// Now, to the second, by this process's clock ([`crate::clock::now`]).
 pub fn now() -> jiff::Timestamp {
-    jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).expect("now is representable")
+    crate::clock::now()
 }
 
 /// A failed reconcile the object's owner should hear about ([`Error::reportable`]: a child the API

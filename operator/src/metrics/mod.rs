@@ -35,6 +35,9 @@ pub struct Metrics {
     api_requests: IntCounterVec,
     watch_to_reconcile: HistogramVec,
     bookkeeping: IntGaugeVec,
+    clock_skew: prometheus::Gauge,
+    /// The last skew measured, for the decisions that depend on it.
+    skew: std::sync::Mutex<Option<jiff::SignedDuration>>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -131,8 +134,15 @@ impl Metrics {
             &["map"],
         )
         .expect("valid metric");
+        let clock_skew = prometheus::Gauge::new(
+            "clock_skew_seconds",
+            "This operator's clock minus the API server's, from the Date header of its last response (about a second of it is measurement). Beyond 5s either way, no ttl deletion happens.",
+        )
+        .expect("valid metric");
         let metrics = Metrics {
             registry,
+            clock_skew,
+            skew: Default::default(),
             bookkeeping,
             leader,
             api_requests,
@@ -167,6 +177,7 @@ impl Metrics {
             Box::new(metrics.api_requests.clone()),
             Box::new(metrics.watch_to_reconcile.clone()),
             Box::new(metrics.bookkeeping.clone()),
+            Box::new(metrics.clock_skew.clone()),
             // Resident memory, CPU seconds, open files of this process (Linux).
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
@@ -174,6 +185,19 @@ impl Metrics {
             metrics.register(c);
         }
         metrics
+    }
+
+    /// Records `skew`, this operator's clock minus the API server's (see `crate::client`).
+    pub fn observe_clock_skew(&self, skew: jiff::SignedDuration) {
+        self.clock_skew.set(skew.as_secs_f64());
+        if let Ok(mut s) = self.skew.lock() {
+            *s = Some(skew);
+        }
+    }
+
+    /// The skew last recorded (`None`: no response has carried a `Date` header yet).
+    pub fn clock_skew(&self) -> Option<jiff::SignedDuration> {
+        self.skew.lock().ok().and_then(|s| *s)
     }
 
     /// The size of one bookkeeping map (see `controller::memory`).

@@ -12,9 +12,7 @@ use k8s_openapi::{
 };
 use kube::{Resource, ResourceExt, api::ObjectMeta};
 
-use crate::api::{
-    Component, ContainerDefaults, Environment, EnvironmentSpec, Isolation, PodSecurity, Quota, Seed, label,
-};
+use crate::api::{ContainerDefaults, Environment, PodSecurity, Quota, Seed, label};
 
 /// Names of the objects phaseloop keeps in an Environment's namespace.
 pub const QUOTA_NAME: &str = "phaseloop-quota";
@@ -39,44 +37,6 @@ fn meta(env: &Environment, name: &str, namespace: Option<&str>) -> ObjectMeta {
         namespace: namespace.map(str::to_string),
         labels: Some(labels(env)),
         owner_references: env.controller_owner_ref(&()).map(|r| vec![r]),
-        ..Default::default()
-    }
-}
-
-/// The spec actually provisioned: the parent's infrastructure, quota, defaults and isolation with
-/// the branch's own fields winning (components by name).
-pub fn effective_spec(own: &EnvironmentSpec, parent: Option<&EnvironmentSpec>) -> EnvironmentSpec {
-    let Some(parent) = parent else { return own.clone() };
-    let mut spec = own.clone();
-    spec.quota = own.quota.clone().or_else(|| parent.quota.clone());
-    spec.defaults = own.defaults.clone().or_else(|| parent.defaults.clone());
-    if own.isolation == Isolation::None {
-        spec.isolation = parent.isolation;
-    }
-    let mut components: Vec<Component> = parent
-        .infrastructure
-        .iter()
-        .filter(|p| !own.infrastructure.iter().any(|o| o.name == p.name))
-        .cloned()
-        .collect();
-    components.extend(own.infrastructure.iter().cloned());
-    spec.infrastructure = components;
-    if own.seed.is_none() {
-        spec.seed = parent.seed.clone();
-    }
-    spec.pod_security = own.pod_security.or(parent.pod_security);
-    spec
-}
-
-/// The parts of a parent's spec a branch inherits, as snapshotted at branch time.
-pub fn inheritable(parent: &EnvironmentSpec) -> EnvironmentSpec {
-    EnvironmentSpec {
-        quota: parent.quota.clone(),
-        defaults: parent.defaults.clone(),
-        isolation: parent.isolation,
-        infrastructure: parent.infrastructure.clone(),
-        seed: parent.seed.clone(),
-        pod_security: parent.pod_security,
         ..Default::default()
     }
 }
@@ -183,20 +143,12 @@ pub fn seed_job(env: &Environment, ns: &str, seed: &Seed) -> Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{EmbeddedObject, Resources, Tier};
-    use serde_json::json;
+    use crate::api::{EnvironmentSpec, Resources, Tier};
 
     fn env(spec: EnvironmentSpec) -> Environment {
         let mut e = crate::fixtures::env("shop-staging", serde_json::to_value(spec).unwrap());
         e.metadata.uid = Some("uid-1".into());
         e
-    }
-
-    fn component(name: &str, cm: &str) -> Component {
-        Component {
-            name: name.into(),
-            objects: vec![EmbeddedObject(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": cm}}))],
-        }
     }
 
     #[test]
@@ -210,16 +162,6 @@ mod tests {
         assert_eq!(l[label::MANAGED_BY], "phaseloop");
         let owner = &ns.metadata.owner_references.unwrap()[0];
         assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("Environment", "uid-1", Some(true)));
-    }
-
-    #[test]
-    fn a_branch_inherits_its_parents_pod_security_unless_it_sets_its_own() {
-        let parent = EnvironmentSpec { pod_security: Some(PodSecurity::Baseline), ..Default::default() };
-        let own = EnvironmentSpec::default();
-        assert_eq!(effective_spec(&own, Some(&inheritable(&parent))).pod_security, Some(PodSecurity::Baseline));
-        let strict = EnvironmentSpec { pod_security: Some(PodSecurity::Restricted), ..Default::default() };
-        assert_eq!(effective_spec(&strict, Some(&parent)).pod_security, Some(PodSecurity::Restricted));
-        assert_eq!(effective_spec(&own, None).pod_security, None, "restricted, the default");
     }
 
     #[test]
@@ -258,27 +200,6 @@ mod tests {
             })
             .collect();
         assert_eq!(names, ["shop", "monitoring"]);
-    }
-
-    #[test]
-    fn a_branch_inherits_and_its_own_fields_win() {
-        let parent = EnvironmentSpec {
-            quota: Some(Quota { pods: Some(10), ..Default::default() }),
-            isolation: Isolation::Namespace,
-            infrastructure: vec![component("db", "parent-db"), component("cache", "parent-cache")],
-            ..Default::default()
-        };
-        let own = EnvironmentSpec {
-            quota: Some(Quota { pods: Some(3), ..Default::default() }),
-            infrastructure: vec![component("db", "branch-db")],
-            ..Default::default()
-        };
-        let spec = effective_spec(&own, Some(&inheritable(&parent)));
-        assert_eq!(spec.quota.unwrap().pods, Some(3));
-        assert_eq!(spec.isolation, Isolation::Namespace);
-        let names: Vec<_> = spec.infrastructure.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["cache", "db"]);
-        assert_eq!(spec.infrastructure[1], component("db", "branch-db"));
     }
 
     #[test]
