@@ -162,6 +162,58 @@ running() {
   echo "$pid"
 }
 
+# quiet COMMAND... -> run it, printing its output only when it fails
+quiet() {
+  local out
+  out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }
+}
+
+# sign_cert CA_DIR DIR NAME SUBJECT server|client -> DIR/NAME.key and DIR/NAME.crt, signed by the
+# CA in CA_DIR (ca.crt, ca.key): a server certificate for the API server's loopback and in-cluster
+# names (Go and rustls/webpki need SANs; IP:127.0.0.1 is what every client dials), or a client one
+# (the user is the subject's CN, its groups the O's). Every certificate of the cluster and the node.
+sign_cert() {
+  local ca=$1 dir=$2 name=$3 subject=$4 usage=$5
+  {
+    echo "basicConstraints       = CA:FALSE"
+    echo "keyUsage               = critical,digitalSignature,keyEncipherment"
+    echo "extendedKeyUsage       = ${usage}Auth"
+    echo "subjectKeyIdentifier   = hash"
+    echo "authorityKeyIdentifier = keyid,issuer"
+    if [ "$usage" = server ]; then
+      echo "subjectAltName         = DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.96.0.1"
+    fi
+  } >"$dir/$name.ext"
+  quiet openssl req -new -nodes -newkey rsa:2048 -keyout "$dir/$name.key" -subj "$subject" -out "$dir/$name.csr"
+  quiet openssl x509 -req -in "$dir/$name.csr" -CA "$ca/ca.crt" -CAkey "$ca/ca.key" -CAcreateserial \
+    -days 3650 -sha256 -extfile "$dir/$name.ext" -out "$dir/$name.crt"
+  rm -f "$dir/$name.csr" "$dir/$name.ext"
+  chmod 600 "$dir/$name.key"
+}
+
+# launch NAME BINARY ARGS... -> unless NAME already runs: start BINARY detached, in a session of
+# its own (it survives this shell, and its process group is stopped with it), with $PREFIX (a word
+# list: nsenter, unshare) in front and its output appended to its log; record its PID and its
+# binary (so a recycled PID is never mistaken for ours) and wait until it has exec'd. The one
+# start of every process of the cluster and the node; stop_component stops them.
+launch() {
+  local name=$1 bin=$2 pid
+  shift 2
+  if pid=$(running "$name"); then
+    log "$name: already running (pid $pid)"
+    return 0
+  fi
+  rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe" # stale or absent
+  echo "=== $(date -Is) starting $name" >>"$(log_file "$name")"
+  # shellcheck disable=SC2086 # PREFIX is a word list
+  setsid ${PREFIX:-} "$bin" "$@" </dev/null >>"$(log_file "$name")" 2>&1 &
+  pid=$!
+  readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
+  echo "$pid" >"$(pid_file "$name")"
+  await_exec "$name"
+  log "$name: started (pid $pid)"
+}
+
 # stop_component NAME: SIGTERM to the recorded process, SIGKILL after E2E_STOP_GRACE seconds
 # (default 10; only etcd holds data, and it stops last), then forget its pid file.
 stop_component() {

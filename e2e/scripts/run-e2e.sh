@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The end-to-end suite: builds what is missing, starts the local control plane (unless one is
 # already running), installs the CRDs, runs the operator as a host process and the e2e tests
-# against it (pods on the kwok node), then the real node's scenarios (e2e/tests/real_node.rs):
+# against it (pods on the kwok node), then the real node's scenarios (module real_node):
 # the host operator stops and hands its Lease over, the real node starts, and the chart is upgraded
 # to run the operator as a pod from the image built here. Everything it started is stopped at the
-# end. First of all the README's quick tour is played as printed (e2e/tests/tour.rs: it starts and
+# end. First of all the README's quick tour is played as printed (module tour: it starts and
 # stops a cluster itself, so it refuses to run beside one: stop it, or E2E_TOUR=0).
-# E2E_TEST=<binary> runs one test binary (e.g. operate, real_node for the real-node phase alone,
-# uninstall for its last test alone, tour for the tour alone);
+# The tests are one binary, e2e/tests/e2e/main.rs, with a module per area; each phase runs its
+# modules by name filter. E2E_TEST=<module> runs one module (e.g. operate, real_node for the
+# real-node phase alone, uninstall for its last test alone, tour for the tour alone);
 # E2E_REAL_NODE=0 leaves the real node out, E2E_TOUR=0 the tour. Arguments after the script name
 # are passed to the test harness (a name filter, --nocapture).
 source "$(dirname "$0")/lib.sh"
@@ -16,6 +17,13 @@ T0=$(date +%s)
 REAL_NODE=${E2E_REAL_NODE:-1}
 TOUR=${E2E_TOUR:-1}
 KWOK_SUITE=1
+# The e2e binary's modules, and the harness arguments that leave out every module but those
+# named: skips rather than a filter, so that a name filter given to this script still narrows them.
+mapfile -t MODULES < <(sed -n 's/^mod \([a-z_]*\);$/\1/p' "$E2E_ROOT/tests/e2e/main.rs")
+only() { for m in "${MODULES[@]}"; do case " $* " in *" $m "*) ;; *) printf '%s\n' --skip "$m::" ;; esac; done; }
+if [ -n "${E2E_TEST:-}" ] && ! printf '%s\n' "${MODULES[@]}" | grep -qx "$E2E_TEST"; then
+  die "E2E_TEST=$E2E_TEST: no such module in e2e/tests/e2e/main.rs (${MODULES[*]})"
+fi
 case "${E2E_TEST:-}" in
   "") ;;
   real_node | uninstall) KWOK_SUITE=0 TOUR=0 ;;
@@ -32,7 +40,7 @@ if [ "$REAL_NODE" = 1 ]; then bash "$S/build-e2e-bins.sh" node; fi
 # (dev-dependencies enable kube's `cel`), so nothing is compiled twice.
 cargo test --workspace --no-run
 # The static release build (the operator's image and the real node's images): its size and
-# linkage are checked (e2e/tests/packaging.rs). E2E_RELEASE_BUILD=0 skips it while iterating on
+# linkage are checked (module packaging). E2E_RELEASE_BUILD=0 skips it while iterating on
 # kwok-suite tests.
 if [ "${E2E_RELEASE_BUILD:-1}" != 0 ] || [ "$REAL_NODE" = 1 ]; then
   t=$(date +%s)
@@ -45,6 +53,8 @@ cluster_up() { [ -f "$APISERVER_PID" ] && kill -0 "$(cat "$APISERVER_PID")" 2>/d
 rm -f "$E2E_STATE/logs/e2e-tests.log"
 mkdir -p "$E2E_STATE/logs"
 rc=0
+# Runs the e2e test binary's ignored tests with the harness's arguments (the modules' selection first).
+e2e_tests() { cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test e2e -- --ignored "$@"; }
 # The README's tour, run outside `cargo test` (which holds the build directory's lock while tests
 # run, and the tour's `make run` builds): the test binary is run directly.
 if [ "$TOUR" = 1 ]; then
@@ -54,11 +64,12 @@ if [ "$TOUR" = 1 ]; then
     die "a cluster is running ($E2E_STATE): the README tour needs its own; make cluster-down first, or E2E_TOUR=0 to leave the tour out"
   else
     t=$(date +%s)
-    tour=$(cargo test -p phaseloop-e2e --features phaseloop/default --test tour --no-run --message-format=json 2>/dev/null |
-      grep '"kind":\["test"\],"crate_types":\["bin"\],"name":"tour"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
-    [ -x "$tour" ] || die "the tour test binary was not built"
+    e2e=$(cargo test -p phaseloop-e2e --features phaseloop/default --test e2e --no-run --message-format=json 2>/dev/null |
+      grep '"kind":\["test"\],"crate_types":\["bin"\],"name":"e2e"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
+    [ -x "$e2e" ] || die "the e2e test binary was not built"
     set +e
-    "$tour" --ignored --test-threads=1 "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+    mapfile -t SELECT < <(only tour)
+    "$e2e" --ignored --test-threads=1 "${SELECT[@]}" "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
     rc=${PIPESTATUS[0]}
     set -e
     log "README tour finished in $(($(date +%s) - t))s (rc=$rc; log $E2E_STATE/logs/tour.log)"
@@ -73,7 +84,7 @@ cleanup() {
   bash "$S/run-operator.sh" stop || true
   if [ -n "$STARTED_NODE" ] && [ -z "${E2E_KEEP_CLUSTER:-}" ]; then bash "$S/stop-node.sh" || true; fi
   if [ -n "$STARTED_CLUSTER" ] && [ -z "${E2E_KEEP_CLUSTER:-}" ]; then bash "$S/stop-cluster.sh" || true; fi
-  # The closing line: every e2e test binary summed up.
+  # The closing line: every phase's run of the e2e tests summed up.
   if [ -f "$E2E_STATE/logs/e2e-tests.log" ]; then
     awk '/^test result:/ { p += $4; f += $6 } END { printf "e2e: %d passed, %d failed\n", p, f }' \
       "$E2E_STATE/logs/e2e-tests.log"
@@ -97,18 +108,16 @@ done
 if [ "$KWOK_SUITE" = 1 ]; then
   bash "$S/install-chart.sh"
   bash "$S/run-operator.sh" start
-  # Every test binary but the real node's (its scenarios need the node and the in-cluster operator).
-  TESTS=()
+  # Every module but the real node's (its scenarios need the node and the in-cluster operator),
+  # uninstall's and the tour's. Tests that take over the suite's operator, API server or
+  # Prometheus run alone (phaseloop_e2e::alone), the others side by side.
   if [ -n "${E2E_TEST:-}" ]; then
-    TESTS=(--test "$E2E_TEST")
+    mapfile -t SELECT < <(only "$E2E_TEST")
   else
-    for f in "$E2E_ROOT"/tests/*.rs; do
-      case "$(basename "$f" .rs)" in real_node | uninstall | tour) ;; *) TESTS+=(--test "$(basename "$f" .rs)") ;; esac
-    done
+    SELECT=(--skip real_node:: --skip uninstall:: --skip tour::)
   fi
   set +e
-  cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast "${TESTS[@]}" -- --ignored --test-threads="${E2E_THREADS:-4}" "$@" 2>&1 |
-    tee -a "$E2E_STATE/logs/e2e-tests.log"
+  e2e_tests --test-threads="${E2E_THREADS:-4}" "${SELECT[@]}" "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
   suite_rc=${PIPESTATUS[0]}
   if [ "$suite_rc" -ne 0 ]; then rc=$suite_rc; fi
   set -e
@@ -140,14 +149,15 @@ if [ "$REAL_NODE" = 1 ]; then
   set +e
   node_rc=0
   if [ "${E2E_TEST:-}" != uninstall ]; then
-    cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test real_node -- --ignored \
-      --test-threads="${E2E_NODE_THREADS:-4}" --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+    mapfile -t SELECT < <(only real_node)
+    e2e_tests --test-threads="${E2E_NODE_THREADS:-4}" --show-output "${SELECT[@]}" "$@" 2>&1 |
+      tee -a "$E2E_STATE/logs/e2e-tests.log"
     node_rc=${PIPESTATUS[0]}
   fi
   # Last, alone: `helm uninstall` of the operator (its pre-delete hook runs on the real node), then
   # namespaces and the CRDs deleted. Nothing after it needs either.
-  cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test uninstall -- --ignored \
-    --show-output "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+  mapfile -t SELECT < <(only uninstall)
+  e2e_tests --show-output "${SELECT[@]}" "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
   uninstall_rc=${PIPESTATUS[0]}
   if [ "$uninstall_rc" -ne 0 ] && [ "$node_rc" -eq 0 ]; then node_rc=$uninstall_rc; fi
   set -e

@@ -52,34 +52,11 @@ basicConstraints       = critical,CA:TRUE
 keyUsage               = critical,keyCertSign,cRLSign,digitalSignature
 subjectKeyIdentifier   = hash
 EOF
-    # Go and rustls/webpki need SANs; IP:127.0.0.1 is what every client dials.
-    cat >server.ext <<'EOF'
-basicConstraints       = CA:FALSE
-keyUsage               = critical,digitalSignature,keyEncipherment
-extendedKeyUsage       = serverAuth
-subjectKeyIdentifier   = hash
-authorityKeyIdentifier = keyid,issuer
-subjectAltName         = DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,IP:127.0.0.1,IP:::1,IP:10.96.0.1
-EOF
-    cat >client.ext <<'EOF'
-basicConstraints       = CA:FALSE
-keyUsage               = critical,digitalSignature,keyEncipherment
-extendedKeyUsage       = clientAuth
-subjectKeyIdentifier   = hash
-authorityKeyIdentifier = keyid,issuer
-EOF
-    q() { "$@" 2>/dev/null || { "$@"; exit 1; }; } # quiet unless it fails
-    q openssl req -x509 -new -nodes -newkey rsa:2048 -keyout ca.key -out ca.crt -days 3650 -config ca.cnf
-    q openssl req -new -nodes -newkey rsa:2048 -keyout serving.key -subj "/CN=phaseloop-e2e-loopback" -out serving.csr
-    q openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
-      -extfile server.ext -out serving.crt
-    q openssl req -new -nodes -newkey rsa:2048 -keyout admin.key \
-      -subj "/O=system:masters/CN=phaseloop-e2e-admin" -out admin.csr
-    q openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
-      -extfile client.ext -out admin.crt
-    q openssl genrsa -out sa.key 2048
-    q openssl rsa -in sa.key -pubout -out sa.pub
-    rm -f ./*.csr
+    quiet openssl req -x509 -new -nodes -newkey rsa:2048 -keyout ca.key -out ca.crt -days 3650 -config ca.cnf
+    sign_cert . . serving "/CN=phaseloop-e2e-loopback" server
+    sign_cert . . admin "/O=system:masters/CN=phaseloop-e2e-admin" client
+    quiet openssl genrsa -out sa.key 2048
+    quiet openssl rsa -in sa.key -pubout -out sa.pub
     chmod 600 ./*.key
   )
   rm -rf "$PKI" && mv "$PKI.tmp" "$PKI" # all or nothing
@@ -131,23 +108,6 @@ make_prometheus_config() {
 # port_busy PORT -> true when something listens on 127.0.0.1:PORT
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# launch NAME PORT BINARY ARGS... -> start detached (own session, survives this shell), record
-# the PID and the binary (so a recycled PID is never mistaken for ours).
-launch() {
-  local name=$1 port=$2 bin=$3 pid
-  shift 3
-  if port_busy "$port"; then
-    die "$name: 127.0.0.1:$port is already in use by a process this cluster did not start"
-  fi
-  echo "=== $(date -Is) starting $name" >>"$(log_file "$name")"
-  setsid "$bin" "$@" </dev/null >>"$(log_file "$name")" 2>&1 &
-  pid=$!
-  readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
-  echo "$pid" >"$(pid_file "$name")"
-  await_exec "$name"
-  log "$name: started (pid $pid)"
-}
-
 
 # wait_healthy NAME CHECK... -> poll CHECK until it succeeds; fail fast if the process dies
 wait_healthy() {
@@ -163,16 +123,15 @@ wait_healthy() {
   log "$name: healthy after $(($(date +%s) - t0))s"
 }
 
-# ensure NAME PORT CHECK_FN BINARY ARGS... -> start unless already running, then wait for health
+# ensure NAME PORT CHECK_FN BINARY ARGS... -> start unless already running (lib.sh's launch), then
+# wait for health. A port in use by something else is an error, not a process to talk to.
 ensure() {
-  local name=$1 port=$2 check=$3 pid
+  local name=$1 port=$2 check=$3
   shift 3
-  if pid=$(running "$name"); then
-    log "$name: already running (pid $pid)"
-  else
-    rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe" # stale or absent
-    launch "$name" "$port" "$@"
+  if ! running "$name" >/dev/null && port_busy "$port"; then
+    die "$name: 127.0.0.1:$port is already in use by a process this cluster did not start"
   fi
+  launch "$name" "$@"
   wait_healthy "$name" "$check"
 }
 
@@ -317,24 +276,15 @@ kwok_stages() {
 }
 mkdir -p "$E2E_STATE/kwok-home"
 if ! running kwok >/dev/null; then
-  rm -f "$(pid_file kwok)" "$E2E_STATE/pids/kwok.exe"
   # A restarted kwok has a new holder identity and leaves pods alone until the previous process's
   # node Lease expires (~40s on a warm start). No kwok runs now, so that Lease is stale: drop it.
   kubectl delete lease kwok-node-0 -n kube-node-lease --ignore-not-found >/dev/null
-  echo "=== $(date -Is) starting kwok" >>"$(log_file kwok)"
   kwok_stages
-  HOME=$E2E_STATE/kwok-home setsid "$KWOK_BIN/kwok" \
-    --kubeconfig="$KUBECONFIG_FILE" --config="$E2E_STATE/kwok-stages.yaml" \
-    --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --node-ip=127.0.0.1 --cidr=10.244.0.0/16 --node-lease-duration-seconds=40 \
-    </dev/null >>"$(log_file kwok)" 2>&1 &
-  echo $! >"$(pid_file kwok)"
-  readlink -f "$KWOK_BIN/kwok" >"$E2E_STATE/pids/kwok.exe"
-  await_exec kwok
-  log "kwok: started (pid $(cat "$(pid_file kwok)"))"
-else
-  log "kwok: already running (pid $(running kwok))"
 fi
+HOME=$E2E_STATE/kwok-home launch kwok "$KWOK_BIN/kwok" \
+  --kubeconfig="$KUBECONFIG_FILE" --config="$E2E_STATE/kwok-stages.yaml" \
+  --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+  --node-ip=127.0.0.1 --cidr=10.244.0.0/16 --node-lease-duration-seconds=40
 kubectl apply -f "$E2E_ROOT/manifests/kwok-node.yaml" >/dev/null
 # `apply` leaves the status of an existing node alone (a subresource): its capacity is set here.
 CAPACITY=$(kubectl create --dry-run=client -o jsonpath='{.status}' -f "$E2E_ROOT/manifests/kwok-node.yaml")

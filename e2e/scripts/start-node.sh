@@ -44,19 +44,10 @@ mkdir -p "$E2E_STATE"/{pids,logs} "$NODE_STATE"
 # Credentials: the kubelet as system:node:<name> (Node authorizer), kube-proxy as
 # system:kube-proxy (the default system:node-proxier binding); CoreDNS and e2e-pod-sd read the API
 # with the admin kubeconfig of the test cluster.
-node_cert() { # node_cert NAME SUBJECT
+node_cert() { # node_cert NAME SUBJECT: a client certificate of the cluster's CA (lib.sh's sign_cert)
   [ -s "$NODE_STATE/pki/$1.crt" ] && return
   mkdir -p "$NODE_STATE/pki"
-  (
-    cd "$NODE_STATE/pki" || exit 1
-    printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
-      "extendedKeyUsage=clientAuth" >client.ext
-    openssl req -new -nodes -newkey rsa:2048 -keyout "$1.key" -subj "$2" -out "$1.csr" 2>/dev/null
-    openssl x509 -req -in "$1.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
-      -sha256 -extfile client.ext -out "$1.crt" 2>/dev/null
-    rm -f "$1.csr"
-    chmod 600 "$1.key"
-  )
+  sign_cert "$PKI" "$NODE_STATE/pki" "$1" "$2" client
 }
 node_kubeconfig() { # node_kubeconfig NAME -> $NODE_STATE/NAME.kubeconfig (server on the netns side of the bridge)
   cat >"$NODE_STATE/$1.kubeconfig" <<EOF
@@ -77,27 +68,9 @@ node_kubeconfig kube-proxy
 node_kubeconfig gateway
 
 # ---------------------------------------------------------------------------------------------
-# Process handling, as in start-cluster.sh; every process gets its own session (setsid), so its
-# process group is stopped with it (socat's per-connection children).
+# Every process starts with lib.sh's launch, in a session of its own (setsid), so its process
+# group is stopped with it (socat's per-connection children).
 nsx() { echo nsenter "--net=/run/netns/$NS"; } # run in the node's network namespace
-# node_launch NAME BINARY [ARGS...] with $PREFIX (e.g. nsenter) in front; the recorded exe is BINARY
-node_launch() {
-  local name=$1 bin=$2 pid
-  shift 2
-  if pid=$(running "$name"); then
-    log "$name: already running (pid $pid)"
-    return
-  fi
-  rm -f "$(pid_file "$name")" "$E2E_STATE/pids/$name.exe"
-  echo "=== $(date -Is) starting $name" >>"$(log_file "$name")"
-  # shellcheck disable=SC2086 # PREFIX is a word list
-  setsid ${PREFIX:-} "$bin" "$@" </dev/null >>"$(log_file "$name")" 2>&1 &
-  pid=$!
-  readlink -f "$bin" >"$E2E_STATE/pids/$name.exe"
-  echo "$pid" >"$(pid_file "$name")"
-  await_exec "$name"
-  log "$name: started (pid $pid)"
-}
 wait_until() { # wait_until NAME CHECK...
   local name=$1 t0
   shift
@@ -141,10 +114,10 @@ done
 
 # ---------------------------------------------------------------------------------------------
 # Bridges to the API server: one unix socket, a socat on each side.
-PREFIX="" node_launch node-api-host "$(command -v socat)" \
+PREFIX="" launch node-api-host "$(command -v socat)" \
   "UNIX-LISTEN:$NODE_STATE/api.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:$E2E_APISERVER_PORT"
 wait_until node-api-host test -S "$NODE_STATE/api.sock"
-PREFIX=$(nsx) node_launch node-api "$(command -v socat)" \
+PREFIX=$(nsx) launch node-api "$(command -v socat)" \
   "TCP-LISTEN:$E2E_APISERVER_PORT,fork,reuseaddr" "UNIX-CONNECT:$NODE_STATE/api.sock"
 check_api_in_netns() {
   $(nsx) curl -fsS --max-time 3 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" \
@@ -165,7 +138,7 @@ wait_until node-api check_api_in_netns
 sed -e "s|@USER@|phaseloop-e2e-gateway|g" -e "s|@NAMESPACE@|$E2E_GATEWAY_NAMESPACE|g" \
   -e "s|@NAME@|$E2E_GATEWAY_NAME|g" -e "s|@PORT@|$E2E_GATEWAY_PORT|g" \
   "$E2E_ROOT/manifests/gateway.yaml.tmpl" | kubectl apply -f - >/dev/null
-KUBECONFIG=$NODE_STATE/gateway.kubeconfig PREFIX=$(nsx) node_launch node-gateway "$(traefik_bin_dir)/traefik" \
+KUBECONFIG=$NODE_STATE/gateway.kubeconfig PREFIX=$(nsx) launch node-gateway "$(traefik_bin_dir)/traefik" \
   --global.checkNewVersion=false --global.sendAnonymousUsage=false \
   --entryPoints.web.address=":$E2E_GATEWAY_PORT" \
   --entryPoints.traefik.address="127.0.0.1:$E2E_GATEWAY_ADMIN_PORT" \
@@ -175,7 +148,7 @@ KUBECONFIG=$NODE_STATE/gateway.kubeconfig PREFIX=$(nsx) node_launch node-gateway
 
 # ---------------------------------------------------------------------------------------------
 # The mount namespace of containerd, kubelet and the pods.
-PREFIX="unshare --mount --propagation slave" node_launch node-mntns "$(command -v sleep)" infinity
+PREFIX="unshare --mount --propagation slave" launch node-mntns "$(command -v sleep)" infinity
 MNT_PID=$(running node-mntns) || fail node-mntns "process exited"
 own_mntns() { [ "$(readlink "/proc/$MNT_PID/ns/mnt")" != "$(readlink /proc/self/ns/mnt)" ]; }
 wait_until node-mntns own_mntns
@@ -228,7 +201,7 @@ state = "$NODE_STATE/containerd/state"
     conf_dir = "$NODE_STATE/cni/net.d"
 EOF
 # The shim is found on PATH.
-PATH="$CTRD_BIN:$PATH" PREFIX=$NODE_NSENTER node_launch node-containerd "$CTRD_BIN/containerd" \
+PATH="$CTRD_BIN:$PATH" PREFIX=$NODE_NSENTER launch node-containerd "$CTRD_BIN/containerd" \
   --config "$NODE_STATE/containerd.toml" --log-level warn
 CTR=("$CTRD_BIN/ctr" --address "$NODE_STATE/containerd.sock" -n k8s.io)
 wait_until node-containerd "${CTR[@]}" version
@@ -269,7 +242,7 @@ imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 maxPods: 60
 EOF
-PREFIX=$NODE_NSENTER node_launch node-kubelet "$NODE_BIN/kubelet" \
+PREFIX=$NODE_NSENTER launch node-kubelet "$NODE_BIN/kubelet" \
   --config="$NODE_STATE/kubelet.yaml" --kubeconfig="$NODE_STATE/kubelet.kubeconfig" \
   --root-dir="$NODE_STATE/kubelet" --cert-dir="$NODE_STATE/kubelet/pki" \
   --hostname-override="$E2E_NODE_NAME" --node-ip="$E2E_NODE_IP" \
@@ -279,7 +252,7 @@ wait_until node-kubelet check_kubelet
 
 # kube-proxy (nftables) for every Service; its rules and conntrack entries stay in the namespace.
 # Zero conntrack settings: leave the kernel's (host-wide) values alone.
-PREFIX=$(nsx) node_launch node-kube-proxy "$NODE_BIN/kube-proxy" \
+PREFIX=$(nsx) launch node-kube-proxy "$NODE_BIN/kube-proxy" \
   --kubeconfig="$NODE_STATE/kube-proxy.kubeconfig" --hostname-override="$E2E_NODE_NAME" \
   --proxy-mode=nftables --cluster-cidr="$E2E_NODE_POD_CIDR" --nodeport-addresses="$E2E_NODE_IP/32" \
   --conntrack-max-per-core=0 --conntrack-tcp-timeout-established=0 --conntrack-tcp-timeout-close-wait=0 \
@@ -317,7 +290,7 @@ cat >"$NODE_STATE/Corefile" <<EOF
     cache 5
 }
 EOF
-PREFIX=$(nsx) node_launch node-coredns "$(coredns_bin_dir)/coredns" -conf "$NODE_STATE/Corefile"
+PREFIX=$(nsx) launch node-coredns "$(coredns_bin_dir)/coredns" -conf "$NODE_STATE/Corefile"
 check_coredns() { $(nsx) curl -fsS --max-time 3 http://127.0.0.1:8182/ready; }
 wait_until node-coredns check_coredns
 
@@ -327,22 +300,22 @@ wait_until node-coredns check_coredns
 # pods and keeps Prometheus' file_sd targets up to date.
 POD_SD=${E2E_POD_SD_BIN:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/e2e-pod-sd}
 [ -x "$POD_SD" ] || die "$POD_SD missing: run e2e/scripts/build-images.sh"
-PREFIX="" node_launch node-pod-sd "$POD_SD" --node "$E2E_NODE_NAME" --out "$NODE_STATE/pod-targets.json"
+PREFIX="" launch node-pod-sd "$POD_SD" --node "$E2E_NODE_NAME" --out "$NODE_STATE/pod-targets.json"
 wait_until node-pod-sd test -s "$NODE_STATE/pod-targets.json"
 sed -e "s|@SD_FILE@|$NODE_STATE/pod-targets.json|g" "$E2E_ROOT/manifests/node-prometheus.yml.tmpl" >"$NODE_STATE/prometheus.yml"
-PREFIX=$(nsx) node_launch node-prometheus "$(command -v prometheus)" \
+PREFIX=$(nsx) launch node-prometheus "$(command -v prometheus)" \
   --config.file="$NODE_STATE/prometheus.yml" --storage.tsdb.path="$NODE_STATE/prometheus" \
   --storage.tsdb.retention.time=1d --web.listen-address=0.0.0.0:9090 --web.enable-lifecycle
 check_node_prometheus() { $(nsx) curl -fsS --max-time 3 http://127.0.0.1:9090/-/ready; }
 wait_until node-prometheus check_node_prometheus
-PREFIX=$(nsx) node_launch node-prom "$(command -v socat)" \
+PREFIX=$(nsx) launch node-prom "$(command -v socat)" \
   "UNIX-LISTEN:$NODE_STATE/prom.sock,fork,unlink-early,mode=600" "TCP:127.0.0.1:9090"
 wait_until node-prom test -S "$NODE_STATE/prom.sock"
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 if ! running node-prom-host >/dev/null && port_busy "$E2E_NODE_PROMETHEUS_PORT"; then
   die "127.0.0.1:$E2E_NODE_PROMETHEUS_PORT is in use (E2E_NODE_PROMETHEUS_PORT)"
 fi
-PREFIX="" node_launch node-prom-host "$(command -v socat)" \
+PREFIX="" launch node-prom-host "$(command -v socat)" \
   "TCP-LISTEN:$E2E_NODE_PROMETHEUS_PORT,bind=127.0.0.1,fork,reuseaddr" "UNIX-CONNECT:$NODE_STATE/prom.sock"
 wait_until node-prom-host curl -fsS --max-time 3 "http://127.0.0.1:$E2E_NODE_PROMETHEUS_PORT/-/ready"
 

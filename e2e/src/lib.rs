@@ -137,14 +137,14 @@ impl TestNamespace {
 
 // Cleanup runs kubectl synchronously: a task spawned from `drop` at the end of a `#[tokio::test]`
 // is never polled (the test's runtime shuts down right after), and leftovers would keep the
-// operator busy during later test binaries.
+// operator busy during later tests.
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"]);
     }
 }
 
-/// Deletes what earlier test binaries left in the cluster (test namespaces, Environments) and
+/// Deletes what earlier tests left in the cluster (test namespaces, Environments) and
 /// waits until it is gone, for tests that measure the operator's activity cluster-wide.
 pub async fn delete_leftovers(client: &Client) -> anyhow::Result<()> {
     use kube::{ResourceExt, api::ListParams};
@@ -163,6 +163,22 @@ pub async fn delete_leftovers(client: &Client) -> anyhow::Result<()> {
         (envs + namespaces == 0).then_some(())
     })
     .await
+}
+
+/// The suite's shared processes (its operator, the API server, Prometheus) and cluster-wide state,
+/// for the tests of one binary that run side by side.
+static SUITE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Held by a test for its whole run: it uses what the suite shares, beside other such tests.
+pub async fn shared() -> tokio::sync::RwLockReadGuard<'static, ()> {
+    SUITE.read().await
+}
+
+/// Held by a test that stops, restarts, kills or reconfigures what the suite shares, or deletes
+/// what other tests left: it waits for the running tests and runs with none beside it. Taken
+/// first in the test, so it is released last (after the test has restored what it changed).
+pub async fn alone() -> tokio::sync::RwLockWriteGuard<'static, ()> {
+    SUITE.write().await
 }
 
 /// A short suffix unique enough for names in one test run.

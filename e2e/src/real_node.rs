@@ -1,4 +1,4 @@
-//! Helpers of the real node's tests (`e2e/tests/real_node.rs`): pods that really run on
+//! Helpers of the real node's tests (`e2e/tests/e2e/real_node.rs`): pods that really run on
 //! `real-node-0` (started by `e2e/scripts/start-node.sh`), the demo app's Releases (and plain
 //! Deployments and Services), and the traffic generator, which runs inside the node's network
 //! namespace: Service, pod and Gateway addresses exist only in there, and nothing here connects to

@@ -24,6 +24,7 @@ fn release_yaml(ns: &str, name: &str, fields: serde_json::Value) -> String {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn crds_install_with_a_plain_kubectl_apply() {
+    let _shared = shared().await;
     let out = kubectl(&["apply", "-f", "crds/"]);
     assert!(out.ok, "plain kubectl apply -f crds/ failed: {}", out.stderr);
     let out = kubectl(&[
@@ -39,6 +40,7 @@ async fn crds_install_with_a_plain_kubectl_apply() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn kubectl_explain_shows_our_docs() {
+    let _shared = shared().await;
     let out = kubectl(&["explain", "release.spec.strategy"]);
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stdout.contains("How the Release rolls out"), "{}", out.stdout);
@@ -50,6 +52,7 @@ async fn kubectl_explain_shows_our_docs() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn admission_rejects_invalid_objects_with_clear_messages() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-admission").await;
 
@@ -100,6 +103,7 @@ async fn admission_rejects_invalid_objects_with_clear_messages() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-reconcile").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -145,6 +149,7 @@ async fn the_operator_reconciles_releases_and_writes_nothing_on_a_no_op() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn invalid_specs_admission_cannot_see_are_reported_in_status() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-invalid").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -165,6 +170,7 @@ async fn invalid_specs_admission_cannot_see_are_reported_in_status() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn environments_get_status_and_printer_columns() {
+    let _shared = shared().await;
     let client = client().await;
     let api: Api<Environment> = Api::all(client.clone());
     let name = format!("preview-{}", unique_suffix());
@@ -207,6 +213,7 @@ async fn environments_get_status_and_printer_columns() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn kwok_runs_deployments_and_jobs() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-kwok").await;
     let deploy: Deployment = serde_json::from_value(json!({
@@ -242,6 +249,7 @@ async fn kwok_runs_deployments_and_jobs() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn prometheus_scrapes_the_operator() {
+    let _shared = shared().await;
     let base = operator_url();
     let http = reqwest::Client::new();
     assert_eq!(http.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);

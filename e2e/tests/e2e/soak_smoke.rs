@@ -5,15 +5,16 @@
 use std::time::Duration;
 
 use phaseloop_e2e::{
-    client, delete_leftovers,
+    alone, client, delete_leftovers,
     soak::{self, SoakRun},
 };
 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn ephemeral_environments_come_and_go_and_the_operator_forgets_them() {
+    let _alone = alone().await;
     let client = client().await;
-    // Objects of earlier test binaries would come and go during the run.
+    // Objects of earlier tests would come and go during the run.
     delete_leftovers(&client).await.unwrap();
     let run = SoakRun { environments: 12, wave: 4, timeout: Duration::from_secs(180) };
     let r = soak::soak(&client, &run).await.unwrap();

@@ -221,6 +221,7 @@ async fn reported_environment(
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn bad_input_is_refused_or_reported_and_nothing_serving_is_touched() {
+    let _shared = shared().await;
     let cases = corpus();
     assert!(cases.len() >= MIN_CORPUS, "the bad-input corpus has {} files, fewer than {MIN_CORPUS}", cases.len());
 

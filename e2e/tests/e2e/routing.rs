@@ -123,6 +123,7 @@ async fn live_through_the_route(prefix: &str, replicas: i32) -> (Client, TestNam
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_routed_canary_carries_exact_weights_and_a_header_route_at_each_step_whatever_the_pods() {
+    let _shared = shared().await;
     let (client, ns, api, monitor) = live_through_the_route("e2e-route", 4).await;
     let steps = json!([{"setHeaderRoute": {"name": "x-canary", "exact": "tester"}}, {"pause": {}},
         {"setWeight": 1}, {"pause": {}}, {"setWeight": 5}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
@@ -206,6 +207,7 @@ async fn moved_back_route_first(client: &Client, ns: &str, monitor: Monitor, fro
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_abort_through_a_route_moves_the_route_before_the_candidates_pods_go() {
+    let _shared = shared().await;
     let (client, ns, api, monitor) = live_through_the_route("e2e-routeabort", 2).await;
     canary_at_half(&client, &ns.name, &api).await;
     monitor.mark("abort");
@@ -218,6 +220,7 @@ async fn an_abort_through_a_route_moves_the_route_before_the_candidates_pods_go(
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_failed_analysis_through_a_route_moves_the_route_before_the_candidates_pods_go() {
+    let _shared = shared().await;
     let (client, ns, api, monitor) = live_through_the_route("e2e-routefail", 2).await;
     // The canary's error rate, as its Service's requests would show it, through the pushgateway.
     let body = format!("e2e_route_error_ratio{{namespace=\"{}\",service=\"shop-canary\"}} 0.5\n", ns.name);
@@ -238,6 +241,7 @@ async fn a_failed_analysis_through_a_route_moves_the_route_before_the_candidates
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_candidate_deleted_through_a_route_moves_the_route_before_its_pods_go() {
+    let _shared = shared().await;
     let (client, ns, api, monitor) = live_through_the_route("e2e-routedelete", 2).await;
     canary_at_half(&client, &ns.name, &api).await;
     monitor.mark("delete");
@@ -254,6 +258,7 @@ async fn a_candidate_deleted_through_a_route_moves_the_route_before_its_pods_go(
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_revert_through_a_route_moves_the_route_before_the_current_versions_pods_go() {
+    let _shared = shared().await;
     let (client, ns, api, monitor) = live_through_the_route("e2e-routerevert", 2).await;
     create(&release(&ns.name, "shop", "2", 2, routed(json!([{"setWeight": 50}]))));
     wait_release_phase(&api, "shop-2", ReleasePhase::Live).await;
@@ -273,6 +278,7 @@ async fn a_revert_through_a_route_moves_the_route_before_the_current_versions_po
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_missing_route_and_a_writer_fighting_over_it_are_reported_and_never_looped() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-routefight").await;
     let _gateway = play_the_gateway(client.clone(), ns.name.clone());
@@ -326,6 +332,7 @@ async fn no_shop_namespace(client: &Client) {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_traffic_routing_pages_example_plays_as_printed() {
+    let _shared = shared().await;
     let client = client().await;
     no_shop_namespace(&client).await;
     drop(play_the_gateway(client.clone(), "shop".into()));

@@ -1,19 +1,20 @@
 //! The fleet benchmark's smoke run: a few Environments and Releases through every phase of
 //! `make bench`'s fleet benchmark (baseline, run, touches, restart), checking that it measures
-//! and that a no-op resync writes nothing. Its own test binary: it restarts the operator.
+//! and that a no-op resync writes nothing. It runs alone (`alone()`): it restarts the operator.
 
 use std::time::Duration;
 
 use phaseloop_e2e::{
-    client, delete_leftovers,
+    alone, client, delete_leftovers,
     fleet::{self, FleetRun},
 };
 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_fleet_benchmark_measures_and_a_no_op_resync_writes_nothing() {
+    let _alone = alone().await;
     let client = client().await;
-    // Objects left by earlier test binaries would be reconciled, and written, while it measures.
+    // Objects left by earlier tests would be reconciled, and written, while it measures.
     delete_leftovers(&client).await.unwrap();
     let run = FleetRun { environments: 2, releases: 6, restart: true, touches: 6, timeout: Duration::from_secs(300) };
     let r = fleet::fleet(&client, &run).await.unwrap();

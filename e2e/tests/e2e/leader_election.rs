@@ -1,7 +1,7 @@
 //! High availability: operator processes with leader election on one Lease. Only the leader
 //! reconciles (a standby's reconcile counter stays absent), a SIGKILLed leader is replaced, a
-//! SIGTERMed one hands over at once, and Releases keep going Live throughout. A binary of its own:
-//! it stops the suite's operator while it runs.
+//! SIGTERMed one hands over at once, and Releases keep going Live throughout. Each test runs alone
+//! (`alone()`): it stops the suite's operator while it runs.
 
 use std::time::Duration;
 
@@ -17,9 +17,6 @@ use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(90);
 const LEASE_NS: &str = "phaseloop-system";
-
-/// The tests of this binary campaign for the same Lease: one at a time.
-static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn state() -> String {
     std::env::var("E2E_STATE").expect("E2E_STATE (env.sh)")
@@ -50,7 +47,7 @@ async fn goes_live(client: &kube::Client, ns: &str, version: &str) {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn one_leader_writes_a_killed_leader_is_replaced_and_a_stopped_one_hands_over() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = alone().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-ha").await;
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NS);
@@ -135,7 +132,7 @@ fn audit_log() -> Vec<Audited> {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_frozen_leader_that_resumes_after_a_takeover_writes_nothing() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = alone().await;
     let client = client().await;
     // The audit log holds earlier runs too: only this test's requests count.
     let since = jiff::Timestamp::now();
@@ -214,7 +211,7 @@ fn kubeconfig_through(port: u16, name: &str) -> (String, String) {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_leader_cut_off_with_writes_in_flight_cannot_overwrite_its_successor() {
-    let _one = ONE_AT_A_TIME.lock().await;
+    let _alone = alone().await;
     let client = client().await;
     let since = jiff::Timestamp::now();
     let ns = TestNamespace::new(&client, "e2e-partition").await;

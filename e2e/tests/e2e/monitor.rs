@@ -61,6 +61,7 @@ async fn dora_lines(ns: &str) -> BTreeSet<String> {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
+    let _alone = alone().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-dora").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -128,6 +129,7 @@ async fn dora_keys_come_out_of_promql_and_survive_an_operator_restart() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_shipped_alert_and_recording_rules_load_in_prometheus() {
+    let _shared = shared().await;
     let rules_file = repo_root().join("deploy/monitoring/phaseloop-rules.yaml");
     let out = std::process::Command::new("promtool").arg("check").arg("rules").arg(&rules_file).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));

@@ -2,7 +2,7 @@
 //! lifecycle (tests, canary steps, analysis, promotion, revert, TTL expiry) and restarted, for
 //! `E2E_CHAOS_ROUNDS` rounds (2 in `make test`, more in `make chaos`). Every disturbed round must
 //! end in the same state as an undisturbed one, with no duplicated side effects (one Job per test
-//! attempt, one Deployment per version) and nothing orphaned. A binary of its own: it kills the
+//! attempt, one Deployment per version) and nothing orphaned. It runs alone (`alone()`): it kills the
 //! suite's operator.
 
 use std::{
@@ -138,6 +138,7 @@ async fn round(client: &kube::Client, n: u32) -> BTreeMap<String, String> {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn random_operator_crashes_change_nothing_about_the_outcome() {
+    let _alone = alone().await;
     let client = client().await;
     let rounds: u32 = std::env::var("E2E_CHAOS_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2);
     // Or as many rounds as it takes to reach this many kills (`make chaos CHAOS_KILLS=1000`).

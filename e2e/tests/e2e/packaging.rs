@@ -228,6 +228,7 @@ fn the_plain_manifests_in_deploy_match_the_chart() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_installed_chart_runs_restricted_and_its_service_account_is_held_to_its_rules() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = Api::<Namespace>::all(client.clone()).get(NS).await.unwrap();
     let labels = ns.metadata.labels.unwrap_or_default();

@@ -1,7 +1,7 @@
 //! Prometheus stopped while an app is autoscaled and another is analysed: the replicas hold, the
 //! analysis is inconclusive and the canary pauses (never fails or promotes blind), the conditions
-//! say why, and scaling resumes when Prometheus is back. A test binary of its own, because it stops the
-//! Prometheus every other test uses (test binaries run one after another).
+//! say why, and scaling resumes when Prometheus is back. It runs alone (`alone()`), because it stops
+//! the Prometheus every other test uses.
 
 use std::time::Duration;
 
@@ -31,6 +31,7 @@ async fn scaling_reason_becomes(api: &Api<Release>, name: &str, reason: &'static
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn with_prometheus_down_the_replicas_hold_and_scaling_resumes_when_it_is_back() {
+    let _alone = alone().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-promdown").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);

@@ -33,6 +33,7 @@ fn slow(mut release: serde_json::Value, secs: u32) -> serde_json::Value {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_cold_revert_starts_the_previous_version_and_switches_once_it_is_ready() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-coldrevert").await;
     create(&release(&ns.name, "wm", "1", 4, json!({"warmReplicas": 0})));
     wait_release_phase(&api, "wm-1", ReleasePhase::Live).await;
@@ -68,6 +69,7 @@ async fn a_cold_revert_starts_the_previous_version_and_switches_once_it_is_ready
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn deleting_a_candidate_at_the_switch_keeps_its_pods_until_the_stable_version_serves_at_full_size() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-delcand").await;
     create(&slow(release(&ns.name, "dl", "1", 4, json!({})), 15));
     wait_release_phase(&api, "dl-1", ReleasePhase::Live).await;
@@ -109,6 +111,7 @@ async fn deleting_a_candidate_at_the_switch_keeps_its_pods_until_the_stable_vers
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_request_where_it_means_nothing_is_refused_at_once_and_never_fires_later() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-requests").await;
     create(&release(&ns.name, "rv", "1", 2, json!({})));
     wait_release_phase(&api, "rv-1", ReleasePhase::Live).await;
@@ -148,6 +151,7 @@ async fn a_request_where_it_means_nothing_is_refused_at_once_and_never_fires_lat
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_rollout_inside_an_open_revert_window_takes_the_version_before_last_out_first() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-window").await;
     create(&release(&ns.name, "win", "1", 4, json!({})));
     wait_release_phase(&api, "win-1", ReleasePhase::Live).await;
@@ -175,6 +179,7 @@ async fn a_rollout_inside_an_open_revert_window_takes_the_version_before_last_ou
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_release_named_with_a_dot_is_tested_in_its_test_environment() {
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("dots-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);
@@ -195,6 +200,7 @@ async fn a_release_named_with_a_dot_is_tested_in_its_test_environment() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn plugin_errors_are_one_line_without_a_backtrace() {
+    let _shared = shared().await;
     let out = std::process::Command::new("kubectl")
         .args(["phaseloop", "status", "no-such-release", "-n", "default"])
         .env("RUST_BACKTRACE", "1")

@@ -69,6 +69,7 @@ fn condition(env: &Environment, type_: &str) -> (String, String, String) {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftovers() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("staging-{}", unique_suffix());
@@ -148,6 +149,7 @@ async fn an_environment_provisions_its_namespace_and_is_deleted_without_leftover
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_test_environment_with_a_20s_ttl_disappears_with_its_namespace() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("ttl-{}", unique_suffix());
@@ -166,6 +168,7 @@ async fn a_test_environment_with_a_20s_ttl_disappears_with_its_namespace() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_expiry_can_be_extended_by_annotation() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("extend-{}", unique_suffix());
@@ -185,6 +188,7 @@ async fn the_expiry_can_be_extended_by_annotation() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let parent = format!("parent-{}", unique_suffix());
@@ -253,6 +257,7 @@ async fn a_branch_gets_the_parents_database_and_keeps_its_snapshot() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_branch_with_follow_parent_follows_its_parents_changes_and_new_live_versions() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let parent = format!("lead-{}", unique_suffix());
@@ -289,6 +294,7 @@ async fn a_branch_with_follow_parent_follows_its_parents_changes_and_new_live_ve
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_branching_cycle_is_reported_and_touches_neither_namespace() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let (x, y) = (format!("cx-{}", unique_suffix()), format!("cy-{}", unique_suffix()));
@@ -322,6 +328,7 @@ async fn a_branching_cycle_is_reported_and_touches_neither_namespace() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_expiry_only_moves_later() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("short-{}", unique_suffix());
@@ -366,6 +373,7 @@ async fn production() -> (kube::Client, Api<Environment>, String, EnvironmentGua
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn production_cannot_be_downgraded_nor_its_namespace_deleted_directly() {
+    let _shared = shared().await;
     let (client, envs, name, _guard) = production().await;
     // Downgrading the tier (to delete it, or give it a ttl) is refused at admission.
     for patch in [json!({"spec": {"tier": "development"}}), json!({"spec": {"tier": "development", "ttl": "1s"}})] {
@@ -389,6 +397,7 @@ async fn production_cannot_be_downgraded_nor_its_namespace_deleted_directly() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_bad_component_is_refused_while_the_good_ones_become_ready() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("mixed-{}", unique_suffix());
@@ -434,6 +443,7 @@ async fn a_bad_component_is_refused_while_the_good_ones_become_ready() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn deleting_a_production_environment_needs_the_annotation() {
+    let _shared = shared().await;
     let (client, envs, name, _guard) = production().await;
     let out = kubectl(&["delete", "environment", &name, "--wait=false"]);
     assert!(!out.ok, "production Environment deleted without the annotation");
@@ -450,6 +460,7 @@ async fn deleting_a_production_environment_needs_the_annotation() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("sleepy-{}", unique_suffix());

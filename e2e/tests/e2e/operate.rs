@@ -53,6 +53,7 @@ async fn event_reasons(client: &kube::Client, ns: &str, object: &str) -> Vec<Str
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_load_step_scales_up_at_once_and_a_drop_scales_down_only_after_the_window() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-scale").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -95,6 +96,7 @@ async fn a_load_step_scales_up_at_once_and_a_drop_scales_down_only_after_the_win
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_empty_read_holds_the_replicas_then_falls_back_and_never_scales_down() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-fallback").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -124,6 +126,7 @@ async fn an_empty_read_holds_the_replicas_then_falls_back_and_never_scales_down(
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn during_a_canary_the_total_follows_the_load_and_the_split_follows_the_weight() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-scale-canary").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -158,6 +161,7 @@ async fn during_a_canary_the_total_follows_the_load_and_the_split_follows_the_we
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn without_load_a_non_production_app_scales_to_zero_and_back() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-zero").await;
     let load = Load::new(&ns.name, "jobs");
@@ -175,6 +179,7 @@ async fn without_load_a_non_production_app_scales_to_zero_and_back() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn scale_to_zero_in_production_is_refused_and_nothing_is_deployed() {
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("prod-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);
@@ -202,6 +207,7 @@ async fn scale_to_zero_in_production_is_refused_and_nothing_is_deployed() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_foreign_hpa_on_the_app_is_reported_and_its_replicas_are_left_alone() {
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-hpa").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -242,6 +248,7 @@ async fn a_foreign_hpa_on_the_app_is_reported_and_its_replicas_are_left_alone() 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_sleeping_environment_holds_the_app_at_zero_and_wakes_to_the_autoscaled_total() {
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("sleepy-scale-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);

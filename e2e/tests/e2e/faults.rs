@@ -1,8 +1,8 @@
 //! Faults around the operator: the API server restarted in the middle of a rollout, a slow API
 //! server (every byte to and from it delayed by a proxy), and children edited while the operator
 //! is down. The rollouts finish as they would have, and the edits are undone when it starts.
-//! Prometheus going away is `prometheus_outage.rs`. A binary of its own: it stops the API server
-//! and replaces the suite's operator for a while.
+//! Prometheus going away is `prometheus_outage.rs`. It runs alone (`alone()`): it stops the API
+//! server and replaces the suite's operator for a while.
 
 use std::{process::Command, time::Duration};
 
@@ -228,6 +228,7 @@ async fn edits_while_the_operator_is_down() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn rollouts_finish_through_an_api_server_restart_and_a_slow_api_server() {
+    let _alone = alone().await;
     api_server_restart_mid_rollout().await;
     slow_api_server().await;
     edits_while_the_operator_is_down().await;

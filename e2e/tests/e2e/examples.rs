@@ -18,6 +18,7 @@ const WAIT: Duration = Duration::from_secs(120);
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_shop_example_provisions_its_environments_and_starts_its_releases() {
+    let _shared = shared().await;
     let client = client().await;
     let guards: Vec<EnvironmentGuard> =
         ["shop-pr-1234", "shop-production", "shop-staging"].iter().map(|n| EnvironmentGuard::new(n)).collect();

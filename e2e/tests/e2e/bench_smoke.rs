@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use phaseloop_e2e::{
     bench::{self, ScalingRun},
-    client,
+    client, shared,
 };
 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn the_scaling_benchmark_measures_a_reaction_to_each_step() {
+    let _shared = shared().await;
     let client = client().await;
     let interval = Duration::from_secs(2);
     let report = bench::scaling(&client, &ScalingRun { interval, steps: 2 }).await.unwrap();

@@ -72,6 +72,7 @@ async fn revert_and_measure(monitor: Monitor, ns: &str, release: &str, previous:
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_rolling_update_hands_over_within_its_surge_keeps_the_previous_version_warm_and_reverts_at_once() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-rolling").await;
     create(&release(&ns.name, "shop", "1", 4, json!({})));
     wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
@@ -126,6 +127,7 @@ async fn a_rolling_update_hands_over_within_its_surge_keeps_the_previous_version
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_canary_follows_its_weights_queues_the_next_release_and_keeps_the_previous_version_warm() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-canary").await;
     let monitor = live_and_watched(&client, &ns.name, &api, "cart", 4).await;
 
@@ -169,6 +171,7 @@ async fn a_canary_follows_its_weights_queues_the_next_release_and_keeps_the_prev
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn blue_green_previews_without_production_traffic_then_switches_at_once() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-bluegreen").await;
     let monitor = live_and_watched(&client, &ns.name, &api, "blog", 2).await;
     create(&release(&ns.name, "blog", "2", 2, json!({"type": "BlueGreen"})));
@@ -198,6 +201,7 @@ async fn blue_green_previews_without_production_traffic_then_switches_at_once() 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_aborted_canary_returns_all_traffic_to_the_stable_version_without_a_gap() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-abort").await;
     let monitor = live_and_watched(&client, &ns.name, &api, "web", 2).await;
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}});
@@ -226,6 +230,7 @@ async fn an_aborted_canary_returns_all_traffic_to_the_stable_version_without_a_g
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_failing_analysis_rolls_every_strategy_back_to_stable_only_endpoints() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-analysis").await;
     for (strategy, extra) in [
         ("Rolling", json!({})),
@@ -275,6 +280,7 @@ async fn a_failing_analysis_rolls_every_strategy_back_to_stable_only_endpoints()
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_candidate_that_never_becomes_ready_is_rolled_back_at_the_progress_deadline() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-deadline").await;
     let monitor = live_and_watched(&client, &ns.name, &api, "api", 4).await;
     create(&broken(release(&ns.name, "api", "2", 4, json!({"progressDeadline": "15s"}))));
@@ -292,6 +298,7 @@ async fn a_candidate_that_never_becomes_ready_is_rolled_back_at_the_progress_dea
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn with_auto_rollback_off_a_failure_pauses_promote_does_not_pass_it_override_does_and_abort_rolls_back() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-noauto").await;
     let body =
         "e2e_error_ratio{app=\"manual\",version=\"2\"} 0.5\ne2e_error_ratio{app=\"manual2\",version=\"2\"} 0.5\n";
@@ -355,6 +362,7 @@ async fn with_auto_rollback_off_a_failure_pauses_promote_does_not_pass_it_overri
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn deleting_a_serving_release_waits_until_it_no_longer_serves() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-protect").await;
     let monitor = live_and_watched(&client, &ns.name, &api, "shop", 2).await;
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}]},
@@ -398,6 +406,7 @@ async fn deleting_a_serving_release_waits_until_it_no_longer_serves() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_rollout_whose_analysis_never_measured_anything_is_not_promoted_blind() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-blind").await;
     create(&release(&ns.name, "blind", "1", 2, json!({})));
     wait_release_phase(&api, "blind-1", ReleasePhase::Live).await;
@@ -417,6 +426,7 @@ async fn a_rollout_whose_analysis_never_measured_anything_is_not_promoted_blind(
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn promote_past_an_inconclusive_pause_goes_on_with_a_fresh_tally() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-inconclusive").await;
     create(&release(&ns.name, "flaky", "1", 2, json!({})));
     wait_release_phase(&api, "flaky-1", ReleasePhase::Live).await;
@@ -447,6 +457,7 @@ async fn promote_past_an_inconclusive_pause_goes_on_with_a_fresh_tally() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_revert_that_cannot_be_carried_out_is_refused_by_the_plugin_and_reported_by_the_operator() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-refuse").await;
     create(&release(&ns.name, "solo", "1", 1, json!({})));
     wait_release_phase(&api, "solo-1", ReleasePhase::Live).await;
@@ -470,6 +481,7 @@ async fn a_revert_that_cannot_be_carried_out_is_refused_by_the_plugin_and_report
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_rolling_update_inside_a_tight_quota_completes_within_its_surge() {
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("tight-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);
@@ -497,6 +509,7 @@ async fn a_rolling_update_inside_a_tight_quota_completes_within_its_surge() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_approval_gate_holds_until_approved() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-approval").await;
     let mut r = release(&ns.name, "api", "7", 1, json!({}));
     r["spec"]["approval"] = json!({"required": true});
@@ -519,6 +532,7 @@ async fn an_approval_gate_holds_until_approved() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn tests_pass_before_the_rollout_and_a_failing_test_leaves_the_stable_version_serving() {
+    let _shared = shared().await;
     let (client, ns, api) = setup("e2e-tests").await;
     create(&with_test(release(&ns.name, "shop", "1", 2, json!({})), false));
     let r1 = wait_release_phase(&api, "shop-1", ReleasePhase::Live).await;
@@ -548,6 +562,7 @@ async fn tests_pass_before_the_rollout_and_a_failing_test_leaves_the_stable_vers
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn promotion_waits_for_the_version_to_soak_upstream_counts_a_superseded_one_and_a_freeze_holds_rollouts() {
+    let _shared = shared().await;
     let client = client().await;
     let staging = format!("stg-{}", unique_suffix());
     let prod = format!("prd-{}", unique_suffix());
@@ -598,6 +613,7 @@ async fn promotion_waits_for_the_version_to_soak_upstream_counts_a_superseded_on
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart() {
+    let _alone = alone().await;
     let (client, ns, api) = setup("e2e-crash").await;
     let monitor = live_and_watched(&client, &ns.name, &api, "mail", 4).await;
     let canary = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 75}]}});
@@ -627,6 +643,7 @@ async fn an_operator_killed_mid_canary_finishes_the_same_rollout_after_a_restart
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn tests_run_in_an_ephemeral_branch_of_the_environment_which_is_deleted_afterwards() {
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("dev-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);

@@ -1,7 +1,7 @@
 //! Trust boundaries, tried as a hostile user would through kubectl only: approvals nobody can
 //! forge, status nobody but the operator writes (and that never opens a gate if written anyway),
 //! infrastructure that cannot escalate even under admin credentials, generated names that are
-//! never adopted. A binary of its own: one test replaces the suite's operator for a while.
+//! never adopted. One test replaces the suite's operator for a while: it runs alone (`alone()`), the others together.
 
 use std::time::Duration;
 
@@ -15,8 +15,6 @@ use phaseloop_e2e::{
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);
-/// One test replaces the suite's operator for a while: it runs alone, the others together.
-static OPERATOR: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 /// The chart's ServiceAccount, the only writer of status.
 const OPERATOR_USER: &str = "system:serviceaccount:phaseloop-system:phaseloop";
 
@@ -144,7 +142,7 @@ fn patch_status_as(ns: &str, name: &str, patch: &str, user: &str) -> Output {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn approving_needs_the_approve_verb_and_records_who_really_approved() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-approve").await;
     // A developer who may edit Releases, and an approver who also holds phaseloop-approver.
@@ -215,7 +213,7 @@ async fn approving_needs_the_approve_verb_and_records_who_really_approved() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_forged_status_is_refused_and_written_anyway_does_not_open_the_gate() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-forge").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -270,7 +268,7 @@ async fn a_forged_status_is_refused_and_written_anyway_does_not_open_the_gate() 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_escalating_component_is_refused_even_under_admin_credentials() {
-    let _alone = OPERATOR.write().await;
+    let _alone = alone().await;
     let client = client().await;
     // The operator as `make run` runs it on a local cluster: the cluster admin's credentials.
     run_operator("stop");
@@ -304,7 +302,7 @@ async fn an_escalating_component_is_refused_even_under_admin_credentials() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn generated_names_are_never_adopted() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-names").await;
     let api: Api<Release> = Api::namespaced(client.clone(), &ns.name);
@@ -352,7 +350,7 @@ async fn generated_names_are_never_adopted() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn hostile_time_values_are_refused_at_admission() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-times").await;
     let mut r = release(&ns.name, "loop", "1", 1, json!({}));
@@ -371,7 +369,7 @@ async fn hostile_time_values_are_refused_at_admission() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_empty_approval_is_refused_and_never_opens_the_gate() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-empty").await;
     let (dev, approver) = (Person::new(&ns.name, "dev"), Person::new(&ns.name, "approver"));
@@ -411,7 +409,7 @@ async fn an_empty_approval_is_refused_and_never_opens_the_gate() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn control_annotations_name_who_asked_and_an_override_needs_the_approve_verb() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-who").await;
     let (dev, approver) = (Person::new(&ns.name, "dev"), Person::new(&ns.name, "approver"));
@@ -466,7 +464,7 @@ async fn control_annotations_name_who_asked_and_an_override_needs_the_approve_ve
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn what_was_approved_is_what_rolls_out() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-frozen").await;
     let (dev, approver) = (Person::new(&ns.name, "dev"), Person::new(&ns.name, "approver"));
@@ -503,7 +501,7 @@ async fn what_was_approved_is_what_rolls_out() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn with_separation_of_duties_the_author_recorded_at_creation_cannot_approve() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("sod-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);
@@ -568,7 +566,7 @@ fn rooting_deployment() -> serde_json::Value {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_environment_gives_no_root_on_a_node_and_keeps_no_secrets() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let home = TestNamespace::new(&client, "e2e-root").await;
     // Someone who may create Environments, and nothing else.
@@ -646,7 +644,7 @@ async fn an_environment_gives_no_root_on_a_node_and_keeps_no_secrets() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn production_is_protected_on_every_write_path() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("acc-prod-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);
@@ -699,7 +697,7 @@ async fn production_is_protected_on_every_write_path() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn neither_controller_takes_the_others_objects() {
-    let _shared = OPERATOR.read().await;
+    let _shared = shared().await;
     let client = client().await;
     let name = format!("own-{}", unique_suffix());
     let _guard = EnvironmentGuard::new(&name);

@@ -52,6 +52,7 @@ fn requests_of(user: &str, since: jiff::Timestamp) -> Vec<audit::Request> {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_single_namespace_install_beside_the_cluster_install_works_alone_and_reads_nothing_cluster_scoped() {
+    let _shared = shared().await;
     let since = jiff::Timestamp::now();
     let client = client().await;
     let apps = TestNamespace::new(&client, "e2e-team").await;
