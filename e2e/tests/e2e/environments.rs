@@ -530,6 +530,7 @@ async fn an_idle_environment_sleeps_and_the_wake_annotation_restores_it() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn a_branch_of_a_branch_gets_its_grandparents_component_and_quota() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let prod = format!("chain-prod-{}", unique_suffix());
@@ -559,6 +560,7 @@ async fn a_branch_of_a_branch_gets_its_grandparents_component_and_quota() {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_unreadable_expiry_is_refused_at_admission() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let name = format!("garbage-{}", unique_suffix());
@@ -657,6 +659,7 @@ impl Drop for OperatorWithClock {
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]
 async fn an_operator_whose_clock_runs_hours_ahead_deletes_nothing_before_its_ttl_and_says_why() {
+    let _shared = shared().await;
     let client = client().await;
     let envs: Api<Environment> = Api::all(client.clone());
     let mut operator = OperatorWithClock::start("3h", extra_port(10));

@@ -16,7 +16,7 @@
 //! accepted that generation (`status.parents[].conditions[Accepted].observedGeneration`): the
 //! rollout waits at its step until then, and a rollback moves the route first and the pods second.
 //!
-//! Pure but for [`write`].
+//! Pure but for [`write()`].
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use kube::{
