@@ -9,7 +9,10 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, Client, ResourceExt};
 use phaseloop::api::{Release, ReleasePhase};
-use phaseloop_e2e::{traffic::Monitor, *};
+use phaseloop_e2e::{
+    traffic::{Monitor, Sample},
+    *,
+};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -88,9 +91,10 @@ async fn deleting_a_candidate_at_the_switch_keeps_its_pods_until_the_stable_vers
     let out = kubectl(&["delete", "rel", "dl-2", "-n", &ns.name, "--wait=false"]);
     assert!(out.ok, "{}", out.stderr);
     eventually("dl-2 gone", WAIT, || async { api.get_opt("dl-2").await.ok()?.is_none().then_some(()) }).await.unwrap();
-    eventually("only dl-1 serves, 4 Ready", WAIT, || {
+    eventually("only dl-1 serves, 4 Ready, and dl-2's pods are gone", WAIT, || {
         let t = monitor.now();
-        async move { t.samples.last().is_some_and(|s| s.only("1") && s.ready() == 4).then_some(()) }
+        let done = |s: &Sample| s.only("1") && s.ready() == 4 && s.pods.get("2").copied().unwrap_or(0) == 0;
+        async move { t.samples.last().is_some_and(done).then_some(()) }
     })
     .await
     .unwrap();

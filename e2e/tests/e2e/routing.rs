@@ -193,6 +193,13 @@ async fn moved_back_route_first(client: &Client, ns: &str, monitor: Monitor, fro
     })
     .await
     .unwrap();
+    // Scaled to zero is not gone: the timeline must reach the moment its pods go (slow under load).
+    eventually("the monitor sees the pods of version 2 gone", WAIT, || {
+        let t = monitor.now();
+        async move { t.samples.last().is_some_and(|s| s.pods.get("2").copied().unwrap_or(0) == 0).then_some(()) }
+    })
+    .await
+    .unwrap();
     let t = monitor.stop().await;
     t.assert_routes_reach_ready_pods();
     let at = t.mark(from);
