@@ -7,6 +7,8 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use anyhow::Context as _;
+
 use kube::{Api, Client};
 use phaseloop::api::{Environment, EnvironmentPhase, Release, ReleasePhase};
 use serde::Serialize;
@@ -66,9 +68,13 @@ pub async fn entries() -> anyhow::Result<BTreeMap<String, f64>> {
         .collect())
 }
 
+/// The operator's resident memory, from `/proc` (as the fleet benchmark reads it): the process
+/// collector's `process_resident_memory_bytes` is not there wherever the `procfs` crate cannot
+/// open the process, and a missing series must not read as 0 MiB.
 async fn rss_mib() -> anyhow::Result<f64> {
-    let all = metrics().await?;
-    Ok(all.get("process_resident_memory_bytes").copied().unwrap_or_default() / 1048576.0)
+    let operator = crate::fleet::Operator::from_env()?;
+    let bytes = operator.rss_bytes().context("the operator's resident memory (its pid file, /proc)")?;
+    Ok(bytes as f64 / 1048576.0)
 }
 
 /// Waits until the operator's sweep (every 30 s) has run since now: the sizes then describe what
