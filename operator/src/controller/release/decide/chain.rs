@@ -60,10 +60,8 @@ pub(super) fn run(o: &Observation<'_>, status: ReleaseStatus, total: i32) -> Out
         };
         // Through a route, a step that writes the route waits likewise: the status says the
         // step first, and the route carries it from the next reconcile on.
-        let routes = |effects: &[Effect]| -> Vec<RoutePatch> {
-            effects.iter().filter_map(|e| if let Effect::Route(p) = e { Some(p.clone()) } else { None }).collect()
-        };
-        let rerouted = !routes(&then.effects).is_empty() && routes(&then.effects) != routes(&outcome.effects);
+        let next_routes = routes_of(&then.effects);
+        let rerouted = !next_routes.is_empty() && next_routes != routes_of(&outcome.effects);
         if versions(&then.effects) != versions(&outcome.effects) || rerouted {
             break;
         }
@@ -91,6 +89,11 @@ fn step(o: &Observation<'_>, status: ReleaseStatus, total: i32) -> Outcome {
         Role::Active => d.active(),
     }
     d.into_outcome()
+}
+
+/// The route writes among `effects`.
+fn routes_of(effects: &[Effect]) -> Vec<&RoutePatch> {
+    effects.iter().filter_map(|e| if let Effect::Route(p) = e { Some(p) } else { None }).collect()
 }
 
 /// What the last `Expose` effect of `effects` serves.
