@@ -18,8 +18,7 @@
 source "$(dirname "$0")/lib.sh"
 eval "$("$E2E_ROOT/scripts/env.sh")"
 NS=argo-rollouts
-PIDFILE=$E2E_STATE/pids/argo-rollouts.pid
-LOGFILE=$E2E_STATE/logs/argo-rollouts.log
+LOGFILE=$(log_file argo-rollouts)
 KUBECONFIG_SA=$E2E_STATE/argo-rollouts.kubeconfig
 BIN=$(argo_rollouts_bin_dir)/rollouts-controller
 METRICS_PORT=$ARGO_ROLLOUTS_METRICS_PORT # lib.sh: 18090 unless set
@@ -73,17 +72,8 @@ YAML
   log "argo-rollouts $ARGO_ROLLOUTS_VERSION installed: CRDs, RBAC; credentials: ServiceAccount $NS/argo-rollouts ($KUBECONFIG_SA)"
 }
 
-alive() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
-
 stop() {
-  if alive; then
-    local pid; pid=$(cat "$PIDFILE")
-    kill -TERM "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-  fi
-  rm -f "$PIDFILE"
+  stop_component argo-rollouts
   # Upstream does not release its Lease on SIGTERM (ReleaseOnCancel is off), so a new process would
   # wait out the old one's 15s. Nothing holds it now: drop it, as start-cluster.sh does for kwok.
   kubectl delete lease "$LEASE" -n "$NS" --ignore-not-found >/dev/null
@@ -97,18 +87,16 @@ start() {
   local from
   from=1
   if [ -f "$LOGFILE" ]; then from=$(($(wc -l <"$LOGFILE") + 1)); fi
-  echo "=== $(date -Is) starting argo-rollouts" >>"$LOGFILE"
   # POD_NAMESPACE: where it finds its ConfigMap, notification Secret and leader Lease.
-  POD_NAMESPACE=$NS nohup "$BIN" --kubeconfig="$KUBECONFIG_SA" \
-    --metricsPort="$METRICS_PORT" --healthzPort="$HEALTHZ_PORT" >>"$LOGFILE" 2>&1 &
-  echo $! >"$PIDFILE"
+  POD_NAMESPACE=$NS launch argo-rollouts "$BIN" --kubeconfig="$KUBECONFIG_SA" \
+    --metricsPort="$METRICS_PORT" --healthzPort="$HEALTHZ_PORT"
   for _ in $(seq 240); do
     # awk reads the whole file: `tail | grep -q` fails under pipefail once grep stops early.
     if awk -v f="$from" 'NR >= f && /msg="Started controller"/ {found = 1} END {exit !found}' "$LOGFILE"; then
-      log "argo-rollouts ready and leading (pid $(cat "$PIDFILE"), log $LOGFILE)"
+      log "argo-rollouts ready and leading (pid $(running argo-rollouts), log $LOGFILE)"
       return 0
     fi
-    alive || { tail -n 30 "$LOGFILE" >&2; die "argo-rollouts exited"; }
+    running argo-rollouts >/dev/null || { tail -n 30 "$LOGFILE" >&2; die "argo-rollouts exited"; }
     sleep 0.25
   done
   tail -n 30 "$LOGFILE" >&2

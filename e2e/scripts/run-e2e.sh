@@ -8,7 +8,8 @@
 # stops a cluster itself, so it refuses to run beside one: stop it, or E2E_TOUR=0).
 # The tests are one binary, e2e/tests/e2e/main.rs, with a module per area; each phase runs its
 # modules by name filter. E2E_TEST=<module> runs one module (e.g. operate, real_node for the
-# real-node phase alone, uninstall for its last test alone, tour for the tour alone);
+# real-node phase alone, uninstall for its last test alone, tour for the tour alone, bench for the
+# benchmarks' smoke runs alone: bench/tests/smoke, run after the kwok modules);
 # E2E_REAL_NODE=0 leaves the real node out, E2E_TOUR=0 the tour. Arguments after the script name
 # are passed to the test harness (a name filter, --nocapture).
 source "$(dirname "$0")/lib.sh"
@@ -21,7 +22,7 @@ KWOK_SUITE=1
 # named: skips rather than a filter, so that a name filter given to this script still narrows them.
 mapfile -t MODULES < <(sed -n 's/^mod \([a-z_]*\);$/\1/p' "$E2E_ROOT/tests/e2e/main.rs")
 only() { for m in "${MODULES[@]}"; do case " $* " in *" $m "*) ;; *) printf '%s\n' --skip "$m::" ;; esac; done; }
-if [ -n "${E2E_TEST:-}" ] && ! printf '%s\n' "${MODULES[@]}" | grep -qx "$E2E_TEST"; then
+if [ -n "${E2E_TEST:-}" ] && [ "$E2E_TEST" != bench ] && ! printf '%s\n' "${MODULES[@]}" | grep -qx "$E2E_TEST"; then
   die "E2E_TEST=$E2E_TEST: no such module in e2e/tests/e2e/main.rs (${MODULES[*]})"
 fi
 case "${E2E_TEST:-}" in
@@ -55,6 +56,9 @@ mkdir -p "$E2E_STATE/logs"
 rc=0
 # Runs the e2e test binary's ignored tests with the harness's arguments (the modules' selection first).
 e2e_tests() { cargo test -p phaseloop-e2e --features phaseloop/default --no-fail-fast --test e2e -- --ignored "$@"; }
+# The benchmarks' smoke runs (their own crate's test binary), one at a time: two of them restart
+# the operator.
+bench_smoke() { cargo test -p phaseloop-bench --features phaseloop/default --no-fail-fast --test smoke -- --ignored --test-threads=1 "$@"; }
 # The README's tour, run outside `cargo test` (which holds the build directory's lock while tests
 # run, and the tour's `make run` builds): the test binary is run directly.
 if [ "$TOUR" = 1 ]; then
@@ -117,8 +121,16 @@ if [ "$KWOK_SUITE" = 1 ]; then
     SELECT=(--skip real_node:: --skip uninstall:: --skip tour::)
   fi
   set +e
-  e2e_tests --test-threads="${E2E_THREADS:-4}" "${SELECT[@]}" "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
-  suite_rc=${PIPESTATUS[0]}
+  suite_rc=0
+  if [ "${E2E_TEST:-}" != bench ]; then
+    e2e_tests --test-threads="${E2E_THREADS:-4}" "${SELECT[@]}" "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+    suite_rc=${PIPESTATUS[0]}
+  fi
+  if [ -z "${E2E_TEST:-}" ] || [ "$E2E_TEST" = bench ]; then
+    bench_smoke "$@" 2>&1 | tee -a "$E2E_STATE/logs/e2e-tests.log"
+    smoke_rc=${PIPESTATUS[0]}
+    if [ "$smoke_rc" -ne 0 ] && [ "$suite_rc" -eq 0 ]; then suite_rc=$smoke_rc; fi
+  fi
   if [ "$suite_rc" -ne 0 ]; then rc=$suite_rc; fi
   set -e
   if [ "$suite_rc" -ne 0 ]; then

@@ -1,40 +1,27 @@
 #!/usr/bin/env bash
 # Starts the operator as a host process against the e2e cluster, in the background, and waits for
-# /readyz. Its PID goes to $E2E_STATE/pids/operator.pid (so stop-cluster.sh stops it too) and its
-# log to $E2E_STATE/logs/operator.log. With $E2E_STATE/operator.kubeconfig (install-chart.sh) it
+# /readyz. It is started and stopped like the cluster's components (lib.sh's launch and
+# stop_component): its PID goes to $E2E_STATE/pids/operator.pid (so stop-cluster.sh stops it too)
+# and its log to $E2E_STATE/logs/operator.log. With $E2E_STATE/operator.kubeconfig (install-chart.sh) it
 # authenticates as the chart's ServiceAccount, else with the admin kubeconfig.
 #   run-operator.sh [start|stop|crash]     (default: start; crash = SIGKILL, then start again)
 source "$(dirname "$0")/lib.sh"
 eval "$("$E2E_ROOT/scripts/env.sh")"
-PIDFILE=$E2E_STATE/pids/operator.pid
-LOGFILE=$E2E_STATE/logs/operator.log
+LOGFILE=$(log_file operator)
 BIN=${PHASELOOP_OPERATOR_BIN:-$REPO_ROOT/target/debug/phaseloop-operator}
 
-# gone PID: waits until the process has exited (its port is free again).
-gone() { for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done; }
-
-stop() {
-  [ -f "$PIDFILE" ] || return 0
-  local pid; pid=$(cat "$PIDFILE")
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid"
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-  fi
-  gone "$pid"
-  rm -f "$PIDFILE"
-}
+stop() { stop_component operator; }
 
 case "${1:-start}" in
 stop) stop; exit 0 ;;
 start) ;;
 crash)
   # No graceful shutdown: what a node failure or an OOM kill does.
-  if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-    kill -KILL "$(cat "$PIDFILE")"
-    gone "$(cat "$PIDFILE")"
+  if pid=$(running operator); then
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done # its port is free again
   fi
-  rm -f "$PIDFILE"
+  rm -f "$(pid_file operator)" "$E2E_STATE/pids/operator.exe"
   ;;
 *) die "usage: $0 [start|stop|crash]" ;;
 esac
@@ -56,11 +43,13 @@ if [ ! -f "$OPERATOR_KUBECONFIG" ]; then OPERATOR_KUBECONFIG=$KUBECONFIG LEADER_
 # Gateway API routing when the cluster has the HTTPRoute CRD (every local cluster does).
 GATEWAY_API=false
 if kubectl get crd httproutes.gateway.networking.k8s.io >/dev/null 2>&1; then GATEWAY_API=true; fi
-KUBECONFIG=$OPERATOR_KUBECONFIG PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METRICS_PORT \
-  PHASELOOP_GATEWAY_API=${PHASELOOP_GATEWAY_API:-$GATEWAY_API} \
-  PHASELOOP_LEADER_ELECTION=$LEADER_ELECTION PHASELOOP_LEASE_NAMESPACE=phaseloop-system \
-  PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL RUST_LOG=${RUST_LOG:-info,kube=warn} nohup "$BIN" >>"$LOGFILE" 2>&1 &
-echo $! >"$PIDFILE"
+(
+  export KUBECONFIG=$OPERATOR_KUBECONFIG PHASELOOP_METRICS_ADDR=127.0.0.1:$PHASELOOP_METRICS_PORT \
+    PHASELOOP_GATEWAY_API=${PHASELOOP_GATEWAY_API:-$GATEWAY_API} \
+    PHASELOOP_LEADER_ELECTION=$LEADER_ELECTION PHASELOOP_LEASE_NAMESPACE=phaseloop-system \
+    PHASELOOP_PROMETHEUS_URL=$PROMETHEUS_URL RUST_LOG=${RUST_LOG:-info,kube=warn}
+  launch operator "$BIN"
+)
 # Ready, and leading: a restart after a crash first waits out the killed process's Lease, and the
 # tests that follow expect an operator that reconciles.
 for _ in $(seq 120); do
@@ -69,10 +58,10 @@ for _ in $(seq 120); do
   if curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/readyz" >/dev/null 2>&1 &&
     METRICS=$(curl -fsS "http://127.0.0.1:$PHASELOOP_METRICS_PORT/metrics" 2>/dev/null) &&
     grep -q '^phaseloop_leader 1' <<<"$METRICS"; then
-    log "operator ready and leading (pid $(cat "$PIDFILE"), log $LOGFILE)"
+    log "operator ready and leading (pid $(running operator), log $LOGFILE)"
     exit 0
   fi
-  kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { tail -n 30 "$LOGFILE" >&2; die "operator exited"; }
+  running operator >/dev/null || { tail -n 30 "$LOGFILE" >&2; die "operator exited"; }
   sleep 0.5
 done
 tail -n 30 "$LOGFILE" >&2

@@ -3,14 +3,12 @@
 //! host process, and talk only to 127.0.0.1.
 #![forbid(unsafe_code)]
 
-pub mod bench;
+pub mod audit;
 pub mod bridge;
-pub mod fleet;
 pub mod gateway;
 pub mod objects;
 pub mod operator;
 pub mod real_node;
-pub mod soak;
 pub mod traffic;
 
 pub use objects::*;

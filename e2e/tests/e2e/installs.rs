@@ -8,7 +8,7 @@ use std::{process::Command, time::Duration};
 
 use kube::{Api, ResourceExt};
 use phaseloop::api::{Release, ReleasePhase};
-use phaseloop_e2e::{fleet::audit, *};
+use phaseloop_e2e::{audit, *};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(120);

@@ -10,13 +10,11 @@
 //! [`phaseloop_e2e::alone`] and runs with no other test beside it.
 
 mod bad_input;
-mod bench_smoke;
 mod crash_campaign;
 mod deploy_invariants;
 mod environments;
 mod examples;
 mod faults;
-mod fleet_smoke;
 mod foundation;
 mod installs;
 mod leader_election;
@@ -27,7 +25,6 @@ mod prometheus_outage;
 mod real_node;
 mod releases;
 mod routing;
-mod soak_smoke;
 mod tour;
 mod trust;
 mod uninstall;

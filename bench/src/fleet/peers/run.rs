@@ -20,14 +20,14 @@ use super::{
     report::{KcmWork, PeerReport, PhaseReport},
     workload::{app, argo_service, argo_template, namespace, workload},
 };
-use crate::{
-    bench::Summary,
-    fleet::{
-        CREATE_CONCURRENCY, Scrape, apply_json,
-        audit::{AuditLog, Counts},
-        process::PidFile,
-    },
+use phaseloop_e2e::{
+    audit::{AuditLog, Counts, Request},
     repo_root,
+};
+
+use crate::{
+    fleet::{CREATE_CONCURRENCY, Scrape, apply_json, process::PidFile},
+    stats::Summary,
 };
 
 /// How long a controller must send nothing but leader election to count as quiet.
@@ -35,13 +35,13 @@ const QUIET: Duration = Duration::from_secs(5);
 
 /// The controller-manager's `/metrics` (an always-allowed path on 127.0.0.1, its serving
 /// certificate signed by the cluster's CA).
-struct Kcm {
+pub(super) struct Kcm {
     url: String,
     http: reqwest::Client,
 }
 
 impl Kcm {
-    fn from_env() -> Option<Self> {
+    pub(super) fn from_env() -> Option<Self> {
         let state = std::env::var("E2E_STATE").ok()?;
         let port = std::env::var("E2E_KCM_PORT").unwrap_or_else(|_| "11257".into());
         let ca = reqwest::Certificate::from_pem(&std::fs::read(PathBuf::from(state).join("pki/ca.crt")).ok()?).ok()?;
@@ -49,7 +49,7 @@ impl Kcm {
         Some(Kcm { url: format!("https://127.0.0.1:{port}/metrics"), http })
     }
 
-    async fn scrape(&self) -> Scrape {
+    pub(super) async fn scrape(&self) -> Scrape {
         let text = async { self.http.get(&self.url).send().await?.error_for_status()?.text().await };
         Scrape::parse(&text.await.unwrap_or_default())
     }
@@ -86,7 +86,7 @@ fn about(name: &str, app: &str) -> bool {
 /// Milliseconds from each app's change sent to the controller's first write about it.
 fn first_writes(audit: &AuditLog, user: &str, sent: &[(usize, String, Timestamp)]) -> Vec<f64> {
     // Index the controller's writes by namespace, in order of receipt.
-    let mut by_ns: HashMap<&str, Vec<&crate::fleet::audit::Request>> = HashMap::new();
+    let mut by_ns: HashMap<&str, Vec<&Request>> = HashMap::new();
     for r in audit.requests.iter().filter(|r| r.user == user && r.is_write() && r.resource != "events") {
         by_ns.entry(r.namespace.as_str()).or_default().push(r);
     }
@@ -271,7 +271,7 @@ pub(super) async fn run_one(
 /// Samples in the last scrape of `peer`'s metrics and its duration (ms), from Prometheus.
 async fn scrape_of(peer: Peer) -> (f64, f64) {
     let value = |q: String| async move {
-        let r = crate::prom_query(&q).await.ok()?;
+        let r = phaseloop_e2e::prom_query(&q).await.ok()?;
         r.first()?["value"][1].as_str()?.parse::<f64>().ok()
     };
     let job = peer.job();

@@ -4,14 +4,15 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Parser, Subcommand};
-use phaseloop_e2e::{
-    bench::{self, ScalingRun},
-    client,
+use phaseloop_bench::{
     fleet::{
         self, FleetReport, FleetRun,
         peers::{self, Peer, PeersReport, PeersRun},
     },
+    scaling::{self, ScalingRun},
+    soak::{self, SoakRun},
 };
+use phaseloop_e2e::client;
 
 #[derive(Parser)]
 struct Args {
@@ -81,6 +82,9 @@ enum Bench {
         /// Controllers, in the order they run.
         #[arg(long, value_delimiter = ',', default_values_t = ["argo-rollouts".to_string(), "phaseloop".to_string()])]
         controllers: Vec<String>,
+        /// Leave out the floor (the same steps scripted with the fewest writes, run first).
+        #[arg(long)]
+        no_floor: bool,
         /// Per phase: how long until every app must serve the new version.
         #[arg(long, default_value_t = 7200)]
         timeout_s: u64,
@@ -101,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
             );
             for interval in intervals {
                 let run = ScalingRun { interval: Duration::from_secs_f64(interval), steps };
-                let r = bench::scaling(&client, &run).await?;
+                let r = scaling::scaling(&client, &run).await?;
                 println!(
                     "{:>8}s {:>6} {:>8.2}s {:>8.2}s {:>8.2}s {:>10.2}s {:>9.0}% {:>14.2}",
                     r.interval_s,
@@ -118,8 +122,8 @@ async fn main() -> anyhow::Result<()> {
             serde_json::json!({"scaling": reports})
         }
         Bench::Soak { environments, wave, timeout_s } => {
-            let run = phaseloop_e2e::soak::SoakRun { environments, wave, timeout: Duration::from_secs(timeout_s) };
-            let r = phaseloop_e2e::soak::soak(&client, &run).await?;
+            let run = SoakRun { environments, wave, timeout: Duration::from_secs(timeout_s) };
+            let r = soak::soak(&client, &run).await?;
             println!("soak: {environments} Environments with a Release each, {wave} at a time, in {:.0}s", r.seconds);
             println!(
                 "  RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
@@ -161,6 +165,7 @@ async fn main() -> anyhow::Result<()> {
             analysis_interval_s,
             analysis_up_to,
             controllers,
+            no_floor,
             timeout_s,
         } => {
             let controllers = controllers.iter().map(|c| c.parse()).collect::<anyhow::Result<Vec<Peer>>>()?;
@@ -176,6 +181,7 @@ async fn main() -> anyhow::Result<()> {
                     analysis_interval: Duration::from_secs(analysis_interval_s),
                     analysis_round: analysis_up_to.is_none_or(|n| apps <= n),
                     controllers: controllers.clone(),
+                    floor: !no_floor,
                     timeout: Duration::from_secs(timeout_s),
                     prometheus_url: prometheus_url.clone(),
                 };
@@ -263,7 +269,21 @@ fn print_peers(r: &PeersReport) {
             );
         }
     }
-    println!("  {:<50} {:>12} {:>14} {:>8} {:>6}", "figure", "phaseloop", "argo-rollouts", "ratio", "goal");
+    if let Some(f) = &r.floor {
+        for (name, p) in [("setup v1", &f.setup), ("v1 → v2", &f.rollout), ("v2 → v3", &f.analysis)] {
+            if p.app_seconds.n == 0 {
+                continue;
+            }
+            println!(
+                "  floor {name:<11} all served in {:>7.1}s (per app p50 {:.1}s, max {:.1}s); {} writes; controller-manager {:.0} requests",
+                p.seconds, p.app_seconds.p50, p.app_seconds.max, p.writes, p.controller_manager.requests
+            );
+        }
+    }
+    println!(
+        "  {:<50} {:>12} {:>14} {:>8} {:>10} {:>10} {:>6}",
+        "figure", "phaseloop", "argo-rollouts", "ratio", "p/floor", "a/floor", "goal"
+    );
     for x in &r.ratios {
         let ratio = x.ratio.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
         let goal = match (x.goal, x.met) {
@@ -271,7 +291,16 @@ fn print_peers(r: &PeersReport) {
             (Some(g), _) => format!("≤{g} MISSED"),
             _ => String::new(),
         };
-        println!("  {:<50} {:>12.1} {:>14.1} {:>8} {goal}", x.figure, x.phaseloop, x.argo_rollouts, ratio);
+        let over = |v: f64| x.floor.map(|f| format!("{:.2}", v / f)).unwrap_or_else(|| "-".into());
+        println!(
+            "  {:<50} {:>12.1} {:>14.1} {:>8} {:>10} {:>10} {goal}",
+            x.figure,
+            x.phaseloop,
+            x.argo_rollouts,
+            ratio,
+            over(x.phaseloop),
+            over(x.argo_rollouts)
+        );
     }
 }
 

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use phaseloop_e2e::{
-    alone, client, delete_leftovers,
-    fleet::{self, FleetRun},
-};
+use phaseloop_bench::fleet::{self, FleetRun};
+use phaseloop_e2e::{alone, client, delete_leftovers};
 
 #[tokio::test]
 #[ignore = "needs the local control plane: make e2e"]

@@ -7,10 +7,10 @@
 //! The operator runs as a host process (`e2e/scripts/run-operator.sh`): its memory and CPU are
 //! read from `/proc`, its metrics from `127.0.0.1:$PHASELOOP_METRICS_PORT`.
 //!
-//! `peers` runs the same kind of fleet side by side with Argo Rollouts; `process` and `audit` are
-//! the measurements they share (memory and CPU from `/proc`, requests from the audit log).
+//! `peers` runs the same kind of fleet side by side with Argo Rollouts; `process` and the e2e
+//! crate's `audit` are the measurements they share (memory and CPU from `/proc`, requests from the
+//! audit log).
 
-pub mod audit;
 pub mod peers;
 pub mod process;
 
@@ -39,7 +39,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::repo_root;
+use phaseloop_e2e::repo_root;
 
 /// Label on every object the benchmark creates, with the run's role as value.
 const LABEL: &str = "bench.phaseloop.dev/fleet";
@@ -287,7 +287,7 @@ fn release(j: usize, environments: usize) -> serde_json::Value {
     json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
         "metadata": {"name": format!("app-{j:05}-v1"), "namespace": env_name(j % environments), "labels": {LABEL: "release"}},
         "spec": {"app": format!("app-{j:05}"), "version": "v1", "replicas": 1,
-                 "template": {"spec": crate::restricted(json!({"containers": [{"name": "app", "image": "bench:v1"}]}))},
+                 "template": {"spec": phaseloop_e2e::restricted(json!({"containers": [{"name": "app", "image": "bench:v1"}]}))},
                  "service": {"ports": [{"port": 80, "targetPort": 8080}]}}})
 }
 

@@ -90,23 +90,11 @@ pub(super) fn workload(run: &PeersRun, peer: Peer, j: usize, version: &str, anal
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
     fn run() -> PeersRun {
-        PeersRun {
-            apps: 25,
-            per_namespace: 10,
-            replicas: 4,
-            pause: Duration::from_secs(10),
-            analysis_every: 10,
-            analysis_interval: Duration::from_secs(10),
-            analysis_round: true,
-            controllers: vec![Peer::ArgoRollouts, Peer::Phaseloop],
-            timeout: Duration::from_secs(60),
-            prometheus_url: "http://127.0.0.1:19090".into(),
-        }
+        PeersRun::example()
     }
 
     #[test]

@@ -11,17 +11,20 @@
 //! - first action: from the harness sending an app's change to the controller's first write about
 //!   that app (Events excluded), as the API server received it.
 //!
-//! Phases per controller: a fresh process idle; setup (every app at v1, straight to 100% for
+//! Before both, the floor (`floor.rs`): the same steps scripted with the fewest writes, what the
+//! cluster itself allows. Phases per controller: a fresh process idle; setup (every app at v1, straight to 100% for
 //! both); v1 → v2 through the canary steps (the headline figures); v2 → v3 with a Prometheus
 //! analysis on a subset of the apps; a restart and its re-list.
 
 mod cluster;
+mod floor;
 mod observer;
 mod report;
 mod run;
 mod workload;
 
 pub use cluster::clean;
+pub use floor::{FloorPhase, FloorReport};
 pub use observer::{Observer, PodView, serves};
 pub use report::{KcmWork, PeerReport, PeersReport, PhaseReport, Ratio, ratios};
 pub use workload::{app, argo_rollout, argo_service, argo_template, namespace, phaseloop_release};
@@ -33,8 +36,8 @@ use kube::Client;
 use serde::{Deserialize, Serialize};
 
 use super::process::PidFile;
-use crate::repo_root;
 use cluster::{ensure_capacity, remove_extra_nodes};
+use phaseloop_e2e::repo_root;
 use run::run_one;
 use workload::canary_steps;
 
@@ -148,12 +151,32 @@ pub struct PeersRun {
     pub analysis_round: bool,
     /// In this order, each on a cluster cleaned of the previous one's objects.
     pub controllers: Vec<Peer>,
+    /// Whether the floor (`floor.rs`: the same steps scripted, the fewest writes) runs first.
+    pub floor: bool,
     /// Per phase: how long until every app must serve the new version.
     pub timeout: Duration,
     pub prometheus_url: String,
 }
 
 impl PeersRun {
+    /// A run of 25 apps, both controllers and the floor, for the unit tests.
+    #[cfg(test)]
+    fn example() -> Self {
+        PeersRun {
+            apps: 25,
+            per_namespace: 10,
+            replicas: 4,
+            pause: Duration::from_secs(10),
+            analysis_every: 10,
+            analysis_interval: Duration::from_secs(10),
+            analysis_round: true,
+            controllers: vec![Peer::ArgoRollouts, Peer::Phaseloop],
+            floor: true,
+            timeout: Duration::from_secs(60),
+            prometheus_url: "http://127.0.0.1:19090".into(),
+        }
+    }
+
     fn namespaces(&self) -> usize {
         self.apps.div_ceil(self.per_namespace)
     }
@@ -182,6 +205,10 @@ pub async fn peers(client: &Client, run: &PeersRun) -> anyhow::Result<PeersRepor
     clean(client, &observer).await?;
     // One app holds at most replicas + 2 pods at once (a canary step's surge, a pod terminating).
     ensure_capacity(client, run.apps * (run.replicas as usize + 2)).await?;
+    let floor = match run.floor {
+        true => Some(floor::run_floor(client, run, &observer).await?),
+        false => None,
+    };
     let mut runs = Vec::new();
     for &peer in &run.controllers {
         runs.push(run_one(client, run, peer, &observer).await?);
@@ -189,7 +216,7 @@ pub async fn peers(client: &Client, run: &PeersRun) -> anyhow::Result<PeersRepor
     remove_extra_nodes(client).await?;
     let find = |name: &str| runs.iter().find(|r| r.controller == name);
     let ratios = match (find("phaseloop"), find("argo-rollouts")) {
-        (Some(p), Some(a)) => ratios(p, a),
+        (Some(p), Some(a)) => ratios(p, a, floor.as_ref()),
         _ => Vec::new(),
     };
     Ok(PeersReport {
@@ -200,6 +227,7 @@ pub async fn peers(client: &Client, run: &PeersRun) -> anyhow::Result<PeersRepor
         analysis_apps: run.analysed_apps(),
         analysis_interval_s: run.analysis_interval.as_secs_f64(),
         runs,
+        floor,
         ratios,
     })
 }

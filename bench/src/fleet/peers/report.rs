@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    bench::Summary,
-    fleet::{Scrape, audit::Counts},
-};
+use phaseloop_e2e::audit::Counts;
+
+use super::FloorReport;
+use crate::{fleet::Scrape, stats::Summary};
 
 /// One phase: a change applied to every app, until every app serves the new version.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -104,6 +104,9 @@ pub struct Ratio {
     pub ratio: Option<f64>,
     pub goal: Option<f64>,
     pub met: Option<bool>,
+    /// The floor's figure (the same steps scripted, the fewest writes), where it has one.
+    #[serde(default)]
+    pub floor: Option<f64>,
 }
 
 /// What the benchmark measured at one size.
@@ -116,11 +119,13 @@ pub struct PeersReport {
     pub analysis_apps: usize,
     pub analysis_interval_s: f64,
     pub runs: Vec<PeerReport>,
+    /// The same steps scripted (None when left out).
+    pub floor: Option<FloorReport>,
     pub ratios: Vec<Ratio>,
 }
 
 /// The ratios of the report: each figure of phaseloop over Argo Rollouts'.
-pub fn ratios(p: &PeerReport, a: &PeerReport) -> Vec<Ratio> {
+pub fn ratios(p: &PeerReport, a: &PeerReport, floor: Option<&FloorReport>) -> Vec<Ratio> {
     let row = |figure: &str, pv: f64, av: f64, goal: Option<f64>| {
         let ratio = (av != 0.0).then(|| pv / av);
         Ratio {
@@ -130,8 +135,10 @@ pub fn ratios(p: &PeerReport, a: &PeerReport) -> Vec<Ratio> {
             ratio,
             goal,
             met: goal.zip(ratio).map(|(g, r)| r <= g),
+            floor: None,
         }
     };
+    let floored = |r: Ratio, f: fn(&FloorReport) -> f64| Ratio { floor: floor.map(f).filter(|v| *v > 0.0), ..r };
     let (pr, ar) = (&p.rollout, &a.rollout);
     let (pa, aa) = (&p.analysis, &a.analysis);
     let analysed = pa.app_seconds.n > 0 && aa.app_seconds.n > 0;
@@ -148,15 +155,18 @@ pub fn ratios(p: &PeerReport, a: &PeerReport) -> Vec<Ratio> {
             ar.requests.workload as f64,
             None,
         ),
-        row("API writes, v1 → v2", pr.requests.writes as f64, ar.requests.writes as f64, None),
-        row("time to all on v2, s", pr.seconds, ar.seconds, Some(1.0)),
+        floored(row("API writes, v1 → v2", pr.requests.writes as f64, ar.requests.writes as f64, None), |f| {
+            f.rollout.writes as f64
+        }),
+        floored(row("time to all on v2, s", pr.seconds, ar.seconds, Some(1.0)), |f| f.rollout.seconds),
         row("first write after the change, p50 ms", pr.first_write_ms.p50, ar.first_write_ms.p50, None),
         row("first write after the change, p95 ms", pr.first_write_ms.p95, ar.first_write_ms.p95, None),
         row("CPU seconds, v2 → v3 with analysis", pa.cpu_s, aa.cpu_s, None),
         row("API requests, v2 → v3 with analysis", pa.requests.total as f64, aa.requests.total as f64, None),
-        row("time to all on v3 (with analysis), s", pa.seconds, aa.seconds, None),
+        floored(row("time to all on v3 (with analysis), s", pa.seconds, aa.seconds, None), |f| f.analysis.seconds),
         row("CPU seconds, setup (v1)", p.setup.cpu_s, a.setup.cpu_s, None),
         row("API requests, setup (v1)", p.setup.requests.total as f64, a.setup.requests.total as f64, None),
+        floored(row("time to all on v1 (setup), s", p.setup.seconds, a.setup.seconds, None), |f| f.setup.seconds),
         row("API requests of the re-list", p.relist_requests.total as f64, a.relist_requests.total as f64, None),
     ];
     // Without the analysis round (at sizes above `--analysis-up-to`) its rows say nothing.
@@ -182,7 +192,7 @@ mod tests {
 
     #[test]
     fn ratios_are_phaseloop_over_argo_and_judged_against_the_goals() {
-        let r = ratios(&report(20.0, 10.0, 3000, 120.0), &report(100.0, 40.0, 5000, 100.0));
+        let r = ratios(&report(20.0, 10.0, 3000, 120.0), &report(100.0, 40.0, 5000, 100.0), None);
         let get = |f: &str| r.iter().find(|x| x.figure.starts_with(f)).unwrap().clone();
         let rss = get("RSS steady");
         assert_eq!(
@@ -208,10 +218,25 @@ mod tests {
         a.analysis.app_seconds.n = 100;
         a.analysis.seconds = 50.0;
         p.analysis.seconds = 60.0;
-        let with = ratios(&p, &a);
+        let with = ratios(&p, &a, None);
         assert_eq!(with.len(), r.len() + 3);
         let v3 = with.iter().find(|x| x.figure.starts_with("time to all on v3")).unwrap();
         assert_eq!(v3.ratio, Some(1.2));
+        assert!(with.iter().all(|x| x.floor.is_none()), "no floor run, no floor figures");
+    }
+
+    #[test]
+    fn the_floor_is_given_for_time_and_writes_only() {
+        let mut floor = FloorReport::default();
+        floor.rollout.seconds = 80.0;
+        floor.rollout.writes = 500;
+        floor.setup.seconds = 20.0;
+        let r = ratios(&report(20.0, 10.0, 3000, 120.0), &report(100.0, 40.0, 5000, 100.0), Some(&floor));
+        let get = |f: &str| r.iter().find(|x| x.figure.starts_with(f)).unwrap().clone();
+        assert_eq!(get("time to all on v2").floor, Some(80.0));
+        assert_eq!(get("API writes, v1").floor, Some(500.0));
+        assert_eq!(get("time to all on v1").floor, Some(20.0));
+        assert_eq!(get("RSS steady").floor, None, "the floor has no process");
     }
 
     #[test]

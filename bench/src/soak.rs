@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::{create, eventually, kubectl, operator_url, unique_suffix};
+use phaseloop_e2e::{create, eventually, kubectl, operator_url, unique_suffix};
 
 /// How a soak runs.
 #[derive(Clone, Debug, Serialize)]
@@ -109,7 +109,7 @@ pub async fn soak(client: &Client, run: &SoakRun) -> anyhow::Result<SoakReport> 
             .await?;
             create(&json!({"apiVersion": "phaseloop.dev/v1alpha1", "kind": "Release",
                 "metadata": {"name": "app-1", "namespace": name},
-                "spec": {"app": "app", "version": "1", "template": {"spec": crate::restricted(json!({"containers": [{"name": "app", "image": "app:1"}]}))},
+                "spec": {"app": "app", "version": "1", "template": {"spec": phaseloop_e2e::restricted(json!({"containers": [{"name": "app", "image": "app:1"}]}))},
                          "service": {"ports": [{"port": 80}]}}}));
         }
         for name in &names {
