@@ -369,6 +369,7 @@ fn exercise_environment(name: &str, spec: EnvironmentSpec) {
             namespace,
             releases: &[],
             parent_releases: &[],
+            upstream_releases: Some(&[]),
             kinds: &kinds,
             objects: &objects,
             seed_job: None,

@@ -84,8 +84,10 @@ apply, i.e. the `patch` verb; an apply that creates an object is authorized as `
 */}}
 {{- define "phaseloop.rules.release" -}}
 # Releases are the operator's own kind: watched (cache), annotations patched (consumed
-# promote/abort/revert/wake requests), and created when an Environment branches from a parent (the
-# parent's Live Releases are applied into the branch's namespace).
+# promote/abort/revert/wake requests), created when an Environment branches from a parent (the
+# parent's Live Releases are applied into the branch's namespace) and for promotion requests
+# (`promotion.mode: Automatic`), and a request that has not started deleted when a newer version
+# supersedes it.
 - apiGroups: ["phaseloop.dev"]
   resources: ["releases"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]

@@ -21,6 +21,7 @@ mod leader_election;
 mod monitor;
 mod operate;
 mod packaging;
+mod pipelines;
 mod prometheus_outage;
 mod real_node;
 mod releases;

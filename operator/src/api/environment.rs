@@ -274,6 +274,8 @@ fn default_seed_retries() -> i32 {
 /// Promotion rules of an Environment.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'Automatic' || has(self.from)")
+    .message("promotion.mode Automatic needs promotion.from: the Environment whose Live versions are requested here"))]
 pub struct Promotion {
     /// Environment where the same app version must be Live first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +295,60 @@ pub struct Promotion {
     /// (`phaseloop.dev/created-by`, recorded by the API server when the Release was created).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub separation_of_duties: bool,
+    /// `Manual` (the default): Releases here are created by people. `Automatic`: once a version
+    /// of an app has been Live in `from` for `soak`, phaseloop opens the Release for it here (a
+    /// promotion request), which then goes through this Environment's rules like any other:
+    /// approval, freeze, the deploy queue.
+    #[serde(default, skip_serializing_if = "PromotionMode::is_manual")]
+    pub mode: PromotionMode,
+    /// What a promotion request changes in the upstream Release's spec for this Environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<PromotionOverlay>,
+}
+
+/// Who creates the Releases of an Environment with `promotion.from`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+pub enum PromotionMode {
+    #[default]
+    Manual,
+    Automatic,
+}
+
+impl PromotionMode {
+    pub fn is_manual(&self) -> bool {
+        *self == PromotionMode::Manual
+    }
+}
+
+/// Per-Environment changes to a promoted Release: the rest (app, version, pod template, Service,
+/// strategy, analysis) is the upstream Release's.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionOverlay {
+    /// `spec.replicas` of the promoted Release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10000))]
+    pub replicas: Option<i32>,
+    /// Resources set on every container of the promoted Release's pod template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+/// A promotion request this Environment opened: the version of an app last requested from
+/// `promotion.from`. One per app; a version is requested once, whatever became of its Release.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionRequest {
+    /// The app (`spec.app` of its Releases).
+    pub app: String,
+    /// The version requested.
+    pub version: String,
+    /// The Release opened for it here.
+    pub release: String,
+    /// The upstream Release it was promoted from.
+    pub from_release: String,
+    /// When the request was opened.
+    pub opened_at: Time,
 }
 
 /// Observed state of an Environment.
@@ -322,6 +378,10 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["app"]))]
     pub apps: Vec<LiveApp>,
+    /// With `promotion.mode: Automatic`: the version of each app last requested from upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["app"]))]
+    pub promotions: Vec<PromotionRequest>,
     /// The last wake: `sleepAfter` counts from the latest of it, the creation of the Environment
     /// and of the newest Release in its namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -163,6 +163,12 @@ reasons! {
     ClockSkew,
     /// The extension annotation is not a time phaseloop can read: ignored.
     ExtensionUnreadable,
+
+    // Promotion requests (`promotion.mode: Automatic`).
+    /// A version Live upstream for its soak: its Release was opened here.
+    PromotionRequested,
+    /// A request that had not started was deleted for a newer upstream version.
+    PromotionSuperseded,
 }
 
 /// The shared reasons as strings, for code that builds conditions from `&str`.

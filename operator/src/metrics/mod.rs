@@ -31,6 +31,7 @@ pub struct Metrics {
     dora_lead_time: HistogramVec,
     dora_time_to_restore: HistogramVec,
     environment_expirations: IntCounterVec,
+    promotion_requests: IntCounterVec,
     leader: prometheus::IntGauge,
     api_requests: IntCounterVec,
     watch_to_reconcile: HistogramVec,
@@ -110,6 +111,11 @@ impl Metrics {
         );
         let environment_expirations =
             counter("environment_expirations_total", "Environments deleted because their ttl was reached.", &["tier"]);
+        let promotion_requests = counter(
+            "promotion_requests_total",
+            "Promotion requests by result: opened (a Release created for a version Live upstream), superseded.",
+            &["result"],
+        );
         let leader = prometheus::IntGauge::new(
             "leader",
             "1 while this process runs the controllers (the leader, or the only one).",
@@ -159,6 +165,7 @@ impl Metrics {
             dora_lead_time,
             dora_time_to_restore,
             environment_expirations,
+            promotion_requests,
         };
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(metrics.reconcile_duration.clone()),
@@ -173,6 +180,7 @@ impl Metrics {
             Box::new(metrics.dora_lead_time.clone()),
             Box::new(metrics.dora_time_to_restore.clone()),
             Box::new(metrics.environment_expirations.clone()),
+            Box::new(metrics.promotion_requests.clone()),
             Box::new(metrics.leader.clone()),
             Box::new(metrics.api_requests.clone()),
             Box::new(metrics.watch_to_reconcile.clone()),
@@ -299,6 +307,11 @@ impl Metrics {
     /// Counts an Environment deleted at the end of its ttl.
     pub fn observe_expiration(&self, tier: &str) {
         self.environment_expirations.with_label_values(&[tier]).inc();
+    }
+
+    /// Counts a promotion request opened or superseded.
+    pub fn observe_promotion_request(&self, result: &str) {
+        self.promotion_requests.with_label_values(&[result]).inc();
     }
 
     /// Records one autoscaler decision for an app: its reading (if any), its total, and the change.

@@ -16,7 +16,8 @@
 //!    else the namespace, its quota, defaults and isolation;
 //! 6. [`sleep`], decided before the infrastructure, which is applied at zero replicas while asleep;
 //! 7. [`components`] (the infrastructure), then the [`seed`] once they are ready;
-//! 8. the parent's Live versions deployed into a branch, `status.apps`;
+//! 8. the parent's Live versions deployed into a branch, [`promotion`] requests opened for the
+//!    versions Live upstream, `status.apps`;
 //! 9. [`status`]: the phase and the conditions; when to look again.
 //!
 //! One thing is learnt only by acting: that the API server refuses an object of a component (a
@@ -30,6 +31,7 @@ mod expiry;
 mod namespace;
 mod observation;
 mod outcome;
+pub mod promotion;
 mod seed;
 pub mod sleep;
 mod status;
@@ -131,6 +133,7 @@ pub fn decide(o: &Observation<'_>) -> Outcome {
     let seed = seed::decide(&mut d, &spec, &ns, infra_ready);
     d.sleep(asleep);
     d.effects.extend(branch::releases_to_deploy(o).into_iter().map(|r| Effect::Branch(Box::new(r))));
+    promotion::decide(&mut d);
     d.status.apps = live_apps(o.releases);
     let unreadable_extension = match extension(env) {
         Extension::Unreadable(value) => Some(value),

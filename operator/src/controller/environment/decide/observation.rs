@@ -55,6 +55,9 @@ pub struct Observation<'a> {
     pub releases: &'a [Release],
     /// The Releases of the parent's namespace, for a branch.
     pub parent_releases: &'a [Release],
+    /// With `promotion.mode: Automatic`, the Releases of `promotion.from`'s namespace (`None`: that
+    /// Environment does not exist, or the mode is manual).
+    pub upstream_releases: Option<&'a [Release]>,
     pub kinds: &'a Kinds,
     pub objects: &'a Objects,
     /// The seed Job, when the seed has not succeeded yet and the Job exists.

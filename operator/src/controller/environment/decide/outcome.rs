@@ -49,6 +49,15 @@ pub enum Effect {
     /// A Release of the parent's Live version deployed into the branch (the server-side apply
     /// body).
     Branch(Box<serde_json::Value>),
+    /// A promotion request: the Release opened here for a version Live upstream, created once
+    /// (an existing one of that name is left as it is).
+    Promote(Box<crate::api::Release>),
+    /// A promotion request that had not started, deleted for a newer version (only while it is
+    /// still the object decided on: its `resourceVersion` is the delete's precondition).
+    Supersede {
+        name: String,
+        resource_version: String,
+    },
     Event {
         warning: bool,
         reason: Reason,

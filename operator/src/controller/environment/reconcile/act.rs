@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use k8s_openapi::api::{batch::v1::Job, core::v1::Namespace, networking::v1::NetworkPolicy};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DeleteParams, DynamicObject, Patch, PatchParams},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions},
     runtime::{controller::Action, events::EventType},
 };
 use serde::{Serialize, de::DeserializeOwned};
@@ -81,6 +81,8 @@ fn request(effect: &Effect, env: &Environment) -> String {
         Effect::Prune { resource, name: object, .. } => format!("delete {} {ns}/{object}", resource.kind),
         Effect::Seed(_) => format!("create the seed Job {ns}/{}", desired::SEED_JOB_NAME),
         Effect::Branch(r) => format!("apply Release {ns}/{}", r["metadata"]["name"].as_str().unwrap_or_default()),
+        Effect::Promote(r) => format!("create Release {ns}/{}", r.name_any()),
+        Effect::Supersede { name: release, .. } => format!("delete Release {ns}/{release}"),
         Effect::Event { reason, .. } => format!("publish Event {reason} about Environment {name}"),
         Effect::Expire { .. } => format!("delete Environment {name} at the end of its ttl"),
         Effect::Consume(key) => format!("remove {key} from Environment {name}"),
@@ -154,6 +156,33 @@ async fn act(ctx: &Context, o: &Observation<'_>, effect: &Effect) -> Result<Done
             info!(release = name, namespace = %ns, "deploying the parent's live version into the branch");
             let api: Api<Release> = Api::namespaced(client, &ns);
             api.patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&**release)).await?;
+        }
+        Effect::Promote(release) => {
+            let name = release.name_any();
+            let api: Api<Release> = Api::namespaced(client, &ns);
+            let params = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            match api.create(&params, release).await {
+                Ok(_) => {
+                    info!(release = name, namespace = %ns, "promotion request opened");
+                    ctx.metrics.observe_promotion_request("opened");
+                }
+                // Opened before (a restart lost the status write that recorded it), or someone's
+                // Release of that name: either way it is not opened twice.
+                Err(kube::Error::Api(e)) if e.is_already_exists() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Effect::Supersede { name, resource_version } => {
+            let api: Api<Release> = Api::namespaced(client, &ns);
+            let preconditions =
+                Preconditions { resource_version: Some(resource_version.clone()), ..Default::default() };
+            let params = DeleteParams { preconditions: Some(preconditions), ..DeleteParams::background() };
+            match api.delete(name, &params).await {
+                Ok(_) => ctx.metrics.observe_promotion_request("superseded"),
+                // Gone, or changed since (it may have started): the next reconcile decides again.
+                Err(kube::Error::Api(e)) if e.is_not_found() || e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         Effect::Event { warning, reason, note } => {
             let type_ = if *warning { EventType::Warning } else { EventType::Normal };

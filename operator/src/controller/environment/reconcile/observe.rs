@@ -18,7 +18,7 @@ use kube::{
 };
 
 use crate::{
-    api::{Environment, EnvironmentSpec, Release, label},
+    api::{Environment, EnvironmentSpec, PromotionMode, Release, label},
     controller::{
         Config, Context, Error,
         environment::{
@@ -39,6 +39,7 @@ pub struct Seen {
     namespace: NamespaceSeen,
     releases: Vec<Release>,
     parent_releases: Vec<Release>,
+    upstream_releases: Option<Vec<Release>>,
     kinds: Kinds,
     objects: Objects,
     seed_job: Option<Job>,
@@ -55,6 +56,7 @@ impl Seen {
             namespace: self.namespace,
             releases: &self.releases,
             parent_releases: &self.parent_releases,
+            upstream_releases: self.upstream_releases.as_deref(),
             kinds: &self.kinds,
             objects: &self.objects,
             seed_job: self.seed_job.as_ref(),
@@ -73,6 +75,7 @@ pub async fn environment(ctx: &Context, env: &Environment) -> Result<Seen, Error
         namespace: NamespaceSeen::Absent,
         releases: vec![],
         parent_releases: vec![],
+        upstream_releases: None,
         kinds: Kinds::new(),
         objects: Objects::new(),
         seed_job: None,
@@ -93,6 +96,15 @@ pub async fn environment(ctx: &Context, env: &Environment) -> Result<Seen, Error
         let theirs = namespace_of(parent);
         seen.parent_releases =
             releases_in(ctx, &theirs).await.context("observe", || format!("the Releases of {theirs}"))?;
+    }
+    if let Some(from) = automatic_from(env) {
+        seen.upstream_releases = match environment_named(ctx, from).await? {
+            Some(up) => {
+                let theirs = namespace_of(&up);
+                Some(releases_in(ctx, &theirs).await.context("observe", || format!("the Releases of {theirs}"))?)
+            }
+            None => None,
+        };
     }
     // Nothing is read in a namespace that is someone else's: nothing will be done there.
     let Some(spec) = decide::spec_to_provision(env, &seen.chain).filter(|_| seen.namespace != NamespaceSeen::Foreign)
@@ -152,6 +164,20 @@ async fn chain(ctx: &Context, env: &Environment) -> Result<Chain, Error> {
         found.insert(name, parent);
     }
     Ok(decide::walk(env, |name| found.get(name).cloned().flatten()))
+}
+
+/// `promotion.from` of an Environment whose promotion is automatic.
+pub fn automatic_from(env: &Environment) -> Option<&str> {
+    let p = env.spec.promotion.as_ref().filter(|p| p.mode == PromotionMode::Automatic)?;
+    p.from.as_deref()
+}
+
+/// The Environment `name`, from the Environment cache once synced, else read.
+async fn environment_named(ctx: &Context, name: &str) -> Result<Option<Environment>, Error> {
+    if let Some(store) = crate::controller::synced_store(ctx.caches.environments.as_ref()).await {
+        return Ok(store.get(&ObjectRef::new(name)).map(|e| (*e).clone()));
+    }
+    Ok(Api::<Environment>::all(ctx.client.clone()).get_opt(name).await?)
 }
 
 /// The Releases of `ns`: from the Release controller's cache once it is synced, else listed.

@@ -1,5 +1,5 @@
 //! What wakes an Environment: its own watch, the watches of what it owns, its parent's changes,
-//! and the Releases of its namespace.
+//! the Releases of its namespace, and those of the Environment it promotes from automatically.
 
 use std::sync::Arc;
 
@@ -95,12 +95,14 @@ pub fn controller(
         let ns = rel.metadata.namespace.unwrap_or_default();
         let all = store.state();
         let owners: Vec<String> = all.iter().filter(|e| namespace_of(e) == ns).map(|e| e.name_any()).collect();
-        // Its own Environment, and the branches following it (they deploy its new Live versions).
+        // Its own Environment, the branches following it (they deploy its new Live versions) and
+        // the Environments promoting from it automatically (they request its new Live versions).
         let refs = all
             .iter()
             .filter(|e| {
                 owners.contains(&e.name_any())
                     || (e.spec.follow_parent && e.spec.from.as_ref().is_some_and(|p| owners.contains(p)))
+                    || super::observe::automatic_from(e).is_some_and(|f| owners.iter().any(|o| o == f))
             })
             .map(|e| ObjectRef::from_obj(&**e))
             .collect::<Vec<_>>();

@@ -177,6 +177,7 @@ fn infrastructure_a_refusal_learnt_while_applying_refuses_the_component_and_hold
         namespace: case.namespace,
         releases: &[],
         parent_releases: &[],
+        upstream_releases: None,
         kinds: &case.kinds,
         objects: &case.objects,
         seed_job: None,

@@ -4,6 +4,7 @@
 
 mod branching;
 mod infrastructure;
+mod promotion;
 mod protection;
 mod provisioning;
 mod sleep;
@@ -72,6 +73,7 @@ struct Case {
     namespace: NamespaceSeen,
     releases: Vec<crate::api::Release>,
     parent_releases: Vec<crate::api::Release>,
+    upstream_releases: Option<Vec<crate::api::Release>>,
     kinds: Kinds,
     objects: Objects,
     seed_job: Option<Job>,
@@ -88,6 +90,7 @@ impl Case {
             namespace: NamespaceSeen::Ours { deleting: false },
             releases: vec![],
             parent_releases: vec![],
+            upstream_releases: None,
             kinds: kinds(),
             objects: Objects::new(),
             seed_job: None,
@@ -111,6 +114,7 @@ impl Case {
             namespace: self.namespace,
             releases: &self.releases,
             parent_releases: &self.parent_releases,
+            upstream_releases: self.upstream_releases.as_deref(),
             kinds: &self.kinds,
             objects: &self.objects,
             seed_job: self.seed_job.as_ref(),
