@@ -117,6 +117,15 @@ async fn a_version_live_upstream_is_requested_downstream_once_and_a_newer_one_su
     assert_eq!(shops(&prd_rel).await, ["shop-1", "shop-3"]);
     let recorded = envs.get(&prod).await.unwrap().status.unwrap().promotions;
     assert_eq!(recorded.iter().map(|r| r.version.as_str()).collect::<Vec<_>>(), ["3"]);
+    // The pipeline in one view: upstream first, what is Live, what waits and for what.
+    let out = kubectl(&["phaseloop", "pipeline", "shop"]);
+    assert!(out.ok, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().filter(|l| l.contains(&s)).collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    assert!(lines[0].starts_with(&dev) && lines[1].starts_with(&staging) && lines[2].starts_with(&prod), "{lines:?}");
+    let words: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(&words[..5], [prod.as_str(), staging.as_str(), "(automatic)", "1", "3:"], "{lines:?}");
+    assert!(lines[2].contains("AwaitingApproval"), "{lines:?}");
     // Staging, without approval, rolled every version out in turn.
     assert_eq!(wait_release_phase(&stg_rel, "shop-3", ReleasePhase::Live).await.spec.replicas, 1);
 }

@@ -13,7 +13,10 @@ use kube::{
 };
 use phaseloop::{
     api::{Environment, Release, ReleasePhase},
-    controller::release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, steps},
+    controller::{
+        environment::pipeline,
+        release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, steps},
+    },
 };
 
 #[derive(Parser)]
@@ -51,6 +54,9 @@ enum Command {
     Revert { release: String },
     /// List Environments.
     Envs,
+    /// An app's promotion pipeline: each Environment upstream first, the version Live there and
+    /// the one on its way (and what it waits for: soak, approval, queue, freeze).
+    Pipeline { app: String },
     /// Environment commands.
     Env {
         #[command(subcommand)]
@@ -125,6 +131,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let who = whoami(&client).await.context("cannot tell who you are (SelfSubjectReview)")?;
             annotate(&releases, &release, REVERT, &who).await?;
             println!("release {release}: revert requested");
+        }
+        Command::Pipeline { app } => {
+            let envs: Api<Environment> = Api::all(client.clone());
+            let envs = envs.list(&Default::default()).await?.items;
+            let releases = Api::<Release>::all(client).list(&Default::default()).await?.items;
+            let stages = pipeline::stages(&app, &envs, &releases, jiff::Timestamp::now());
+            if stages.is_empty() {
+                bail!("no Environment has a Release of {app} or promotes from another");
+            }
+            print!("{}", pipeline::render(&app, &stages));
         }
         Command::Envs => {
             let envs: Api<Environment> = Api::all(client);

@@ -11,6 +11,7 @@ pub mod allow_list;
 pub mod decide;
 pub mod desired;
 pub mod infrastructure;
+pub mod pipeline;
 mod reconcile;
 pub mod validate;
 
