@@ -126,6 +126,13 @@ async fn a_version_live_upstream_is_requested_downstream_once_and_a_newer_one_su
     let words: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(&words[..5], [prod.as_str(), staging.as_str(), "(automatic)", "1", "3:"], "{lines:?}");
     assert!(lines[2].contains("AwaitingApproval"), "{lines:?}");
+    // Counted since the restart: 2 and 3 opened in staging and in production, 1 approved, 1 superseded.
+    let metrics = reqwest::get(format!("{}/metrics", operator_url())).await.unwrap().text().await.unwrap();
+    let count = |result: &str| {
+        let line = format!("phaseloop_promotion_requests_total{{result=\"{result}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(&line)?.parse::<f64>().ok()).unwrap_or(0.0)
+    };
+    assert_eq!((count("opened"), count("approved"), count("superseded")), (4.0, 1.0, 1.0), "{metrics}");
     // Staging, without approval, rolled every version out in turn.
     assert_eq!(wait_release_phase(&stg_rel, "shop-3", ReleasePhase::Live).await.spec.replicas, 1);
 }

@@ -113,7 +113,7 @@ impl Metrics {
             counter("environment_expirations_total", "Environments deleted because their ttl was reached.", &["tier"]);
         let promotion_requests = counter(
             "promotion_requests_total",
-            "Promotion requests by result: opened (a Release created for a version Live upstream), superseded.",
+            "Promotion requests by result: opened (a Release created for a version Live upstream), approved (its rollout started after an approval), superseded.",
             &["result"],
         );
         let leader = prometheus::IntGauge::new(

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{observe, test_environment};
 use crate::{
-    api::{Release, ReleaseStatus},
+    api::{Release, ReleasePhase, ReleaseStatus},
     controller::{
         Context, Error,
         error::Context as _,
@@ -186,6 +186,15 @@ async fn consume(ctx: &Context, rel: &Release, key: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether a promotion request (a Release opened by an Environment's automatic promotion) just
+/// left its approval wait for the rollout: counted once, at the status write that says so.
+fn approved_request(rel: &Release, old: Option<ReleasePhase>, new: Option<ReleasePhase>) -> bool {
+    let promoted = rel.labels().contains_key(crate::controller::environment::decide::promotion::PROMOTED_FROM);
+    promoted
+        && old == Some(ReleasePhase::AwaitingApproval)
+        && matches!(new, Some(ReleasePhase::Progressing | ReleasePhase::Paused | ReleasePhase::Live))
+}
+
 /// Writes `status` when it changed, with the phase Event and the DORA facts it brings.
 async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: ReleaseStatus) -> Result<(), Error> {
     let old = rel.status.as_ref().and_then(|s| s.phase);
@@ -193,6 +202,9 @@ async fn write(api: &Api<Release>, rel: &Release, ctx: &Context, status: Release
         let mut after = rel.clone();
         after.status = Some(status.clone());
         ctx.count_dora(&after);
+        if approved_request(rel, old, status.phase) {
+            ctx.metrics.observe_promotion_request("approved");
+        }
         publish_phase_change(ctx, rel, old, status.phase, status.message.clone()).await;
     }
     Ok(())
