@@ -11,12 +11,16 @@
 //! crate's `audit` are the measurements they share (memory and CPU from `/proc`, requests from the
 //! audit log).
 
+mod operator;
 pub mod peers;
 pub mod process;
+mod scrape;
+
+pub use operator::Operator;
+pub use scrape::{Quantiles, Scrape, histogram_quantile};
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    path::PathBuf,
+    collections::{BTreeMap, HashSet},
     time::Duration,
 };
 
@@ -38,8 +42,6 @@ use phaseloop::{
 use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
-
-use phaseloop_e2e::repo_root;
 
 /// Label on every object the benchmark creates, with the run's role as value.
 const LABEL: &str = "bench.phaseloop.dev/fleet";
@@ -102,173 +104,6 @@ pub struct FleetReport {
     /// Requests of the restarted operator during the re-list, by `verb resource`.
     pub relist_requests: BTreeMap<String, f64>,
     pub relist_reconciles: f64,
-}
-
-/// p50 and p99 of a histogram, estimated the way PromQL's `histogram_quantile` does.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Quantiles {
-    pub n: f64,
-    pub p50: f64,
-    pub p99: f64,
-}
-
-// ---------------------------------------------------------------------------------------------
-// The operator process and its metrics.
-
-/// The operator started by `run-operator.sh`.
-pub struct Operator {
-    proc: process::PidFile,
-    metrics_url: String,
-    http: reqwest::Client,
-}
-
-impl Operator {
-    /// From the e2e environment (`E2E_STATE`, `PHASELOOP_METRICS_PORT`, set by env.sh).
-    pub fn from_env() -> anyhow::Result<Self> {
-        let state = std::env::var("E2E_STATE").context("E2E_STATE (eval \"$(e2e/scripts/env.sh)\")")?;
-        let port = std::env::var("PHASELOOP_METRICS_PORT").context("PHASELOOP_METRICS_PORT")?;
-        Ok(Operator {
-            proc: process::PidFile(PathBuf::from(state).join("pids/operator.pid")),
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
-            http: reqwest::Client::new(),
-        })
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
-
-    /// Resident memory, from /proc.
-    pub fn rss_bytes(&self) -> Option<u64> {
-        self.proc.rss_bytes()
-    }
-
-    /// User plus system CPU time, from /proc.
-    pub fn cpu_seconds(&self) -> Option<f64> {
-        self.proc.cpu_seconds()
-    }
-
-    pub async fn scrape(&self) -> anyhow::Result<Scrape> {
-        let text = self.http.get(&self.metrics_url).send().await?.error_for_status()?.text().await?;
-        Ok(Scrape::parse(&text))
-    }
-
-    /// Mean resident memory over `over`, sampled every 100ms.
-    pub async fn mean_rss(&self, over: Duration) -> f64 {
-        self.proc.mean_rss(over).await
-    }
-
-    /// Restarts the operator (`run-operator.sh start`: graceful stop, start, ready and leading).
-    pub async fn restart(&self) -> anyhow::Result<tokio::process::Child> {
-        let script = repo_root().join("e2e/scripts/run-operator.sh");
-        let mut cmd = tokio::process::Command::new("bash");
-        cmd.arg(script).arg("start").stdout(std::process::Stdio::null());
-        // The release build when run by `make bench`; whatever the caller chose otherwise.
-        Ok(cmd.spawn()?)
-    }
-}
-
-/// One scrape of the operator's metrics: series (name and labels, as exposed) to value.
-#[derive(Clone, Debug, Default)]
-pub struct Scrape(HashMap<String, f64>);
-
-impl Scrape {
-    pub fn parse(text: &str) -> Self {
-        let series = text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .filter_map(|l| {
-                let (k, v) = l.rsplit_once(' ')?;
-                Some((k.to_string(), v.parse().ok()?))
-            })
-            .collect();
-        Scrape(series)
-    }
-
-    /// Sum of the series of `name` whose labels contain every `key="value"` of `with`.
-    pub fn sum(&self, name: &str, with: &[&str]) -> f64 {
-        self.matching(name, with).map(|(_, v)| v).sum()
-    }
-
-    fn matching<'a>(&'a self, name: &'a str, with: &'a [&str]) -> impl Iterator<Item = (&'a String, f64)> + 'a {
-        self.0
-            .iter()
-            .filter(move |(k, _)| k.split('{').next() == Some(name) && with.iter().all(|w| k.contains(w)))
-            .map(|(k, v)| (k, *v))
-    }
-
-    /// Value of the label `label` in a series key.
-    fn label<'a>(key: &'a str, label: &str) -> Option<&'a str> {
-        let start = key.find(&format!("{label}=\""))? + label.len() + 2;
-        Some(&key[start..start + key[start..].find('"')?])
-    }
-
-    /// Requests of the operator by verb since `before`, leader election excluded (it renews its
-    /// Lease whatever the workload).
-    pub fn requests_since(&self, before: &Scrape) -> BTreeMap<String, f64> {
-        let mut by_verb = BTreeMap::new();
-        for (k, n) in self.requests_by_resource_since(before) {
-            *by_verb.entry(k.split(' ').next().unwrap_or_default().to_string()).or_insert(0.0) += n;
-        }
-        by_verb
-    }
-
-    /// Requests since `before` as `verb resource` (Lease excluded), those that were made.
-    pub fn requests_by_resource_since(&self, before: &Scrape) -> BTreeMap<String, f64> {
-        let mut by = BTreeMap::new();
-        for (k, v) in self.matching("phaseloop_kube_requests_total", &[]) {
-            let resource = Self::label(k, "resource").unwrap_or("other");
-            let delta = v - before.0.get(k).copied().unwrap_or(0.0);
-            if resource == "leases" || delta == 0.0 {
-                continue;
-            }
-            let verb = Self::label(k, "verb").unwrap_or("other");
-            *by.entry(format!("{verb} {resource}")).or_insert(0.0) += delta;
-        }
-        by
-    }
-
-    /// Quantiles of histogram `name` (series with `with`) over the observations since `before`.
-    pub fn quantiles_since(&self, before: &Scrape, name: &str, with: &[&str]) -> Quantiles {
-        let bucket = format!("{name}_bucket");
-        let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new(); // le bits, ordered by value below
-        for (k, v) in self.matching(&bucket, with) {
-            let Some(le) = Self::label(k, "le") else { continue };
-            let le: f64 = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-            let e = by_le.entry(le.to_bits()).or_insert((le, 0.0));
-            e.1 += v - before.0.get(k).copied().unwrap_or(0.0);
-        }
-        let mut buckets: Vec<(f64, f64)> = by_le.into_values().collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        Quantiles {
-            n: buckets.last().map(|b| b.1).unwrap_or(0.0),
-            p50: histogram_quantile(0.5, &buckets),
-            p99: histogram_quantile(0.99, &buckets),
-        }
-    }
-}
-
-/// PromQL's `histogram_quantile` over cumulative buckets `(upper bound, count)` sorted by bound:
-/// linear interpolation inside the bucket the rank falls in; the highest finite bound when it
-/// falls in `+Inf`.
-pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
-    let Some(&(_, total)) = buckets.last() else { return 0.0 };
-    if total <= 0.0 {
-        return 0.0;
-    }
-    let rank = q * total;
-    let mut lower = (0.0, 0.0);
-    for &(le, count) in buckets {
-        if count >= rank {
-            if le.is_infinite() {
-                return lower.0;
-            }
-            let within = count - lower.1;
-            return if within > 0.0 { lower.0 + (le - lower.0) * (rank - lower.1) / within } else { le };
-        }
-        lower = (le, count);
-    }
-    lower.0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -630,17 +465,6 @@ fn fleet_writes(by_resource: &BTreeMap<String, f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantiles_interpolate_inside_the_bucket_like_promql() {
-        // 10 observations: 4 ≤ 0.01, 9 ≤ 0.1, 10 ≤ 1.
-        let b = [(0.01, 4.0), (0.1, 9.0), (1.0, 10.0), (f64::INFINITY, 10.0)];
-        assert!((histogram_quantile(0.5, &b) - (0.01 + 0.09 * 1.0 / 5.0)).abs() < 1e-9);
-        assert!((histogram_quantile(0.99, &b) - (0.1 + 0.9 * 0.9)).abs() < 1e-9);
-        assert_eq!(histogram_quantile(0.5, &[(f64::INFINITY, 0.0)]), 0.0);
-        // Beyond the last finite bound: that bound, as PromQL answers.
-        assert_eq!(histogram_quantile(0.99, &[(0.5, 1.0), (f64::INFINITY, 10.0)]), 0.5);
-    }
 
     #[test]
     fn scrapes_give_deltas_by_verb_and_histogram_quantiles() {
