@@ -126,6 +126,13 @@ async fn a_version_live_upstream_is_requested_downstream_once_and_a_newer_one_su
     let words: Vec<&str> = lines[2].split_whitespace().collect();
     assert_eq!(&words[..5], [prod.as_str(), staging.as_str(), "(automatic)", "1", "3:"], "{lines:?}");
     assert!(lines[2].contains("AwaitingApproval"), "{lines:?}");
+    // What approving it would change in production, against shop-1 there.
+    let out = kubectl(&["phaseloop", "diff", "shop-3", "-n", &prod]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stdout.starts_with("--- shop-1 (Live)\n+++ shop-3\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("version: \"1\" -> \"3\""), "{}", out.stdout);
+    assert!(out.stdout.contains("image: \"shop:1\" -> \"shop:3\""), "{}", out.stdout);
+    assert!(!out.stdout.contains("replicas"), "both have production's replicas: {}", out.stdout);
     // Counted since the restart: 2 and 3 opened in staging and in production, 1 approved, 1 superseded.
     let metrics = reqwest::get(format!("{}/metrics", operator_url())).await.unwrap().text().await.unwrap();
     let count = |result: &str| {

@@ -15,7 +15,7 @@ use phaseloop::{
     api::{Environment, Release, ReleasePhase},
     controller::{
         environment::pipeline,
-        release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, steps},
+        release::{ABORT, APPROVED_BY, OVERRIDE, PROMOTE, REVERT, diff, steps},
     },
 };
 
@@ -38,6 +38,8 @@ enum Command {
         #[arg(short, long)]
         watch: bool,
     },
+    /// What a Release changes against its app's Live Release in the namespace, field by field.
+    Diff { release: String },
     /// Approve a Release waiting at its gate (records who approved).
     Approve { release: String },
     /// Go past the current pause of a rollout.
@@ -99,6 +101,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     print!("\n{}", render(&r?));
                 }
             }
+        }
+        Command::Diff { release } => {
+            let candidate = releases.get(&release).await.with_context(|| format!("release {release}"))?;
+            let all = releases.list(&Default::default()).await?.items;
+            let is_live = |r: &Release| r.status.as_ref().and_then(|s| s.phase) == Some(ReleasePhase::Live);
+            let Some(live) = all.iter().find(|r| r.spec.app == candidate.spec.app && is_live(r)) else {
+                bail!("no Live Release of {} in {ns} to compare {release} with", candidate.spec.app);
+            };
+            let changes = diff::changes(&live.spec, &candidate.spec);
+            print!("{}", diff::render(&live.name_any(), &release, &changes));
         }
         Command::Approve { release } => {
             // The approval names who gave it, as the API server knows them: an admission policy

@@ -11,6 +11,7 @@
 pub mod analysis;
 pub mod approval;
 pub mod decide;
+pub mod diff;
 pub mod gate;
 pub mod handover;
 pub mod queue;
