@@ -37,6 +37,7 @@ fn rendered() -> String {
     metrics.observe_query("scaling", &Ok(1.0));
     metrics.observe_query("analysis", &Err(phaseloop::prometheus::QueryError::Unreachable("down".into())));
     metrics.observe_expiration("preview");
+    metrics.observe_promotion_request("opened");
     let (ns, app) = ("prod".to_string(), "shop".to_string());
     metrics.record_dora(&[
         Record::Deployment { namespace: ns.clone(), app: app.clone(), result: Outcome::Success },
