@@ -35,8 +35,27 @@ export GOFLAGS="-mod=mod -buildvcs=false"
 # Built binaries live outside the repository, one directory per component keyed by its pins, so a
 # change of one pin rebuilds only that component and nothing is ever committed.
 E2E_CACHE=${E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/phaseloop-e2e}
+# Several local clusters side by side (a pipeline across clusters needs two): E2E_CLUSTER=b (or c)
+# gives a cluster its own state directory and every default port below plus 100 (or 200). The
+# first cluster, E2E_CLUSTER=a, is the default. Ports set explicitly win over both.
+E2E_CLUSTER=${E2E_CLUSTER:-a}
+case "$E2E_CLUSTER" in
+a) E2E_PORT_OFFSET=0 ;;
+b) E2E_PORT_OFFSET=100 ;;
+c) E2E_PORT_OFFSET=200 ;;
+*) echo "E2E_CLUSTER=$E2E_CLUSTER: a (the default), b or c" >&2 && exit 1 ;;
+esac
+# What env.sh exported for one cluster (E2E_ENV_CLUSTER names it) is not another's: a command
+# asked for another cluster (E2E_CLUSTER=b in a shell set up for a) drops it.
+if [ -n "${E2E_ENV_CLUSTER:-}" ] && [ "$E2E_ENV_CLUSTER" != "$E2E_CLUSTER" ]; then
+  unset E2E_STATE PHASELOOP_METRICS_PORT E2E_KCM_PORT
+fi
 # Runtime state of a started cluster (certs, data, logs, pids, kubeconfig).
-E2E_STATE=${E2E_STATE:-$REPO_ROOT/target/e2e-cluster}
+if [ "$E2E_CLUSTER" = a ]; then
+  E2E_STATE=${E2E_STATE:-$REPO_ROOT/target/e2e-cluster}
+else
+  E2E_STATE=${E2E_STATE:-$REPO_ROOT/target/e2e-cluster-$E2E_CLUSTER}
+fi
 
 pin_hash() { cat "$@" | sha256sum | cut -c1-16; }
 k8s_bin_dir() { echo "$E2E_CACHE/k8s-$KUBE_VERSION-$(pin_hash "$E2E_ROOT/tools/k8s/go.mod" "$E2E_ROOT/tools/k8s/go.sum")"; }
@@ -67,17 +86,17 @@ die() { log "error: $*"; exit 1; }
 
 # Ports of the e2e cluster: all on 127.0.0.1, away from the defaults (2379, 6443, 9090, 9091,
 # 10257, 10259) so a developer's own cluster or Debian's prometheus service cannot collide.
-E2E_ETCD_PORT=${E2E_ETCD_PORT:-12379}
-E2E_ETCD_PEER_PORT=${E2E_ETCD_PEER_PORT:-12380}
-E2E_APISERVER_PORT=${E2E_APISERVER_PORT:-16443}
-E2E_KCM_PORT=${E2E_KCM_PORT:-11257}
-E2E_SCHEDULER_PORT=${E2E_SCHEDULER_PORT:-11259}
-E2E_PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-19090}
-E2E_PUSHGATEWAY_PORT=${E2E_PUSHGATEWAY_PORT:-19091}
-PHASELOOP_METRICS_PORT=${PHASELOOP_METRICS_PORT:-18080} # the operator's /metrics, scraped by Prometheus
+E2E_ETCD_PORT=${E2E_ETCD_PORT:-$((12379 + E2E_PORT_OFFSET))}
+E2E_ETCD_PEER_PORT=${E2E_ETCD_PEER_PORT:-$((12380 + E2E_PORT_OFFSET))}
+E2E_APISERVER_PORT=${E2E_APISERVER_PORT:-$((16443 + E2E_PORT_OFFSET))}
+E2E_KCM_PORT=${E2E_KCM_PORT:-$((11257 + E2E_PORT_OFFSET))}
+E2E_SCHEDULER_PORT=${E2E_SCHEDULER_PORT:-$((11259 + E2E_PORT_OFFSET))}
+E2E_PROMETHEUS_PORT=${E2E_PROMETHEUS_PORT:-$((19090 + E2E_PORT_OFFSET))}
+E2E_PUSHGATEWAY_PORT=${E2E_PUSHGATEWAY_PORT:-$((19091 + E2E_PORT_OFFSET))}
+PHASELOOP_METRICS_PORT=${PHASELOOP_METRICS_PORT:-$((18080 + E2E_PORT_OFFSET))} # the operator's /metrics, scraped by Prometheus
 # Argo Rollouts' /metrics (scraped like the operator's) and healthz, for `make bench BENCH=peers`.
-ARGO_ROLLOUTS_METRICS_PORT=${ARGO_ROLLOUTS_METRICS_PORT:-18090}
-ARGO_ROLLOUTS_HEALTHZ_PORT=${ARGO_ROLLOUTS_HEALTHZ_PORT:-18091}
+ARGO_ROLLOUTS_METRICS_PORT=${ARGO_ROLLOUTS_METRICS_PORT:-$((18090 + E2E_PORT_OFFSET))}
+ARGO_ROLLOUTS_HEALTHZ_PORT=${ARGO_ROLLOUTS_HEALTHZ_PORT:-$((18091 + E2E_PORT_OFFSET))}
 
 # The real node (start-node.sh; the SC2034 disables: used by the scripts sourcing this file): kubelet, kube-proxy and containerd in a network namespace of
 # their own, which holds the whole pod network (bridge, pod CIDR, Service rules, conntrack). The
@@ -91,7 +110,7 @@ E2E_NODE_IP=${E2E_NODE_IP:-10.201.0.1}          # inside the node's namespace on
 E2E_NODE_POD_CIDR=${E2E_NODE_POD_CIDR:-10.88.0.0/16} # inside the node's namespace only
 # shellcheck disable=SC2034
 E2E_SERVICE_CIDR=10.96.0.0/16 # the API server's --service-cluster-ip-range (start-cluster.sh)
-E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-19092} # 127.0.0.1: the node's Prometheus
+E2E_NODE_PROMETHEUS_PORT=${E2E_NODE_PROMETHEUS_PORT:-$((19092 + E2E_PORT_OFFSET))} # 127.0.0.1: the node's Prometheus
 # shellcheck disable=SC2034
 NODE_STATE=$E2E_STATE/node
 # The Gateway (Traefik, kubernetesGateway provider) inside the node's namespace: its HTTP
