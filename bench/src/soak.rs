@@ -132,6 +132,14 @@ pub async fn soak(client: &Client, run: &SoakRun) -> anyhow::Result<SoakReport> 
             .await?;
         }
         made += names.len();
+        // A line per wave, so a run cut short still says how far it got and how it stood.
+        let now = entries().await.unwrap_or_default();
+        let rss = rss_mib().await.unwrap_or_default();
+        eprintln!(
+            "soak: {made} of {} Environments came and went in {:.0} s; RSS {rss:.1} MiB; {now:?}",
+            run.environments,
+            started.elapsed().as_secs_f64()
+        );
     }
     let entries_after = swept().await?;
     Ok(SoakReport {
