@@ -71,8 +71,10 @@ fn the_readme_tour_plays_as_printed() {
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    // Whatever is left of the job (an operator after a failed line), then the cluster.
-    let _ = Command::new("kill").args(["-TERM", &format!("-{pgid}")]).status();
+    // Whatever is left of the job (an operator after a failed line), then the cluster. `--`: without
+    // it, kill takes `-<pgid>` for an option, signals nothing and exits 0, and the readers below
+    // wait for ever on the pipes the job still holds.
+    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{pgid}")]).status();
     let stdout = reader.join().unwrap();
     let stderr = err_reader.join().unwrap();
     std::fs::write(format!("{state}/logs/tour.log"), format!("{stdout}\n--- stderr (bash -x) ---\n{stderr}")).unwrap();
