@@ -68,6 +68,9 @@ if [ "$TOUR" = 1 ]; then
     die "a cluster is running ($E2E_STATE): the README tour needs its own; make cluster-down first, or E2E_TOUR=0 to leave the tour out"
   else
     t=$(date +%s)
+    # The tour starts from nothing, as on a fresh machine: a stopped cluster's state (etcd data
+    # from an earlier run) would hold its Releases already, in later phases than it waits for.
+    bash "$S/stop-cluster.sh" --purge >/dev/null
     e2e=$(cargo test -p phaseloop-e2e --features phaseloop/default --test e2e --no-run --message-format=json 2>/dev/null |
       grep '"kind":\["test"\],"crate_types":\["bin"\],"name":"e2e"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4)
     [ -x "$e2e" ] || die "the e2e test binary was not built"
