@@ -324,8 +324,19 @@ impl Draft<'_> {
         let position = format!("step {}/{}", (at.step + 1).min(at.plan.len()), at.plan.len());
         match decision {
             Decision::Hold { wait, .. } => {
+                // A promote of a paused rollout whose step still waits (its pods, its time) goes
+                // past the pause: the step goes on waiting, the tally starts again.
+                let resumed = promoted && self.phase() == ReleasePhase::Paused;
                 self.status.pause = None;
                 self.go(Transition::Resumed);
+                if resumed {
+                    if fresh_tally {
+                        analysis::restart(&mut self.status.analysis);
+                    }
+                    let note = format!("{} resumed the rollout at step {}", self.requester(PROMOTE), at.step + 1);
+                    self.event(false, Reason::Promoted, note);
+                    self.done_with(PROMOTE, format!("resumed at step {}", at.step + 1));
+                }
                 self.set(condition::PROGRESSING, true, Reason::RollingOut, &position);
                 self.status.message = Some(step_message(&at.plan, at.step));
                 let interval = strategy.analysis.as_ref().map(|a| Duration::from(a.interval));

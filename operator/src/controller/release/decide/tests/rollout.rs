@@ -133,6 +133,37 @@ fn promote_past_an_inconclusive_pause_starts_a_fresh_tally() {
     assert_eq!(case.decide().status.phase, Some(ReleasePhase::Progressing));
 }
 
+#[test]
+fn promote_past_an_inconclusive_pause_while_the_pods_come_up_resumes_with_a_fresh_tally() {
+    // Paused by the analysis before the step's pods were Ready (a 1s interval is quicker than the
+    // pods): the promote is taken, the tally starts again and the step waits for its pods. It was
+    // refused ("waits for its pods, not for a person"), the tally kept its inconclusive count,
+    // and the next reconcile paused again: stuck until someone promoted at the right moment.
+    let strategy = json!({"type": "Canary", "canary": {"steps": [{"setWeight": 50}, {"pause": {"duration": "4s"}}]},
+        "analysis": {"interval": "1s", "metrics": [{"name": "errors", "max": 0.1, "query": "q", "inconclusiveLimit": 1}]}});
+    let unsure = with_status(rolling_out(rel("shop-2", "2", strategy, None), 0), |s| {
+        s.phase = Some(ReleasePhase::Paused);
+        s.analysis = vec![crate::api::AnalysisResult { name: "errors".into(), inconclusive: 2, ..Default::default() }];
+    });
+    let mut case = Case::active(annotate(unsure, PROMOTE, "someone"), live("shop-1", "1"));
+    case.own = deployed(2, 1);
+    case.other = deployed(2, 2);
+    let out = case.decide();
+    assert_eq!(out.status.phase, Some(ReleasePhase::Progressing), "{:?}", out.status.message);
+    assert_eq!(out.status.current_step, Some(0), "still waiting for the step's pods");
+    assert_eq!(out.status.analysis[0].inconclusive, 0, "a fresh tally");
+    let record = out.status.requests.iter().find(|r| r.annotation == PROMOTE).unwrap();
+    assert_eq!(record.outcome, crate::api::RequestOutcome::Done, "{record:?}");
+    // The next reconcile, the pods Ready and a healthy measurement: on to the next step.
+    case.rel.status = Some(out.status.clone());
+    case.rel.metadata.annotations.as_mut().unwrap().remove(PROMOTE);
+    case.measurements = Some(vec![("errors".into(), Some(0.0))]);
+    (case.own, case.other) = (deployed(2, 2), deployed(2, 2));
+    let next = case.decide();
+    assert_eq!(next.status.phase, Some(ReleasePhase::Progressing), "{:?}", next.status.message);
+    assert_eq!(next.status.current_step, Some(1));
+}
+
 // --- the rest of the machine --------------------------------------------------------------------
 
 #[test]
