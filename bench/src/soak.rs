@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use phaseloop_e2e::{create, eventually, kubectl, operator_url, unique_suffix};
+use phaseloop_e2e::{create, eventually, kubectl, unique_suffix};
 
 /// How a soak runs.
 #[derive(Clone, Debug, Serialize)]
@@ -43,29 +43,10 @@ pub struct SoakReport {
     pub rss_after_mib: f64,
 }
 
-/// The operator's `/metrics`, as (name with labels → value).
-async fn metrics() -> anyhow::Result<BTreeMap<String, f64>> {
-    let text = reqwest::get(format!("{}/metrics", operator_url())).await?.text().await?;
-    Ok(text
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            Some((name.to_string(), value.parse().ok()?))
-        })
-        .collect())
-}
-
 /// The bookkeeping sizes, by map.
 pub async fn entries() -> anyhow::Result<BTreeMap<String, f64>> {
-    let all = metrics().await?;
-    Ok(all
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let map = k.strip_prefix("phaseloop_bookkeeping_entries{map=\"")?.strip_suffix("\"}")?;
-            Some((map.to_string(), v))
-        })
-        .collect())
+    let scrape = crate::fleet::Operator::from_env()?.scrape().await?;
+    Ok(scrape.by_label("phaseloop_bookkeeping_entries", "map"))
 }
 
 /// The operator's resident memory, from `/proc` (as the fleet benchmark reads it): the process

@@ -42,6 +42,11 @@ impl Scrape {
             .map(|(k, v)| (k, *v))
     }
 
+    /// The series of `name`, keyed by the value of their label `label`.
+    pub fn by_label(&self, name: &str, label: &str) -> BTreeMap<String, f64> {
+        self.matching(name, &[]).filter_map(|(k, v)| Some((Self::label(k, label)?.to_string(), v))).collect()
+    }
+
     /// Value of the label `label` in a series key.
     fn label<'a>(key: &'a str, label: &str) -> Option<&'a str> {
         let start = key.find(&format!("{label}=\""))? + label.len() + 2;
@@ -129,5 +134,17 @@ mod tests {
         assert_eq!(histogram_quantile(0.5, &[(f64::INFINITY, 0.0)]), 0.0);
         // Beyond the last finite bound: that bound, as PromQL answers.
         assert_eq!(histogram_quantile(0.99, &[(0.5, 1.0), (f64::INFINITY, 10.0)]), 0.5);
+    }
+
+    #[test]
+    fn series_are_read_by_one_of_their_labels() {
+        let s = Scrape::parse(
+            "# TYPE phaseloop_bookkeeping_entries gauge\n\
+             phaseloop_bookkeeping_entries{map=\"applied\"} 3\n\
+             phaseloop_bookkeeping_entries{map=\"reconciles\"} 0\n\
+             phaseloop_bookkeeping_entries_other{map=\"x\"} 9\n",
+        );
+        let maps = s.by_label("phaseloop_bookkeeping_entries", "map");
+        assert_eq!(maps, BTreeMap::from([("applied".to_string(), 3.0), ("reconciles".to_string(), 0.0)]));
     }
 }

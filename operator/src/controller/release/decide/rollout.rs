@@ -330,12 +330,7 @@ impl Draft<'_> {
                 self.status.pause = None;
                 self.go(Transition::Resumed);
                 if resumed {
-                    if fresh_tally {
-                        analysis::restart(&mut self.status.analysis);
-                    }
-                    let note = format!("{} resumed the rollout at step {}", self.requester(PROMOTE), at.step + 1);
-                    self.event(false, Reason::Promoted, note);
-                    self.done_with(PROMOTE, format!("resumed at step {}", at.step + 1));
+                    self.take_promote(fresh_tally, format!("resumed the rollout at step {}", at.step + 1));
                 }
                 self.set(condition::PROGRESSING, true, Reason::RollingOut, &position);
                 self.status.message = Some(step_message(&at.plan, at.step));
@@ -352,12 +347,7 @@ impl Draft<'_> {
                 self.status.pause = None;
                 analysis::next_step(&mut self.status.analysis);
                 if promoted {
-                    if fresh_tally {
-                        analysis::restart(&mut self.status.analysis);
-                    }
-                    let note = format!("{} promoted the rollout past step {}", self.requester(PROMOTE), at.step + 1);
-                    self.event(false, Reason::Promoted, note);
-                    self.done_with(PROMOTE, format!("promoted past step {}", at.step + 1));
+                    self.take_promote(fresh_tally, format!("promoted the rollout past step {}", at.step + 1));
                 }
                 if self.phase() == ReleasePhase::Paused {
                     self.go(Transition::Resumed);
@@ -389,6 +379,16 @@ impl Draft<'_> {
             );
             self.refuse(PROMOTE, why);
         }
+    }
+
+    /// A promote taken: the tally starts again when `fresh_tally` (past an inconclusive pause),
+    /// an Event says who did `what`, and the request is recorded as done.
+    fn take_promote(&mut self, fresh_tally: bool, what: String) {
+        if fresh_tally {
+            analysis::restart(&mut self.status.analysis);
+        }
+        self.event(false, Reason::Promoted, format!("{} {what}", self.requester(PROMOTE)));
+        self.done_with(PROMOTE, what);
     }
 
     /// Paused for a person, with why.
