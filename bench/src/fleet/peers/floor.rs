@@ -176,12 +176,12 @@ async fn phase(
         .map(|j| step_app(client, run, ready, j, from, to, deadline))
         .buffer_unordered(run.apps)
         .try_fold(0, |sum, w| async move { Ok(sum + w) });
-    let starts: Vec<Instant> = vec![i0; run.apps];
     let image = format!("bench:{to}");
     let (writes, done) = tokio::join!(work, observer.wait_all(&apps, &image, run.replicas, deadline));
     let writes = writes?;
     let (all, per_app) = done?;
-    let app_seconds: Vec<f64> = starts.iter().zip(&per_app).map(|(s, d)| d.duration_since(*s).as_secs_f64()).collect();
+    // Every app starts with the phase: its time is from the phase's start.
+    let app_seconds: Vec<f64> = per_app.iter().map(|d| d.duration_since(i0).as_secs_f64()).collect();
     Ok(FloorPhase {
         seconds: all.duration_since(i0).as_secs_f64(),
         app_seconds: Summary::of(&app_seconds),
